@@ -1,0 +1,131 @@
+"""Database models. The bulletin row is the source of truth: Redis only ever carries ids."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in Python, naive UTC in the database: SQLite keeps no offsets."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BulletinStatus(enum.StrEnum):
+    QUEUED = "queued"  # accepted, its page not rendered yet
+    PUBLISHED = "published"  # page written, feeds and indexes asked to refresh
+    FAILED = "failed"  # gave up after repeated errors; `last_error` says why
+
+
+class BodyFormat(enum.StrEnum):
+    TEXT = "text"
+    MARKDOWN = "markdown"
+    HTML = "html"
+
+
+class Agency(Base):
+    __tablename__ = "agencies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="agency")
+
+
+class ApiKey(Base):
+    """An agency's bearer key, kept only as a SHA-256 digest (keys are random, so no slow hash)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    agency: Mapped[Agency] = relationship(back_populates="api_keys")
+
+
+class Bulletin(Base):
+    __tablename__ = "bulletins"
+    __table_args__ = (
+        UniqueConstraint("agency_id", "idempotency_key", name="uq_bulletin_idempotency"),
+        # The listing queries (feeds, index pages) read the newest N of one scope: each has
+        # an index that answers it without touching the rest of the archive.
+        Index("ix_bulletin_status_published", "status", "published_at"),
+        Index("ix_bulletin_agency_status_published", "agency_id", "status", "published_at"),
+        Index("ix_bulletin_category_status_published", "category_slug", "status", "published_at"),
+        # The reconciler looks for rows stuck in `queued`.
+        Index("ix_bulletin_status_queued", "status", "queued_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The feed guid / Atom id: assigned once, never changed, not even by a correction.
+    guid: Mapped[str] = mapped_column(
+        String(45), unique=True, default=lambda: f"urn:uuid:{uuid.uuid4()}"
+    )
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    # Fixed at creation so the public URL never changes when the title is corrected.
+    slug: Mapped[str] = mapped_column(String(120))
+
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    body_format: Mapped[str] = mapped_column(String(16))
+    body_source: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)  # sanitised; what pages and feeds show
+    author: Mapped[str | None] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(200))
+    category_slug: Mapped[str | None] = mapped_column(String(120))
+    language: Mapped[str] = mapped_column(String(16), default="vi")
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    status: Mapped[str] = mapped_column(String(16), default=BulletinStatus.QUEUED)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    rendered_revision: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rendered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agency: Mapped[Agency] = relationship(lazy="joined")

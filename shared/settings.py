@@ -1,0 +1,99 @@
+"""The one settings object. Every value comes from a ``BANTIN_*`` environment variable or its default."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BANTIN_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./var"),
+        description="Holds the SQLite file, the rendered site and the embedded Redis.",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL. Unset: SQLite file `bantin.db` in the data dir."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="redis:// URL of the broker. Unset: `bantin up` starts an embedded Redis "
+        "in the data dir and hands its URL to every child process.",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL used in pages, feeds and API answers."
+    )
+    gateway_host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
+    gateway_port: int = Field(8000, description="Port of the public read side.")
+    ingest_host: str = Field("127.0.0.1", description="Interface the ingest API listens on.")
+    ingest_port: int = Field(8001, description="Port of the write API.")
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="Zone for displayed dates and feeds.")
+    site_title: str = Field("Bản tin", description="Site name in headers and feed titles.")
+    site_dir: Path | None = Field(
+        None, description="Where rendered pages and feeds go. Unset: `site/` in the data dir."
+    )
+    max_request_bytes: int = Field(
+        1_048_576, description="Largest request body the ingest API reads (413 above it)."
+    )
+    feed_items: int = Field(50, description="Items per feed (the newest ones).")
+    index_items: int = Field(30, description="Bulletins listed on the home and index pages.")
+    requeue_after_seconds: float = Field(
+        30.0,
+        description="The reconciler re-sends a bulletin still `queued` after this long "
+        "(covers a Redis restart or a lost message).",
+    )
+    reconcile_interval_seconds: float = Field(5.0, description="How often the reconciler runs.")
+    log_level: str = Field("INFO", description="Log level of every process.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises on an unknown zone: fail at start-up, not at first render
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'bantin.db').resolve()}"
+
+    @property
+    def resolved_site_dir(self) -> Path:
+        return (self.site_dir or self.data_dir / "site").resolve()
+
+    @property
+    def embedded_redis_file(self) -> Path:
+        """Where `bantin up` writes the URL of the embedded Redis it started."""
+        return self.data_dir.resolve() / "redis" / "url"
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis every process talks to: BANTIN_REDIS_URL, else the embedded one of `bantin up`."""
+        if self.redis_url:
+            return self.redis_url
+        try:
+            return self.embedded_redis_file.read_text().strip()
+        except FileNotFoundError:
+            raise RuntimeError(
+                "BANTIN_REDIS_URL is not set and no embedded Redis is running for data dir "
+                f"{self.data_dir.resolve()}: start `bantin up` or set BANTIN_REDIS_URL"
+            ) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

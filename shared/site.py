@@ -1,0 +1,96 @@
+"""The public URL layout: the one contract between the render and feed workers and the gateway.
+
+Every page and feed is a file under the site directory whose relative path is its URL path
+(``/`` and paths ending in ``/`` map to ``index.html``).
+
+    /                               home page, newest bulletins of every agency
+    /{agency}/                      an agency's page
+    /{agency}/{slug}-{id}.html      an article page
+    /chuyen-muc/{category}/         a category page
+    /feeds/all.rss, /feeds/all.atom
+    /feeds/agency/{agency}.rss|.atom
+    /feeds/category/{category}.rss|.atom
+    /static/...                     CSS and JS
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import PurePosixPath
+
+CATEGORY_PREFIX = "chuyen-muc"
+# Top-level path segments an agency slug may not take, or its pages would shadow these.
+RESERVED_SLUGS = frozenset(
+    {CATEGORY_PREFIX, "feeds", "static", "healthz", "v1", "docs", "openapi.json", "index.html"}
+)
+
+
+class ListingKind(StrEnum):
+    ALL = "all"
+    AGENCY = "agency"
+    CATEGORY = "category"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A scope of bulletins shown as an index page and as a pair of feeds."""
+
+    kind: ListingKind
+    key: str = ""  # agency or category slug; empty for ALL
+
+    @property
+    def target(self) -> str:
+        """A stable string naming this listing (used as a Redis key part and a task argument)."""
+        return self.kind.value if self.kind is ListingKind.ALL else f"{self.kind.value}:{self.key}"
+
+    @classmethod
+    def from_target(cls, target: str) -> Listing:
+        kind, _, key = target.partition(":")
+        listing = cls(ListingKind(kind), key)
+        if (listing.kind is ListingKind.ALL) != (key == ""):
+            raise ValueError(f"bad listing target {target!r}")
+        return listing
+
+    @property
+    def page_path(self) -> str:
+        if self.kind is ListingKind.ALL:
+            return "/"
+        if self.kind is ListingKind.AGENCY:
+            return f"/{self.key}/"
+        return f"/{CATEGORY_PREFIX}/{self.key}/"
+
+    def feed_path(self, fmt: str) -> str:
+        """`fmt` is ``rss`` or ``atom``."""
+        if fmt not in ("rss", "atom"):
+            raise ValueError(fmt)
+        if self.kind is ListingKind.ALL:
+            return f"/feeds/all.{fmt}"
+        return f"/feeds/{self.kind.value}/{self.key}.{fmt}"
+
+
+ALL = Listing(ListingKind.ALL)
+
+
+def listings_of(agency_slug: str, category_slug: str | None) -> list[Listing]:
+    """Every listing a bulletin of this agency and category appears in."""
+    listings = [ALL, Listing(ListingKind.AGENCY, agency_slug)]
+    if category_slug:
+        listings.append(Listing(ListingKind.CATEGORY, category_slug))
+    return listings
+
+
+def article_path(agency_slug: str, slug: str, bulletin_id: int) -> str:
+    return f"/{agency_slug}/{slug}-{bulletin_id}.html"
+
+
+def file_for(url_path: str) -> PurePosixPath:
+    """The site-relative file that holds a URL path (no leading slash)."""
+    relative = url_path.lstrip("/")
+    if relative == "" or relative.endswith("/"):
+        relative += "index.html"
+    return PurePosixPath(relative)
+
+
+def absolute(public_url: str, url_path: str) -> str:
+    return public_url.rstrip("/") + url_path
