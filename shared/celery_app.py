@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from shared.settings import Settings
 
@@ -32,9 +32,14 @@ def create_celery_app(settings: Settings, *, include: list[str] | None = None) -
         # One message at a time per process: a dying worker holds at most one, and a slow
         # render does not hold up messages another process could take.
         worker_prefetch_multiplier=1,
-        task_queues=(Queue(RENDER_QUEUE), Queue(FEED_QUEUE)),
+        # Each queue names its own exchange and key: a bare Queue(name) would inherit the
+        # default queue's exchange and routing key, sending feed work to the render queue.
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (RENDER_QUEUE, FEED_QUEUE)],
         task_default_queue=RENDER_QUEUE,
-        task_routes={"render.*": {"queue": RENDER_QUEUE}, "feed.*": {"queue": FEED_QUEUE}},
+        task_routes={
+            "render.*": {"queue": RENDER_QUEUE, "exchange": RENDER_QUEUE, "routing_key": RENDER_QUEUE},
+            "feed.*": {"queue": FEED_QUEUE, "exchange": FEED_QUEUE, "routing_key": FEED_QUEUE},
+        },
         task_serializer="json",
         accept_content=["json"],
         # Renders take milliseconds; a minute means something is stuck. Both limits stay well

@@ -1,0 +1,136 @@
+"""The `bantin` command: run the system or one part of it, manage agencies, publish."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from shared.settings import get_settings
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group()
+def main() -> None:
+    """Bantin: publish official bulletins as pages and feeds within a second."""
+
+
+@main.command()
+def up() -> None:
+    """Start everything: embedded Redis (unless BANTIN_REDIS_URL is set), database, ingest,
+    gateway, render and feed workers, reconciler. Ctrl-C stops it all."""
+    from services import up as system
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    demo_key = system.prepare(settings)
+    system.banner(settings, demo_key, settings.data_dir)
+    sys.exit(system.Supervisor(settings).run())
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["render", "feed"]))
+@click.option("--concurrency", "-c", type=int, default=None, help="Processes (default: cores).")
+def worker(kind: str, concurrency: int | None) -> None:
+    """Run one worker; start several (on any machine) to scale out."""
+    settings = get_settings()
+    if kind == "render":
+        from services.render.pages import install_static
+        from shared.storage import LocalStorage
+
+        install_static(LocalStorage(settings.resolved_site_dir))
+    from services.worker import app
+
+    argv = [
+        "worker",
+        "--queues", kind,
+        "--hostname", f"{kind}.{os.getpid()}@%h",
+        "--loglevel", settings.log_level,
+        # Gossip, mingle and heartbeats are cluster chatter we do not use; skipping them
+        # saves a second at start-up and steady Redis traffic.
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    app.worker_main(argv)
+
+
+@main.command()
+def reconciler() -> None:
+    """Re-send work Redis lost and restart stuck feed/page builds, every few seconds."""
+    from services.reconciler.loop import run_forever
+    from shared.runtime import build_runtime
+    from shared.celery_app import create_celery_app
+
+    _logging()
+    settings = get_settings()
+    run_forever(build_runtime(settings, create_celery_app(settings)))
+
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create the database tables (idempotent)."""
+    from shared.db import create_schema
+
+    create_schema(get_settings())
+    click.echo("database ready")
+
+
+@main.group()
+def agency() -> None:
+    """Manage agencies."""
+
+
+@agency.command("create")
+@click.argument("name")
+@click.option("--slug", help="URL name, e.g. bac-kan (default: from the name).")
+def agency_create(name: str, slug: str | None) -> None:
+    """Create an agency; its API key is printed once, as the last line."""
+    from shared.agencies import AgencyError, create_agency
+    from shared.db import create_schema, session_scope
+
+    settings = get_settings()
+    create_schema(settings)
+    try:
+        with session_scope(settings) as session:
+            created, key = create_agency(session, name=name, slug=slug)
+            click.echo(f"Created agency {created.name} ({created.slug}). Its API key (shown once):")
+    except AgencyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(key)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", envvar="BANTIN_API_KEY", required=True, help="The agency's API key.")
+@click.option("--api", "api_url", default=None, help="Ingest API base URL.")
+@click.option("--wait", "wait_seconds", default=30.0, show_default=True)
+def publish(file: Path, key: str, api_url: str | None, wait_seconds: float) -> None:
+    """Submit a text or JSON bulletin, wait until it is published, print its page URL."""
+    import httpx
+
+    from services.client import PublishError, load_bulletin
+    from services.client import publish as submit
+
+    settings = get_settings()
+    api_url = api_url or f"http://{settings.ingest_host}:{settings.ingest_port}"
+    try:
+        bulletin = load_bulletin(file, settings.tz)
+        document = submit(bulletin, api_url=api_url, key=key, wait_seconds=wait_seconds)
+    except (PublishError, ValueError, OSError, httpx.HTTPError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"published bulletin {document['id']}: {document['title']}")
+    click.echo(document["url"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""What the feed worker does, as plain functions the Celery task wraps (and tests call)."""
+
+from __future__ import annotations
+
+from services.feed.feeds import build_feeds
+from shared.db import session_factory
+from shared.listings import listing_heading, newest_bulletins
+from shared.runtime import Runtime
+from shared.site import Listing, file_for
+
+
+def write_feeds(runtime: Runtime, listing: Listing) -> None:
+    """Rebuild a listing's RSS and Atom feeds from the newest items in the database.
+
+    Reads only the newest `feed_items` rows (an indexed query), never the archive, and never
+    trusts the triggering event for content: whatever the database holds now is what ships.
+    """
+    settings = runtime.settings
+    with session_factory(settings)() as session:
+        bulletins = newest_bulletins(session, listing, settings.feed_items)
+        title = listing_heading(session, listing, settings.site_title)
+        built = build_feeds(listing, title, bulletins, settings)
+    runtime.storage.put(file_for(listing.feed_path("rss")), built.rss)
+    runtime.storage.put(file_for(listing.feed_path("atom")), built.atom)

@@ -1,0 +1,22 @@
+"""Celery tasks of the feed worker (queue `feed`)."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+
+from services.feed import jobs
+from shared.celery_app import BUILD_FEEDS
+from shared.refresh import Job, build_in_task
+from shared.runtime import worker_runtime
+from shared.site import Listing
+
+
+# feedgen sets the process-wide locale while it formats dates: feed workers must use the
+# prefork pool (processes), never threads or gevent.
+@shared_task(name=BUILD_FEEDS, bind=True, max_retries=8)
+def build_listing_feeds(self: Task, target: str) -> int:
+    listing = Listing.from_target(target)
+    runtime = worker_runtime()
+    return build_in_task(
+        self, runtime.refresher, Job.FEED, listing, lambda: jobs.write_feeds(runtime, listing)
+    )

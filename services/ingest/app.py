@@ -1,0 +1,60 @@
+"""The write API agencies call. `create_app(settings)` builds it; `app_from_env` for uvicorn."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from services.ingest.bulletins import router as bulletins_router
+from services.ingest.problems import BodyLimitMiddleware, install_problem_handlers, problem_response
+from shared.celery_app import create_celery_app
+from shared.db import engine_for
+from shared.settings import Settings, get_settings
+
+DESCRIPTION = """
+Agencies submit bulletins here; Bantin renders each into an article page and adds it to the
+RSS and Atom feeds it belongs to. Authenticate with `Authorization: Bearer <api key>`.
+Every error is `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="Bantin ingest API", version="1", description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.celery = create_celery_app(settings)
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.include_router(bulletins_router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness and dependencies")
+    def healthz() -> JSONResponse:
+        checks = {"database": _check_database(settings), "redis": _check_redis(app)}
+        if all(value == "ok" for value in checks.values()):
+            return JSONResponse({"status": "ok", **checks})
+        return problem_response(503, "Service unavailable", "A dependency is down.", checks=checks,
+                                headers={"Retry-After": "5"})
+
+    return app
+
+
+def _check_database(settings: Settings) -> str:
+    try:
+        with engine_for(settings).connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:  # health checks report, they never raise
+        return f"error: {type(exc).__name__}"
+
+
+def _check_redis(app: FastAPI) -> str:
+    try:
+        with app.state.celery.connection_for_write() as connection:
+            connection.default_channel.client.ping()
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def app_from_env() -> FastAPI:
+    return create_app(get_settings())

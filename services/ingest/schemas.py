@@ -1,0 +1,92 @@
+"""Request and response models of the ingest API: the contract agencies code against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.models import BodyFormat
+from shared.sanitize import clean_text
+
+
+def _clean(value: str) -> str:
+    return clean_text(value).strip()
+
+
+def _clean_optional(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return _clean(value) or None
+
+
+def _not_blank(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty or blank")
+    return value
+
+
+CleanText = Annotated[str, AfterValidator(_clean), AfterValidator(_not_blank)]
+OptionalText = Annotated[str | None, AfterValidator(_clean_optional)]
+
+SEED_EXAMPLE = {
+    "title": "Ban hành Kế hoạch hành động thực hiện Quyết định số 628/QĐ-TTg",
+    "summary": "Ngày 30/7/2020, UBND tỉnh ban hành Kế hoạch hành động ...",
+    "body": "Theo đó, Kế hoạch đề ra 6 nhiệm vụ, giải pháp chủ yếu ...\n\nTại Kế hoạch, ...",
+    "body_format": "text",
+    "author": "Hồng Nhung",
+    "category": "Giáo dục",
+    "published_at": "2020-07-31T08:00:00+07:00",
+    "language": "vi",
+}
+
+
+class BulletinCreate(BaseModel):
+    """A bulletin as an agency submits it. Unknown fields are refused, so typos surface."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_EXAMPLE]})
+
+    title: Annotated[CleanText, Field(max_length=500)]
+    body: Annotated[CleanText, Field(max_length=500_000)]
+    body_format: BodyFormat = Field(
+        BodyFormat.TEXT,
+        description="`text`: paragraphs separated by blank lines; `markdown`: CommonMark "
+        "without raw HTML; `html`: sanitised to a safe allowlist.",
+    )
+    summary: Annotated[OptionalText, Field(max_length=5_000, description="The lead.")] = None
+    author: Annotated[OptionalText, Field(max_length=200)] = None
+    category: Annotated[OptionalText, Field(max_length=200)] = None
+    published_at: AwareDatetime | None = Field(
+        None, description="RFC 3339 with an offset, e.g. 2020-07-31T08:00:00+07:00. Default: now."
+    )
+    language: str = Field("vi", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class BulletinAccepted(BaseModel):
+    id: int
+    status: str
+    revision: int
+    url: str = Field(description="The public page address the bulletin has once published.")
+    status_url: str
+
+
+class BulletinPublic(BaseModel):
+    id: int
+    guid: str
+    status: str
+    revision: int
+    url: str
+    title: str
+    summary: str | None
+    body: str
+    body_format: BodyFormat
+    body_html: str
+    author: str | None
+    category: str | None
+    language: str
+    published_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    rendered_at: datetime | None
+    last_error: str | None

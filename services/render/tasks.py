@@ -1,0 +1,44 @@
+"""Celery tasks of the render worker (queue `render`): article pages and index pages."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from celery import Task, shared_task
+
+from services.render import jobs
+from services.render.pages import PageRenderer
+from shared.celery_app import RENDER_BULLETIN, RENDER_LISTING
+from shared.refresh import Job, build_in_task
+from shared.runtime import worker_runtime
+from shared.site import Listing
+
+
+@cache
+def _renderer() -> PageRenderer:
+    return PageRenderer(worker_runtime().settings)  # templates compiled once per process
+
+
+@shared_task(
+    name=RENDER_BULLETIN,
+    autoretry_for=(Exception,),
+    retry_backoff=0.5,  # 0.5 s, 1 s, 2 s, ... with jitter: rides out a busy database
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=8,
+)
+def render_bulletin(bulletin_id: int, revision: int) -> bool:
+    return jobs.publish_bulletin(worker_runtime(), _renderer(), bulletin_id, revision)
+
+
+@shared_task(name=RENDER_LISTING, bind=True, max_retries=8)
+def render_listing(self: Task, target: str) -> int:
+    listing = Listing.from_target(target)
+    runtime = worker_runtime()
+    return build_in_task(
+        self,
+        runtime.refresher,
+        Job.PAGE,
+        listing,
+        lambda: jobs.render_listing(runtime, _renderer(), listing),
+    )

@@ -1,0 +1,192 @@
+"""`bantin up`: the whole system on one machine, as child processes with prefixed logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from sqlalchemy import func, select
+
+from shared.agencies import create_agency
+from shared.celery_app import create_celery_app
+from shared.db import create_schema, session_scope
+from shared.embedded_redis import start_redis
+from shared.models import Agency
+from shared.refresh import Job
+from shared.runtime import build_runtime
+from shared.settings import Settings
+from shared.site import ALL
+
+STOP_GRACE_SECONDS = 10
+RESTARTS_PER_MINUTE = 5
+DEMO_AGENCY = ("UBND tỉnh Bắc Kạn", "bac-kan")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+def _say(name: str, line: str) -> None:
+    sys.stdout.write(f"{name:<10}| {line}\n")
+    sys.stdout.flush()
+
+
+def _pump(name: str, stream: IO[bytes]) -> None:
+    for raw in iter(stream.readline, b""):
+        _say(name, raw.decode("utf-8", "replace").rstrip())
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def children(settings: Settings) -> list[Child]:
+    uvicorn = ("uvicorn", "--factory", "--no-access-log", "--log-level", "warning")
+    return [
+        Child("ingest", _python(*uvicorn, "services.ingest.app:app_from_env",
+                                "--host", settings.ingest_host, "--port", str(settings.ingest_port))),
+        Child("gateway", _python(*uvicorn, "services.gateway.app:app_from_env",
+                                 "--host", settings.gateway_host, "--port", str(settings.gateway_port))),
+        Child("render", _python("services.cli", "worker", "render")),
+        Child("feed", _python("services.cli", "worker", "feed", "--concurrency", "1")),
+        Child("reconciler", _python("services.cli", "reconciler")),
+    ]  # fmt: skip
+
+
+def prepare(settings: Settings) -> str | None:
+    """Create the schema; on first run create the demo agency and return its key."""
+    create_schema(settings)
+    with session_scope(settings) as session:
+        if session.scalar(select(func.count()).select_from(Agency)):
+            return None
+        _agency, key = create_agency(session, name=DEMO_AGENCY[0], slug=DEMO_AGENCY[1])
+    key_file = settings.data_dir / "demo-agency.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return key
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.env = dict(os.environ)
+        self.children: list[Child] = []
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+
+    def start_redis_if_needed(self) -> None:
+        if self.settings.redis_url:
+            return
+        redis_dir = self.settings.data_dir.resolve() / "redis"
+        self.redis, url = start_redis(redis_dir)
+        self.settings.embedded_redis_file.write_text(url + "\n")
+        self.env["BANTIN_REDIS_URL"] = url
+        _say("redis", f"embedded Redis at {url} (pid {self.redis.pid})")
+
+    def request_first_builds(self) -> None:
+        """So `/` and the site feeds exist before the first bulletin arrives."""
+        runtime = build_runtime(self.settings, create_celery_app(self.settings))
+        for job in Job:
+            runtime.refresher.request(job, ALL)
+        runtime.redis.close()
+
+    def spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            child.argv,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C reaches only the supervisor, which then stops each child
+            # in order instead of all of them dying at once mid-write.
+            start_new_session=True,
+        )
+        assert child.process.stdout is not None
+        threading.Thread(target=_pump, args=(child.name, child.process.stdout), daemon=True).start()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self.start_redis_if_needed()
+            self.request_first_builds()
+            self.children = children(self.settings)
+            for child in self.children:
+                self.spawn(child)
+            return self._watch()
+        finally:
+            self.stop()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def _watch(self) -> int:
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None:
+                    continue
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                if len(child.restarts) > RESTARTS_PER_MINUTE:
+                    _say("bantin", f"{child.name} keeps exiting (last code {code}); stopping")
+                    return 1
+                _say("bantin", f"{child.name} exited with code {code}; restarting it")
+                self.spawn(child)
+        return 0
+
+    def stop(self) -> None:
+        running = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for process in running:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in running:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        for process in running:
+            _signal_group(process, signal.SIGKILL)  # stray grandchildren (pool processes)
+        if self.redis is not None and self.redis.poll() is None:
+            self.redis.terminate()
+            self.redis.wait(STOP_GRACE_SECONDS)
+            self.settings.embedded_redis_file.unlink(missing_ok=True)
+        _say("bantin", "stopped")
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def banner(settings: Settings, demo_key: str | None, data_dir: Path) -> None:
+    lines = [
+        f"Bantin is starting (data in {data_dir.resolve()})",
+        f"  public site : {settings.public_url}/",
+        f"  ingest API  : http://{settings.ingest_host}:{settings.ingest_port}/v1/bulletins"
+        f"  (docs: http://{settings.ingest_host}:{settings.ingest_port}/docs)",
+        f"  feeds       : {settings.public_url}/feeds/all.rss  {settings.public_url}/feeds/all.atom",
+    ]
+    if demo_key:
+        lines += [
+            f"  demo agency : {DEMO_AGENCY[0]} ({DEMO_AGENCY[1]}); its API key, shown once and "
+            f"saved in {data_dir / 'demo-agency.key'}:",
+            f"  {demo_key}",
+        ]
+    for line in lines:
+        _say("bantin", line)

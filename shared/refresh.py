@@ -1,0 +1,143 @@
+"""Coalesced rebuilds of index pages and feeds: single-flight with a generation counter.
+
+A burst of 100 bulletins for one agency must not rebuild its feed 100 times, and no bulletin
+may be left out of the feed. A fixed debounce delay would add its whole length to every
+publish; single-flight does not:
+
+- `request` bumps the listing's *wanted* generation, and enqueues a build only if no build of
+  that listing is running (a Redis lock taken with SET NX).
+- the build task notes the wanted generation, builds from the database, records it as
+  *done*, and releases the lock only if nothing was requested meanwhile; otherwise it builds
+  once more. So one build runs at low load, and at most one per listing is in flight at high
+  load, however many bulletins arrive.
+- a build killed mid-way leaves wanted > done; once its lock expires the reconciler
+  (`pending`) finds it and requests it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+from celery import Celery, Task
+from redis import Redis
+
+from shared.celery_app import BUILD_FEEDS, RENDER_LISTING
+from shared.site import Listing
+
+LOCK_TTL_SECONDS = 120  # longer than any build; a killed build's lock frees itself after this
+
+
+class Job(StrEnum):
+    PAGE = "page"  # the listing's HTML index page, on the render queue
+    FEED = "feed"  # the listing's RSS and Atom feeds, on the feed queue
+
+
+_TASK_FOR_JOB = {Job.PAGE: RENDER_LISTING, Job.FEED: BUILD_FEEDS}
+TARGETS_KEY = "bantin:refresh:targets"
+
+# Atomically: record `done`, then either release the lock (nothing new wanted) or keep it
+# (and its TTL fresh) and tell the builder to go round again.
+_FINISH = """
+redis.call('SET', KEYS[2], ARGV[1])
+local wanted = tonumber(redis.call('GET', KEYS[1]) or '0')
+if wanted > tonumber(ARGV[1]) then
+    redis.call('EXPIRE', KEYS[3], ARGV[2])
+    return 1
+end
+redis.call('DEL', KEYS[3])
+return 0
+"""
+
+
+def _keys(job: Job, listing: Listing) -> tuple[str, str, str]:
+    base = f"bantin:refresh:{job.value}:{listing.target}"
+    return f"{base}:wanted", f"{base}:done", f"{base}:lock"
+
+
+class Refresher:
+    def __init__(self, redis: Redis, celery: Celery) -> None:
+        self.redis = redis
+        self.celery = celery
+        self._finish = redis.register_script(_FINISH)
+
+    def request(self, job: Job, listing: Listing) -> bool:
+        """Ask for a rebuild; True when this call started a build (False: one is running)."""
+        wanted, _done, lock = _keys(job, listing)
+        pipe = self.redis.pipeline()
+        pipe.incr(wanted)
+        pipe.sadd(TARGETS_KEY, f"{job.value}|{listing.target}")
+        pipe.set(lock, "1", nx=True, ex=LOCK_TTL_SECONDS)
+        _, _, acquired = pipe.execute()
+        if acquired:
+            self._send_or_unlock(job, listing)
+        return bool(acquired)
+
+    def _send_or_unlock(self, job: Job, listing: Listing) -> None:
+        try:
+            self._send(job, listing)
+        except Exception:
+            self.release(job, listing)  # no build will run: let the next request start one
+            raise
+
+    def _send(self, job: Job, listing: Listing) -> None:
+        self.celery.send_task(_TASK_FOR_JOB[job], args=[listing.target])
+
+    def run(self, job: Job, listing: Listing, build: Callable[[], None]) -> int:
+        """Build until no request is outstanding; returns how many builds ran.
+
+        Called by the build task, which holds the lock `request` took for it.
+        """
+        wanted, done, lock = _keys(job, listing)
+        builds = 0
+        while True:
+            generation = int(self.redis.get(wanted) or 0)
+            build()
+            builds += 1
+            self.redis.incr(f"bantin:stats:builds:{job.value}:{listing.target}")
+            if not self._finish(keys=[wanted, done, lock], args=[generation, LOCK_TTL_SECONDS]):
+                return builds
+
+    def release(self, job: Job, listing: Listing) -> None:
+        """Give up the lock after a failed build, leaving wanted > done for the reconciler."""
+        self.redis.delete(_keys(job, listing)[2])
+
+    def builds(self, job: Job, listing: Listing) -> int:
+        """How many builds of this listing ever ran (for operators and tests)."""
+        return int(self.redis.get(f"bantin:stats:builds:{job.value}:{listing.target}") or 0)
+
+    def pending(self) -> list[tuple[Job, Listing]]:
+        """Listings wanting a build that nobody is running: lost triggers, killed builds."""
+        stuck = []
+        for member in self.redis.smembers(TARGETS_KEY):
+            job_name, _, target = member.decode().partition("|")
+            job, listing = Job(job_name), Listing.from_target(target)
+            wanted, done, lock = _keys(job, listing)
+            want, have, locked = self.redis.mget(wanted, done, lock)
+            if int(want or 0) > int(have or 0) and locked is None:
+                stuck.append((job, listing))
+        return stuck
+
+    def kick(self, job: Job, listing: Listing) -> bool:
+        """Start a build for a pending listing unless one started meanwhile."""
+        if self.redis.set(_keys(job, listing)[2], "1", nx=True, ex=LOCK_TTL_SECONDS):
+            self._send_or_unlock(job, listing)
+            return True
+        return False
+
+
+def build_in_task(task: Task, refresher: Refresher, job: Job, listing: Listing,
+                  build: Callable[[], None]) -> int:
+    """Run `Refresher.run` inside a bound Celery task, retrying with backoff on errors.
+
+    The task keeps the listing's lock while it retries (it is the listing's one builder) and
+    gives it up when retries run out, so the reconciler can start afresh.
+    """
+    try:
+        return refresher.run(job, listing, build)
+    except Exception as exc:
+        retries = task.request.retries
+        if task.max_retries is not None and retries >= task.max_retries:
+            refresher.release(job, listing)
+            raise
+        raise task.retry(exc=exc, countdown=min(2**retries, 30)) from exc
