@@ -32,13 +32,16 @@ def create_celery_app(settings: Settings, *, include: list[str] | None = None) -
         # One message at a time per process: a dying worker holds at most one, and a slow
         # render does not hold up messages another process could take.
         worker_prefetch_multiplier=1,
-        # Each queue names its own exchange and key: a bare Queue(name) would inherit the
-        # default queue's exchange and routing key, sending feed work to the render queue.
-        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (RENDER_QUEUE, FEED_QUEUE)],
+        # Messages go straight to the list named after the queue (the nameless exchange), not
+        # through exchange bindings: bindings live in Redis and vanish when it restarts empty,
+        # while Kombu remembers in-process that it declared them and never writes them again,
+        # so every later message would be dropped as undeliverable.
+        task_queues=[Queue(q, Exchange(""), routing_key=q) for q in (RENDER_QUEUE, FEED_QUEUE)],
         task_default_queue=RENDER_QUEUE,
+        task_default_exchange="",
         task_routes={
-            "render.*": {"queue": RENDER_QUEUE, "exchange": RENDER_QUEUE, "routing_key": RENDER_QUEUE},
-            "feed.*": {"queue": FEED_QUEUE, "exchange": FEED_QUEUE, "routing_key": FEED_QUEUE},
+            "render.*": {"queue": RENDER_QUEUE, "exchange": "", "routing_key": RENDER_QUEUE},
+            "feed.*": {"queue": FEED_QUEUE, "exchange": "", "routing_key": FEED_QUEUE},
         },
         task_serializer="json",
         accept_content=["json"],

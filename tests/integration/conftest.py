@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .system import System, start_system, stop_system
+from tests.system import System, start_system, stop_system
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "BANTIN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -26,7 +26,11 @@ def postgres_database() -> Iterator[str]:
     import psycopg
 
     name = f"bantin_it_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = re.sub(r"^postgresql(\+\w+)?://", "postgresql+psycopg://", POSTGRES_ADMIN_URL)
     yield base.rsplit("/", 1)[0] + "/" + name

@@ -18,8 +18,7 @@ import pytest
 
 from shared.refresh import Job, Refresher
 from shared.site import Listing, ListingKind
-
-from .system import System
+from tests.system import System
 
 SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "000_4fbfac1c975a2018.txt"
 SEED_TITLE = (

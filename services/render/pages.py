@@ -1,0 +1,292 @@
+"""HTML pages of the public site: one article page per bulletin, and the index pages.
+
+Every page is rendered from a template in ``templates/``; the templates get plain values
+prepared here (dates already in the site's zone, absolute URLs, the JSON-LD object), so they
+hold layout only. Autoescaping is on everywhere: the one value written unescaped is
+``body_html``, which the ingest side has already sanitised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+from markupsafe import Markup
+
+from shared.models import Bulletin
+from shared.settings import Settings
+from shared.site import ALL, Listing, ListingKind, absolute, article_path, listings_of
+from shared.storage import Storage
+
+_HERE = Path(__file__).resolve().parent
+TEMPLATES_DIR = _HERE / "templates"
+STATIC_DIR = _HERE / "static"
+
+DESCRIPTION_CHARS = 160  # what search engines show of a meta description
+EXCERPT_CHARS = 240  # a listing item's teaser when the bulletin has no summary
+TAGLINE = "Thông tin chính thức do các cơ quan nhà nước công bố."
+UI_LANGUAGE = "vi"  # the site's own words (header, toolbar, footer) are Vietnamese
+# Open Graph wants language_TERRITORY; a language not listed here gets no og:locale.
+_OG_LOCALES = {"vi": "vi_VN", "en": "en_US", "fr": "fr_FR", "zh": "zh_CN", "km": "km_KH"}
+_FEED_TYPES = (("rss", "application/rss+xml", "RSS"), ("atom", "application/atom+xml", "Atom"))
+_SPACES = re.compile(r"\s+")
+_BLOCK_TAGS = frozenset(
+    "p br hr h2 h3 h4 h5 h6 blockquote pre ul ol li dl dt dd figure figcaption "
+    "table caption thead tbody tfoot tr th td div".split()
+)
+
+
+def _static_files() -> list[Path]:
+    return sorted(p for p in STATIC_DIR.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _static_version() -> str:
+    digest = hashlib.sha256()
+    for path in _static_files():
+        # The name is hashed too, so renaming a file also busts caches.
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:10]
+
+
+STATIC_VERSION: str = _static_version()
+
+
+def install_static(storage: Storage) -> None:
+    """Copy the CSS and JS the pages link to into the site, under ``static/``."""
+    for path in _static_files():
+        storage.put(f"static/{path.name}", path.read_bytes())
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    # Block boundaries must not glue the last word of a paragraph to the next one; inline
+    # tags may sit inside a word ("B<em>ắc</em>") and must not split it.
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+
+def plain_text(fragment: str) -> str:
+    """The text of an HTML fragment, whitespace collapsed."""
+    parser = _TextExtractor()
+    parser.feed(fragment)
+    parser.close()
+    return _SPACES.sub(" ", "".join(parser.parts)).strip()
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut at a word boundary so no Vietnamese syllable is left half-written."""
+    text = _SPACES.sub(" ", text).strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.–-") + "…"
+
+
+def _aware(moment: datetime) -> datetime:
+    # Rows keep naive UTC in the database; a bulletin built by hand may carry the same.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    title: str  # the feed's name, as a feed reader lists it
+    label: str  # the same scope as a human reads it in the footer
+    rss: str
+    atom: str
+
+    def alternates(self) -> list[dict[str, str]]:
+        return [
+            {"type": mime, "href": getattr(self, fmt), "title": self.title, "name": name}
+            for fmt, mime, name in _FEED_TYPES
+        ]
+
+
+class PageRenderer:
+    """Renders pages to strings; writing them out is the caller's business."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._tz = settings.tz
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES_DIR),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,  # templates ship with the code: never stat them per render
+        )
+        # Keep Vietnamese readable in the JSON-LD; |tojson still escapes < > & ' for HTML.
+        self.env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
+        self.env.filters["vn_date"] = self._vn_date
+        self.env.filters["vn_datetime"] = self._vn_datetime
+        self.env.filters["iso"] = self._iso
+        self.env.globals.update(
+            site_title=settings.site_title,
+            static_version=STATIC_VERSION,
+            home_path=ALL.page_path,
+            ui_lang=UI_LANGUAGE,
+            tagline=TAGLINE,
+        )
+        self._article = self.env.get_template("article.html")
+        self._listing = self.env.get_template("listing.html")
+
+    # -- dates ---------------------------------------------------------------------------
+
+    def _local(self, moment: datetime) -> datetime:
+        return _aware(moment).astimezone(self._tz)
+
+    def _vn_date(self, moment: datetime) -> str:
+        return self._local(moment).strftime("%d/%m/%Y")
+
+    def _vn_datetime(self, moment: datetime) -> str:
+        return self._local(moment).strftime("%H:%M %d/%m/%Y")
+
+    def _iso(self, moment: datetime) -> str:
+        return self._local(moment).isoformat(timespec="seconds")
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _render(self, template: Template, *, lang: str, **context: Any) -> str:
+        ui_lang_attr = Markup("") if lang == UI_LANGUAGE else Markup(f' lang="{UI_LANGUAGE}"')
+        return template.render(lang=lang, ui_lang_attr=ui_lang_attr, **context)
+
+    def _url(self, path: str) -> str:
+        return absolute(self.settings.public_url, path)
+
+    def _feed_link(self, listing: Listing, name: str) -> FeedLink:
+        site = self.settings.site_title
+        if listing.kind is ListingKind.ALL:
+            title, label = f"{site} – Tất cả bản tin", "Tất cả bản tin"
+        elif listing.kind is ListingKind.AGENCY:
+            title, label = name, name
+        else:
+            title, label = f"{site} – {name}", f"Chuyên mục {name}"
+        return FeedLink(
+            title=title,
+            label=label,
+            rss=self._url(listing.feed_path("rss")),
+            atom=self._url(listing.feed_path("atom")),
+        )
+
+    def _bulletin_feeds(self, bulletin: Bulletin) -> list[FeedLink]:
+        names = {
+            ListingKind.ALL: "",
+            ListingKind.AGENCY: bulletin.agency.name,
+            ListingKind.CATEGORY: bulletin.category or bulletin.category_slug or "",
+        }
+        return [
+            self._feed_link(listing, names[listing.kind])
+            for listing in listings_of(bulletin.agency.slug, bulletin.category_slug)
+        ]
+
+    def _modified(self, bulletin: Bulletin) -> datetime:
+        # A back-dated bulletin must never claim it was modified before it was published.
+        published = _aware(bulletin.published_at)
+        if bulletin.updated_at is None:
+            return published
+        return max(published, _aware(bulletin.updated_at))
+
+    def _description(self, bulletin: Bulletin) -> str:
+        return shorten(bulletin.summary or plain_text(bulletin.body_html), DESCRIPTION_CHARS)
+
+    def _json_ld(self, bulletin: Bulletin, url: str, description: str) -> dict[str, Any]:
+        agency = {
+            "@type": "GovernmentOrganization",
+            "name": bulletin.agency.name,
+            "url": self._url(Listing(ListingKind.AGENCY, bulletin.agency.slug).page_path),
+        }
+        data: dict[str, Any] = {
+            "@context": "https://schema.org",
+            "@type": "NewsArticle",
+            "headline": bulletin.title,
+            "description": description,
+            "inLanguage": bulletin.language,
+            "datePublished": self._iso(bulletin.published_at),
+            "dateModified": self._iso(self._modified(bulletin)),
+            "url": url,
+            "mainEntityOfPage": {"@type": "WebPage", "@id": url},
+            "identifier": bulletin.guid,
+            "author": {"@type": "Person", "name": bulletin.author} if bulletin.author else agency,
+            "publisher": agency,
+        }
+        if bulletin.category:
+            data["articleSection"] = bulletin.category
+        return data
+
+    # -- pages ---------------------------------------------------------------------------
+
+    def article(self, bulletin: Bulletin) -> str:
+        agency = bulletin.agency
+        url = self._url(article_path(agency.slug, bulletin.slug, bulletin.id))
+        description = self._description(bulletin)
+        category_path = (
+            Listing(ListingKind.CATEGORY, bulletin.category_slug).page_path
+            if bulletin.category_slug
+            else None
+        )
+        language = bulletin.language or UI_LANGUAGE
+        return self._render(
+            self._article,
+            bulletin=bulletin,
+            lang=language,
+            og_locale=_OG_LOCALES.get(language.split("-")[0].lower()),
+            canonical=url,
+            description=description,
+            agency_path=Listing(ListingKind.AGENCY, agency.slug).page_path,
+            category_name=bulletin.category or bulletin.category_slug,
+            category_path=category_path,
+            modified=self._modified(bulletin),
+            feeds=self._bulletin_feeds(bulletin),
+            json_ld=self._json_ld(bulletin, url, description),
+        )
+
+    def listing(self, listing: Listing, heading: str, bulletins: Sequence[Bulletin]) -> str:
+        is_home = listing.kind is ListingKind.ALL
+        title = heading if is_home else f"{heading} – {self.settings.site_title}"
+        if is_home:
+            description = TAGLINE
+        elif listing.kind is ListingKind.AGENCY:
+            description = f"Bản tin mới nhất của {heading}."
+        else:
+            description = f"Bản tin mới nhất thuộc chuyên mục {heading}."
+        items = [
+            {
+                "bulletin": b,
+                "path": article_path(b.agency.slug, b.slug, b.id),
+                "agency_path": Listing(ListingKind.AGENCY, b.agency.slug).page_path,
+                "teaser": shorten(b.summary or plain_text(b.body_html), EXCERPT_CHARS),
+            }
+            for b in bulletins
+        ]
+        return self._render(
+            self._listing,
+            kind=listing.kind.value,
+            heading=heading,
+            page_title=title,
+            lang=UI_LANGUAGE,
+            og_locale=_OG_LOCALES[UI_LANGUAGE],
+            canonical=self._url(listing.page_path),
+            description=description,
+            feeds=[self._feed_link(listing, heading)],
+            items=items,
+        )

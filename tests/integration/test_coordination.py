@@ -1,0 +1,106 @@
+"""The coalescer and the reconciler against a real (private) Redis and a real database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from services.reconciler.loop import reconcile_once
+from shared.agencies import create_agency
+from shared.celery_app import create_celery_app
+from shared.db import create_schema, session_scope
+from shared.embedded_redis import start_redis
+from shared.models import Bulletin, BulletinStatus, utcnow
+from shared.refresh import Job
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings
+from shared.site import Listing, ListingKind
+
+LISTING = Listing(ListingKind.AGENCY, "so-y-te")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def runtime(redis_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    settings = Settings(data_dir=tmp_path, redis_url=redis_url, requeue_after_seconds=30)
+    create_schema(settings)
+    # Our private server: each test starts from nothing. Flushed before the Celery app is
+    # made, since a flush also drops the queue bindings an app declared once.
+    Redis.from_url(redis_url).flushdb()
+    runtime = build_runtime(settings, create_celery_app(settings))
+    yield runtime
+    runtime.redis.close()
+
+
+def queued_tasks(redis: Redis, queue: str) -> list[str]:
+    import json
+
+    return [json.loads(raw)["headers"]["task"] for raw in redis.lrange(queue, 0, -1)]
+
+
+def test_requests_while_a_build_is_queued_send_one_task(runtime: Runtime) -> None:
+    started = [runtime.refresher.request(Job.FEED, LISTING) for _ in range(25)]
+    assert started == [True] + [False] * 24
+    assert queued_tasks(runtime.redis, "feed") == ["feed.listing"]
+
+
+def test_a_request_during_a_build_makes_the_builder_go_round_once_more(runtime: Runtime) -> None:
+    runtime.refresher.request(Job.PAGE, LISTING)
+    calls = 0
+
+    def build() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # three bulletins land while the first build runs
+            for _ in range(3):
+                assert runtime.refresher.request(Job.PAGE, LISTING) is False
+
+    assert runtime.refresher.run(Job.PAGE, LISTING, build) == 2
+    assert runtime.refresher.builds(Job.PAGE, LISTING) == 2
+    # Lock released: the next request starts a build at once.
+    assert runtime.refresher.request(Job.PAGE, LISTING) is True
+
+
+def test_a_build_killed_midway_is_found_and_restarted(runtime: Runtime) -> None:
+    runtime.refresher.request(Job.FEED, LISTING)
+    assert runtime.refresher.pending() == []  # a build is queued: nothing stuck yet
+    runtime.refresher.release(Job.FEED, LISTING)  # as if its worker died and the lock expired
+    assert runtime.refresher.pending() == [(Job.FEED, LISTING)]
+    assert reconcile_once(runtime) == (0, 1)
+    assert queued_tasks(runtime.redis, "feed") == ["feed.listing", "feed.listing"]
+    assert runtime.refresher.pending() == []
+
+
+def test_the_reconciler_resends_bulletins_left_queued(runtime: Runtime) -> None:
+    settings = runtime.settings
+    with session_scope(settings) as session:
+        agency, _key = create_agency(session, name="Sở Y tế", slug="so-y-te")
+        old = utcnow() - timedelta(minutes=5)
+
+        def bulletin(title: str, status: BulletinStatus, queued_at: datetime) -> Bulletin:
+            return Bulletin(agency_id=agency.id, slug=title.lower(), title=title, status=status,
+                            queued_at=queued_at, body_format="text", body_source="b",
+                            body_html="<p>b</p>", published_at=old)  # fmt: skip
+
+        session.add_all([
+            bulletin("Lost", BulletinStatus.QUEUED, old),
+            bulletin("Fresh", BulletinStatus.QUEUED, utcnow()),
+            bulletin("Done", BulletinStatus.PUBLISHED, old),
+        ])  # fmt: skip
+    assert reconcile_once(runtime) == (1, 0)
+    messages = runtime.redis.lrange("render", 0, -1)
+    assert queued_tasks(runtime.redis, "render") == ["render.bulletin"]
+    assert b'"Lost"' not in messages[0]  # ids only travel through Redis, never content
+    # Its clock restarted: the next pass does not send it again.
+    assert reconcile_once(runtime) == (0, 0)

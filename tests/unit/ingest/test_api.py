@@ -1,0 +1,230 @@
+"""The ingest API in-process: validation, auth, idempotency and problem answers.
+
+These are unit tests: SQLite in a temp dir and Kombu's in-memory transport instead of Redis.
+The same behaviours run against real Redis and workers in tests/integration.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from services.ingest.app import create_app
+from shared.agencies import create_agency
+from shared.db import create_schema, session_scope
+from shared.models import Bulletin
+from shared.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path, redis_url="memory://", max_request_bytes=50_000)
+    create_schema(settings)
+    return settings
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def new_key(settings: Settings, slug: str) -> dict[str, str]:
+    with session_scope(settings) as session:
+        _agency, key = create_agency(session, name=f"Sở {slug}", slug=slug)
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def auth(settings: Settings) -> dict[str, str]:
+    return new_key(settings, "so-noi-vu")
+
+
+def count_bulletins(settings: Settings) -> int:
+    with session_scope(settings) as session:
+        return int(session.scalar(select(func.count()).select_from(Bulletin)) or 0)
+
+
+def assert_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+def test_accepts_a_bulletin_and_reports_its_status(
+    client: TestClient, auth: dict, settings: Settings
+) -> None:
+    answer = client.post(
+        "/v1/bulletins",
+        json={
+            "title": "Kế hoạch tiêm chủng",
+            "body": "Đoạn 1\n\nĐoạn 2",
+            "author": "Hồng Nhung",
+            "published_at": "2020-07-31T08:00:00+07:00",
+            "category": "Y tế",
+        },
+        headers=auth,
+    )
+    assert answer.status_code == 202
+    accepted = answer.json()
+    assert accepted["status"] == "queued" and accepted["revision"] == 1
+    assert (
+        accepted["url"]
+        == f"http://127.0.0.1:8000/so-noi-vu/ke-hoach-tiem-chung-{accepted['id']}.html"
+    )
+    assert answer.headers["location"] == accepted["status_url"]
+    status = client.get(accepted["status_url"], headers=auth).json()
+    assert status["body_html"] == "<p>Đoạn 1</p>\n<p>Đoạn 2</p>"
+    assert status["published_at"].startswith("2020-07-31T01:00:00")  # stored in UTC
+    assert status["guid"].startswith("urn:uuid:")
+    assert status["category"] == "Y tế"
+
+
+def test_input_is_nfc_normalised_and_html_sanitised(client: TestClient, auth: dict) -> None:
+    nfd = unicodedata.normalize("NFD", "Thông báo khẩn")
+    answer = client.post(
+        "/v1/bulletins",
+        json={
+            "title": nfd,
+            "body": "<p>Ổn <script>x()</script></p>",
+            "body_format": "html",
+            "summary": nfd + "\x07",
+        },
+        headers=auth,
+    )
+    status = client.get(answer.json()["status_url"], headers=auth).json()
+    assert status["title"] == "Thông báo khẩn" and unicodedata.is_normalized("NFC", status["title"])
+    assert status["summary"] == "Thông báo khẩn"
+    assert status["body_html"] == "<p>Ổn </p>"
+
+
+@pytest.mark.parametrize(
+    ("payload", "fields"),
+    [
+        ({}, {"title", "body"}),
+        ({"title": "  ", "body": "x"}, {"title"}),
+        ({"title": "x", "body": "x", "body_format": "docx"}, {"body_format"}),
+        ({"title": "x", "body": "x", "published_at": "2020-07-31 08:00"}, {"published_at"}),
+        ({"title": "x", "body": "x", "titel": "typo"}, {"titel"}),
+        ({"title": "x" * 501, "body": "x"}, {"title"}),
+        ({"title": "x", "body": "x", "language": "tiếng việt"}, {"language"}),
+        (["not", "an", "object"], {"body"}),
+    ],
+)
+def test_invalid_fields_name_the_field(
+    client: TestClient, auth: dict, settings: Settings, payload: object, fields: set[str]
+) -> None:
+    problem = assert_problem(client.post("/v1/bulletins", json=payload, headers=auth), 422)
+    assert {error["field"] for error in problem["errors"]} == fields
+    assert count_bulletins(settings) == 0
+
+
+def test_malformed_json_is_a_400(client: TestClient, auth: dict) -> None:
+    response = client.post(
+        "/v1/bulletins",
+        content=b'{"title": "x",',
+        headers={**auth, "content-type": "application/json"},
+    )
+    assert "not valid JSON" in assert_problem(response, 400)["detail"]
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Bearer wrong", "Basic dXNlcjpwYXNz", "bt_raw-key"]
+)
+def test_bad_or_missing_keys_are_401(client: TestClient, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = client.post("/v1/bulletins", json={"title": "x", "body": "y"}, headers=headers)
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_oversized_bodies_are_413_whether_declared_or_streamed(
+    client: TestClient, auth: dict, settings: Settings
+) -> None:
+    big = b'{"title": "x", "body": "' + b"a" * 60_000 + b'"}'
+    assert_problem(
+        client.post(
+            "/v1/bulletins", content=big, headers={**auth, "content-type": "application/json"}
+        ),
+        413,
+    )
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold as it streams
+        for start in range(0, len(big), 4096):
+            yield big[start : start + 4096]
+
+    streamed = client.post(
+        "/v1/bulletins", content=chunks(), headers={**auth, "content-type": "application/json"}
+    )
+    assert assert_problem(streamed, 413)["limit"] == 50_000
+    assert count_bulletins(settings) == 0
+
+
+def test_idempotent_replay_and_conflict(client: TestClient, auth: dict, settings: Settings) -> None:
+    headers = {**auth, "Idempotency-Key": "lan-1"}
+    first = client.post("/v1/bulletins", json={"title": "A", "body": "B"}, headers=headers)
+    again = client.post("/v1/bulletins", json={"body": "B", "title": "A"}, headers=headers)
+    assert again.status_code == 202 and again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    problem = assert_problem(
+        client.post("/v1/bulletins", json={"title": "A2", "body": "B"}, headers=headers), 409
+    )
+    assert problem["bulletin_id"] == first.json()["id"]
+    # Keys are per agency: another agency may use the same key for its own bulletin.
+    other = client.post(
+        "/v1/bulletins",
+        json={"title": "A", "body": "B"},
+        headers={**new_key(settings, "so-khac"), "Idempotency-Key": "lan-1"},
+    )
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+    assert count_bulletins(settings) == 2
+
+
+def test_agencies_cannot_read_each_others_bulletins(
+    client: TestClient, auth: dict, settings: Settings
+) -> None:
+    mine = client.post("/v1/bulletins", json={"title": "A", "body": "B"}, headers=auth).json()
+    assert_problem(
+        client.get(f"/v1/bulletins/{mine['id']}", headers=new_key(settings, "so-khac")), 404
+    )
+    assert_problem(client.get("/v1/bulletins/987654", headers=auth), 404)
+    assert client.get(f"/v1/bulletins/{mine['id']}", headers=auth).status_code == 200
+
+
+def test_database_down_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        redis_url="memory://",
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.post(
+            "/v1/bulletins",
+            json={"title": "A", "body": "B"},
+            headers={"Authorization": "Bearer bt_x"},
+        )
+        assert_problem(response, 503)
+        assert response.headers["retry-after"].isdigit()
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["checks"]["database"].startswith("error")
+
+
+def test_openapi_docs_show_the_contract_with_examples(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    create = spec["components"]["schemas"]["BulletinCreate"]
+    assert create["examples"][0]["title"].startswith("Ban hành Kế hoạch")
+    responses = spec["paths"]["/v1/bulletins"]["post"]["responses"]
+    assert {"202", "401", "409", "413", "422"} <= set(responses)
+
+
+def test_unknown_routes_and_methods_are_problems_too(client: TestClient, auth: dict) -> None:
+    assert_problem(client.get("/v2/nothing"), 404)
+    assert_problem(client.delete("/v1/bulletins", headers=auth), 405)
