@@ -68,8 +68,8 @@ def worker(kind: str, concurrency: int | None) -> None:
 def reconciler() -> None:
     """Re-send work Redis lost and restart stuck feed/page builds, every few seconds."""
     from services.reconciler.loop import run_forever
-    from shared.runtime import build_runtime
     from shared.celery_app import create_celery_app
+    from shared.runtime import build_runtime
 
     _logging()
     settings = get_settings()

@@ -53,12 +53,15 @@ def _python(*args: str) -> list[str]:
 
 
 def children(settings: Settings) -> list[Child]:
-    uvicorn = ("uvicorn", "--factory", "--no-access-log", "--log-level", "warning")
+    def uvicorn(factory: str, host: str, port: int) -> list[str]:
+        return _python("uvicorn", "--factory", factory, "--host", host, "--port", str(port),
+                       "--no-access-log", "--log-level", "warning")  # fmt: skip
+
     return [
-        Child("ingest", _python(*uvicorn, "services.ingest.app:app_from_env",
-                                "--host", settings.ingest_host, "--port", str(settings.ingest_port))),
-        Child("gateway", _python(*uvicorn, "services.gateway.app:app_from_env",
-                                 "--host", settings.gateway_host, "--port", str(settings.gateway_port))),
+        Child("ingest", uvicorn("services.ingest.app:app_from_env",
+                                settings.ingest_host, settings.ingest_port)),
+        Child("gateway", uvicorn("services.gateway.app:app_from_env",
+                                 settings.gateway_host, settings.gateway_port)),
         Child("render", _python("services.cli", "worker", "render")),
         Child("feed", _python("services.cli", "worker", "feed", "--concurrency", "1")),
         Child("reconciler", _python("services.cli", "reconciler")),
@@ -180,7 +183,8 @@ def banner(settings: Settings, demo_key: str | None, data_dir: Path) -> None:
         f"  public site : {settings.public_url}/",
         f"  ingest API  : http://{settings.ingest_host}:{settings.ingest_port}/v1/bulletins"
         f"  (docs: http://{settings.ingest_host}:{settings.ingest_port}/docs)",
-        f"  feeds       : {settings.public_url}/feeds/all.rss  {settings.public_url}/feeds/all.atom",
+        f"  feeds       : {settings.public_url}/feeds/all.rss"
+        f"  {settings.public_url}/feeds/all.atom",
     ]
     if demo_key:
         lines += [

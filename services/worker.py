@@ -1,8 +1,6 @@
-"""The Celery entry point for workers: `celery -A services.worker worker -Q render` (or `bantin worker`)."""
+"""Celery entry point: `celery -A services.worker worker -Q render` (or `bantin worker`)."""
 
 from shared.celery_app import create_celery_app
 from shared.settings import get_settings
 
-app = create_celery_app(
-    get_settings(), include=["services.render.tasks", "services.feed.tasks"]
-)
+app = create_celery_app(get_settings(), include=["services.render.tasks", "services.feed.tasks"])

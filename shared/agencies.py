@@ -49,6 +49,4 @@ def create_agency(session: Session, *, name: str, slug: str | None = None) -> tu
 
 
 def agency_for_key(session: Session, key: str) -> Agency | None:
-    return session.scalar(
-        select(Agency).join(ApiKey).where(ApiKey.key_hash == hash_key(key))
-    )
+    return session.scalar(select(Agency).join(ApiKey).where(ApiKey.key_hash == hash_key(key)))

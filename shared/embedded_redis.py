@@ -43,8 +43,9 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Po
     return process, url
 
 
-def wait_for_redis(url: str, process: subprocess.Popen[bytes] | None = None,
-                   timeout: float = 10.0) -> None:
+def wait_for_redis(
+    url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 10.0
+) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
     deadline = time.monotonic() + timeout
     while True:

@@ -110,7 +110,8 @@ class Refresher:
         """Listings wanting a build that nobody is running: lost triggers, killed builds."""
         stuck = []
         for member in self.redis.smembers(TARGETS_KEY):
-            job_name, _, target = member.decode().partition("|")
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            job_name, _, target = text.partition("|")
             job, listing = Job(job_name), Listing.from_target(target)
             wanted, done, lock = _keys(job, listing)
             want, have, locked = self.redis.mget(wanted, done, lock)
@@ -126,8 +127,9 @@ class Refresher:
         return False
 
 
-def build_in_task(task: Task, refresher: Refresher, job: Job, listing: Listing,
-                  build: Callable[[], None]) -> int:
+def build_in_task(
+    task: Task, refresher: Refresher, job: Job, listing: Listing, build: Callable[[], None]
+) -> int:
     """Run `Refresher.run` inside a bound Celery task, retrying with backoff on errors.
 
     The task keeps the listing's lock while it retries (it is the listing's one builder) and

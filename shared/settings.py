@@ -1,4 +1,4 @@
-"""The one settings object. Every value comes from a ``BANTIN_*`` environment variable or its default."""
+"""The one settings object: every value comes from a ``BANTIN_*`` env var or its default."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        """The Redis every process talks to: BANTIN_REDIS_URL, else the embedded one of `bantin up`."""
+        """The Redis all processes use: BANTIN_REDIS_URL, else the embedded one of `bantin up`."""
         if self.redis_url:
             return self.redis_url
         try:

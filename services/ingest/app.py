@@ -32,8 +32,13 @@ def create_app(settings: Settings) -> FastAPI:
         checks = {"database": _check_database(settings), "redis": _check_redis(app)}
         if all(value == "ok" for value in checks.values()):
             return JSONResponse({"status": "ok", **checks})
-        return problem_response(503, "Service unavailable", "A dependency is down.", checks=checks,
-                                headers={"Retry-After": "5"})
+        return problem_response(
+            503,
+            "Service unavailable",
+            "A dependency is down.",
+            checks=checks,
+            headers={"Retry-After": "5"},
+        )
 
     return app
 

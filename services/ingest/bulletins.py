@@ -30,7 +30,9 @@ PROBLEMS = {
 
 
 def _url(settings: SettingsDep, bulletin: Bulletin) -> str:
-    return absolute(settings.public_url, article_path(bulletin.agency.slug, bulletin.slug, bulletin.id))
+    return absolute(
+        settings.public_url, article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
+    )
 
 
 @router.post(

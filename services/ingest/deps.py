@@ -39,7 +39,9 @@ def get_agency(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Agency:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(401, "Unauthorized", "Send the agency's key as `Authorization: Bearer <key>`.")
+        raise Problem(
+            401, "Unauthorized", "Send the agency's key as `Authorization: Bearer <key>`."
+        )
     agency = agency_for_key(session, credentials.credentials)
     if agency is None:
         raise Problem(401, "Unauthorized", "The API key is not valid.")

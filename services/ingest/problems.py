@@ -46,7 +46,9 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     if any(e.get("type") == "json_invalid" for e in errors):
         ctx = errors[0].get("ctx", {})
         return problem_response(
-            400, "Malformed JSON", f"The request body is not valid JSON: {ctx.get('error', '')}".strip()
+            400,
+            "Malformed JSON",
+            f"The request body is not valid JSON: {ctx.get('error', '')}".strip(),
         )
     fields = [
         {"field": _field(e["loc"]), "message": e["msg"].removeprefix("Value error, ")}

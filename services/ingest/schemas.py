@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from shared.models import BodyFormat
 from shared.sanitize import clean_text
@@ -30,7 +30,7 @@ def _not_blank(value: str) -> str:
 CleanText = Annotated[str, AfterValidator(_clean), AfterValidator(_not_blank)]
 OptionalText = Annotated[str | None, AfterValidator(_clean_optional)]
 
-SEED_EXAMPLE = {
+SEED_EXAMPLE: dict[str, JsonValue] = {
     "title": "Ban hành Kế hoạch hành động thực hiện Quyết định số 628/QĐ-TTg",
     "summary": "Ngày 30/7/2020, UBND tỉnh ban hành Kế hoạch hành động ...",
     "body": "Theo đó, Kế hoạch đề ra 6 nhiệm vụ, giải pháp chủ yếu ...\n\nTại Kế hoạch, ...",

@@ -61,10 +61,14 @@ def create_bulletin(
         summary=bulletin_in.summary,
         body_format=bulletin_in.body_format,
         body_source=bulletin_in.body,
-        body_html=body_to_html(bulletin_in.body, bulletin_in.body_format, base_url=settings.public_url),
+        body_html=body_to_html(
+            bulletin_in.body, bulletin_in.body_format, base_url=settings.public_url
+        ),
         author=bulletin_in.author,
         category=bulletin_in.category,
-        category_slug=slugify(bulletin_in.category, fallback="khac") if bulletin_in.category else None,
+        category_slug=slugify(bulletin_in.category, fallback="khac")
+        if bulletin_in.category
+        else None,
         language=bulletin_in.language,
         published_at=bulletin_in.published_at or now,
         status=BulletinStatus.QUEUED,
@@ -91,5 +95,8 @@ def enqueue_render(celery: Celery, bulletin: Bulletin) -> None:
     try:
         celery.send_task(RENDER_BULLETIN, args=[bulletin.id, bulletin.revision])
     except Exception:
-        log.warning("could not queue bulletin %s; the reconciler will re-send it", bulletin.id,
-                    exc_info=True)
+        log.warning(
+            "could not queue bulletin %s; the reconciler will re-send it",
+            bulletin.id,
+            exc_info=True,
+        )

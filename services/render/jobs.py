@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 
 from services.render.pages import PageRenderer
 from shared.db import session_factory, session_scope
@@ -39,7 +40,7 @@ def publish_bulletin(
         listings = listings_of(bulletin.agency.slug, bulletin.category_slug)
 
     with session_scope(settings) as session:
-        claimed = session.execute(
+        claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(Bulletin)
             .where(
                 Bulletin.id == bulletin_id,
@@ -52,8 +53,8 @@ def publish_bulletin(
                 rendered_at=utcnow(),
                 last_error=None,
             )
-        ).rowcount
-        if not claimed:
+        )
+        if not claimed.rowcount:
             return False
         runtime.storage.put(path, html.encode())
 

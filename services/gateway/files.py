@@ -1,0 +1,234 @@
+"""Site files turned into ready-to-send responses, and the bounded cache that holds them.
+
+A request that hits the cache costs one ``os.stat`` and a few comparisons: the body, its gzip
+form, the validators and every header line are computed once per file version, when the file's
+(mtime, size, inode) first differs from what the cache holds. The render and feed workers replace
+files by atomic rename, so a new version always shows up as a new inode.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import stat
+from collections import OrderedDict
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import NamedTuple
+
+# Below this, gzip saves less than the extra header and the client's inflate cost.
+MIN_GZIP_BYTES = 512
+# Keep the gzip form only when it is clearly smaller; already-dense text is not worth a Vary.
+GZIP_MAX_RATIO = 0.9
+
+HTML_MAX_AGE = 30  # pages are re-rendered on corrections: keep stale copies short-lived
+FEED_MAX_AGE = 60  # feed readers poll; a minute bounds how late an update can show
+STATIC_MAX_AGE = 86_400  # templates reference assets with ?v=<hash>, so a new asset has a new URL
+
+HeaderList = list[tuple[bytes, bytes]]
+
+
+class FileType(NamedTuple):
+    content_type: bytes
+    compressible: bool
+    max_age: int
+
+
+_UTF8 = b"; charset=utf-8"
+_TYPES: dict[str, FileType] = {
+    ".html": FileType(b"text/html" + _UTF8, True, HTML_MAX_AGE),
+    ".htm": FileType(b"text/html" + _UTF8, True, HTML_MAX_AGE),
+    ".rss": FileType(b"application/rss+xml" + _UTF8, True, FEED_MAX_AGE),
+    ".atom": FileType(b"application/atom+xml" + _UTF8, True, FEED_MAX_AGE),
+    ".xml": FileType(b"application/xml" + _UTF8, True, FEED_MAX_AGE),
+    ".json": FileType(b"application/json", True, FEED_MAX_AGE),
+    ".css": FileType(b"text/css" + _UTF8, True, HTML_MAX_AGE),
+    ".js": FileType(b"text/javascript" + _UTF8, True, HTML_MAX_AGE),
+    ".mjs": FileType(b"text/javascript" + _UTF8, True, HTML_MAX_AGE),
+    ".map": FileType(b"application/json", True, HTML_MAX_AGE),
+    ".txt": FileType(b"text/plain" + _UTF8, True, HTML_MAX_AGE),
+    ".svg": FileType(b"image/svg+xml", True, HTML_MAX_AGE),
+    ".png": FileType(b"image/png", False, HTML_MAX_AGE),
+    ".jpg": FileType(b"image/jpeg", False, HTML_MAX_AGE),
+    ".jpeg": FileType(b"image/jpeg", False, HTML_MAX_AGE),
+    ".gif": FileType(b"image/gif", False, HTML_MAX_AGE),
+    ".webp": FileType(b"image/webp", False, HTML_MAX_AGE),
+    ".avif": FileType(b"image/avif", False, HTML_MAX_AGE),
+    ".ico": FileType(b"image/x-icon", False, HTML_MAX_AGE),
+    ".woff2": FileType(b"font/woff2", False, HTML_MAX_AGE),
+    ".woff": FileType(b"font/woff", False, HTML_MAX_AGE),
+    ".pdf": FileType(b"application/pdf", False, HTML_MAX_AGE),
+}
+_UNKNOWN = FileType(b"application/octet-stream", False, HTML_MAX_AGE)
+
+
+def file_type(relative: str) -> FileType:
+    """Type, compressibility and freshness of a site-relative path (``static/`` is long-lived)."""
+    _, suffix = os.path.splitext(relative)
+    kind = _TYPES.get(suffix.lower(), _UNKNOWN)
+    if relative.startswith("static/"):
+        return kind._replace(max_age=STATIC_MAX_AGE)
+    return kind
+
+
+@dataclass(slots=True, frozen=True)
+class Reply:
+    """A complete response. Header lists may be shared between requests: never mutate them."""
+
+    status: int
+    headers: HeaderList
+    body: bytes = b""
+
+
+@dataclass(slots=True, frozen=True)
+class Variant:
+    """One encoding of a file, with the 200 and the 304 for it built in advance."""
+
+    etag: bytes
+    ok: Reply
+    not_modified: Reply
+
+
+@dataclass(slots=True, frozen=True)
+class Entry:
+    """A file version, identified by what ``os.stat`` reports for it."""
+
+    fs_path: str  # the path the URL maps to, re-stat'ed on every hit
+    mtime_ns: int
+    size: int
+    inode: int
+    mtime: int  # whole seconds, as Last-Modified can say it
+    last_modified: bytes
+    identity: Variant
+    gzip: Variant | None
+
+    @property
+    def cost(self) -> int:
+        return len(self.identity.ok.body) + (len(self.gzip.ok.body) if self.gzip else 0)
+
+
+def _validator_headers(etag: bytes, last_modified: bytes, kind: FileType, vary: bool) -> HeaderList:
+    headers = [
+        (b"etag", etag),
+        (b"last-modified", last_modified),
+        (b"cache-control", b"public, max-age=%d" % kind.max_age),
+    ]
+    if vary:
+        headers.append((b"vary", b"accept-encoding"))
+    return headers
+
+
+def _variant(
+    body: bytes, etag: bytes, last_modified: bytes, kind: FileType, *, vary: bool, gzipped: bool
+) -> Variant:
+    validators = _validator_headers(etag, last_modified, kind, vary)
+    headers = [
+        (b"content-type", kind.content_type),
+        (b"content-length", str(len(body)).encode()),
+        *validators,
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if gzipped:
+        headers.append((b"content-encoding", b"gzip"))
+    return Variant(etag, Reply(200, headers, body), Reply(304, validators))
+
+
+def http_date(seconds: int) -> bytes:
+    return formatdate(seconds, usegmt=True).encode()
+
+
+def load_entry(fs_path: str, real_path: str, relative: str) -> Entry | None:
+    """Read, hash and compress one file; ``None`` when it is gone or not a regular file.
+
+    Reads ``real_path`` (the checked, symlink-free path) but keys the entry on what ``fs_path``
+    stats to, so that any later change along the URL's path is noticed and re-checked.
+    """
+    try:
+        with open(real_path, "rb") as handle:
+            # fstat of the open file: the key then describes exactly the bytes read, even if the
+            # file is replaced between the caller's stat and this open.
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            body = handle.read()
+    except OSError:
+        return None
+    kind = file_type(relative)
+    mtime = info.st_mtime_ns // 1_000_000_000
+    last_modified = http_date(mtime)
+    digest = hashlib.blake2b(body, digest_size=10).hexdigest().encode()
+    compressed: bytes | None = None
+    if kind.compressible and len(body) >= MIN_GZIP_BYTES:
+        # mtime=0: identical input gives identical gzip bytes in every worker process.
+        compressed = gzip.compress(body, compresslevel=6, mtime=0)
+        if len(compressed) > len(body) * GZIP_MAX_RATIO:
+            compressed = None
+    vary = compressed is not None
+    identity = _variant(body, b'"%s"' % digest, last_modified, kind, vary=vary, gzipped=False)
+    gzip_variant = None
+    if compressed is not None:
+        # A distinct tag per encoding (RFC 9110 8.8.3): a cache must not pair a gzip body with
+        # the identity tag, or a later 304 would let it serve bytes the client cannot decode.
+        gz_etag = b'"%s-gz"' % digest
+        gzip_variant = _variant(compressed, gz_etag, last_modified, kind, vary=True, gzipped=True)
+    return Entry(
+        fs_path=fs_path,
+        mtime_ns=info.st_mtime_ns,
+        size=len(body),
+        inode=info.st_ino,
+        mtime=mtime,
+        last_modified=last_modified,
+        identity=identity,
+        gzip=gzip_variant,
+    )
+
+
+class FileCache:
+    """Least-recently-used entries, bounded by the bytes they hold (bodies plus gzip forms)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.total_bytes = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def current(self, key: str) -> Entry | None:
+        """The cached entry for ``key`` if the file on disk is still that version."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            info = os.stat(entry.fs_path)
+        except OSError:
+            self.discard(key)
+            return None
+        if (
+            info.st_mtime_ns != entry.mtime_ns
+            or info.st_size != entry.size
+            or info.st_ino != entry.inode
+        ):
+            self.discard(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: Entry) -> None:
+        if entry.cost > self.max_bytes:
+            return
+        self.discard(key)
+        self._entries[key] = entry
+        self.total_bytes += entry.cost
+        while self.total_bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.total_bytes -= evicted.cost
+
+    def discard(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.total_bytes -= entry.cost

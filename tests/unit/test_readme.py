@@ -1,0 +1,21 @@
+"""The README is the operator's manual: it must keep up with the code."""
+
+from pathlib import Path
+
+from shared.settings import Settings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [f"BANTIN_{name.upper()}" for name in Settings.model_fields
+               if f"BANTIN_{name.upper()}" not in README]  # fmt: skip
+    assert missing == []
+
+
+def test_the_quickstart_comes_first_with_the_two_commands() -> None:
+    quickstart = README.split("## Quickstart", 1)[1].split("##", 1)[0]
+    assert README.index("## Quickstart") < README.index("## How it fits together")
+    assert "make run" in quickstart and "make test" in quickstart
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    assert ci.rstrip().endswith("make test")
