@@ -86,10 +86,12 @@ class Bulletin(Base):
     __table_args__ = (
         UniqueConstraint("agency_id", "idempotency_key", name="uq_bulletin_idempotency"),
         # The listing queries (feeds, index pages) read the newest N of one scope: each has
-        # an index that answers it without touching the rest of the archive.
-        Index("ix_bulletin_status_published", "status", "published_at"),
-        Index("ix_bulletin_agency_status_published", "agency_id", "status", "published_at"),
-        Index("ix_bulletin_category_status_published", "category_slug", "status", "published_at"),
+        # an index in exactly that order (id breaks ties; SQLite appends it implicitly,
+        # PostgreSQL needs it), so the database walks N entries and stops however large the
+        # archive grows: no scan, no sort.
+        Index("ix_bulletin_listing_all", "status", "published_at", "id"),
+        Index("ix_bulletin_listing_agency", "agency_id", "status", "published_at", "id"),
+        Index("ix_bulletin_listing_category", "category_slug", "status", "published_at", "id"),
         # The reconciler looks for rows stuck in `queued`.
         Index("ix_bulletin_status_queued", "status", "queued_at"),
     )
