@@ -11,6 +11,9 @@ Every page and feed is a file under the site directory whose relative path is it
     /feeds/agency/{agency}.rss|.atom
     /feeds/category/{category}.rss|.atom
     /static/...                     CSS and JS
+
+A withdrawn article leaves a tombstone at ``.gone/<its file>``; the gateway answers 410 Gone
+with it. Dot-directories are never served directly.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 
 CATEGORY_PREFIX = "chuyen-muc"
+TOMBSTONE_DIR = ".gone"
 # Top-level path segments an agency slug may not take, or its pages would shadow these.
 RESERVED_SLUGS = frozenset(
     {CATEGORY_PREFIX, "feeds", "static", "healthz", "v1", "docs", "openapi.json", "index.html"}
@@ -94,3 +98,8 @@ def file_for(url_path: str) -> PurePosixPath:
 
 def absolute(public_url: str, url_path: str) -> str:
     return public_url.rstrip("/") + url_path
+
+
+def tombstone_for(url_path: str) -> PurePosixPath:
+    """Where the notice for a withdrawn page lives (the gateway serves it with 410 Gone)."""
+    return PurePosixPath(TOMBSTONE_DIR) / file_for(url_path)
