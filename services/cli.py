@@ -76,6 +76,18 @@ def reconciler() -> None:
     run_forever(build_runtime(settings, create_celery_app(settings)))
 
 
+@main.command("retry-failed")
+def retry_failed() -> None:
+    """Queue every `failed` bulletin for another round of attempts."""
+    from services.reconciler.loop import retry_failed_bulletins
+    from shared.celery_app import create_celery_app
+    from shared.runtime import build_runtime
+
+    settings = get_settings()
+    count = retry_failed_bulletins(build_runtime(settings, create_celery_app(settings)))
+    click.echo(f"re-queued {count} failed bulletin(s)")
+
+
 @main.command("init-db")
 def init_db() -> None:
     """Create the database tables (idempotent)."""

@@ -83,13 +83,15 @@ class Supervisor:
         self.env = dict(os.environ)
         self.children: list[Child] = []
         self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_port = 0
         self.stopping = threading.Event()
 
     def start_redis_if_needed(self) -> None:
         if self.settings.redis_url:
             return
-        redis_dir = self.settings.data_dir.resolve() / "redis"
-        self.redis, url = start_redis(redis_dir)
+        port = self.redis_port or None  # a restart keeps the port every child knows
+        self.redis, url = start_redis(self.settings.data_dir.resolve() / "redis", port)
+        self.redis_port = int(url.rsplit(":", 1)[1].split("/")[0])
         self.settings.embedded_redis_file.write_text(url + "\n")
         self.env["BANTIN_REDIS_URL"] = url
         _say("redis", f"embedded Redis at {url} (pid {self.redis.pid})")
@@ -124,6 +126,11 @@ class Supervisor:
 
     def _watch(self) -> int:
         while not self.stopping.wait(0.5):
+            if self.redis is not None and self.redis.poll() is not None:
+                # Restarted empty, like any Redis without persistence: the reconciler re-sends
+                # what was queued and rebuilds what its loss left stale.
+                _say("bantin", f"embedded Redis exited with {self.redis.returncode}; restarting")
+                self.start_redis_if_needed()
             for child in self.children:
                 assert child.process is not None
                 code = child.process.poll()

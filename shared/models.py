@@ -47,7 +47,9 @@ class Base(DeclarativeBase):
 
 class BulletinStatus(enum.StrEnum):
     QUEUED = "queued"  # accepted, its page not rendered yet
-    PUBLISHED = "published"  # page written, feeds and indexes asked to refresh
+    SCHEDULED = "scheduled"  # embargoed until published_at: visible nowhere
+    PUBLISHED = "published"  # page live, in its feeds and index pages
+    WITHDRAWN = "withdrawn"  # taken down: the page answers 410, gone from every listing
     FAILED = "failed"  # gave up after repeated errors; `last_error` says why
 
 
@@ -81,6 +83,16 @@ class ApiKey(Base):
     agency: Mapped[Agency] = relationship(back_populates="api_keys")
 
 
+class Category(Base):
+    """Categories as agencies write them, one row per slug (listings enumerate these)."""
+
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
 class Bulletin(Base):
     __tablename__ = "bulletins"
     __table_args__ = (
@@ -92,8 +104,9 @@ class Bulletin(Base):
         Index("ix_bulletin_listing_all", "status", "published_at", "id"),
         Index("ix_bulletin_listing_agency", "agency_id", "status", "published_at", "id"),
         Index("ix_bulletin_listing_category", "category_slug", "status", "published_at", "id"),
-        # The reconciler looks for rows stuck in `queued`.
-        Index("ix_bulletin_status_queued", "status", "queued_at"),
+        # The reconciler looks for renders outstanding for too long; NULL (nothing to do)
+        # for almost every row, so this index stays small.
+        Index("ix_bulletin_pending_since", "pending_since"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -117,17 +130,22 @@ class Bulletin(Base):
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     status: Mapped[str] = mapped_column(String(16), default=BulletinStatus.QUEUED)
+    # Every change (a correction, a withdrawal) is a new revision; a render writes only the
+    # revision that is current, and records it here when its output is live.
     revision: Mapped[int] = mapped_column(Integer, default=1)
     rendered_revision: Mapped[int] = mapped_column(Integer, default=0)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # of the current revision
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set while a render of the current revision is owed (the outbox): the reconciler
+    # re-sends the message when this gets old. NULL when nothing is owed.
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # of the current revision
 
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     rendered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     agency: Mapped[Agency] = relationship(lazy="joined")

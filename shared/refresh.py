@@ -12,6 +12,9 @@ publish; single-flight does not:
   load, however many bulletins arrive.
 - a build killed mid-way leaves wanted > done; once its lock expires the reconciler
   (`pending`) finds it and requests it again.
+- each build records the fingerprint of the rows it showed (`built`); the reconciler compares
+  it with the database now and then, which catches whatever the counters cannot (a trigger
+  lost between a commit and its request, a Redis restart that wiped the counters).
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ return 0
 
 
 def _keys(job: Job, listing: Listing) -> tuple[str, str, str]:
-    base = f"bantin:refresh:{job.value}:{listing.target}"
+    base = _base(job, listing)
     return f"{base}:wanted", f"{base}:done", f"{base}:lock"
+
+
+def _base(job: Job, listing: Listing) -> str:
+    return f"bantin:refresh:{job.value}:{listing.target}"
 
 
 class Refresher:
@@ -83,24 +90,33 @@ class Refresher:
     def _send(self, job: Job, listing: Listing) -> None:
         self.celery.send_task(_TASK_FOR_JOB[job], args=[listing.target])
 
-    def run(self, job: Job, listing: Listing, build: Callable[[], None]) -> int:
+    def run(self, job: Job, listing: Listing, build: Callable[[], str]) -> int:
         """Build until no request is outstanding; returns how many builds ran.
 
-        Called by the build task, which holds the lock `request` took for it.
+        Called by the build task, which holds the lock `request` took for it. `build` returns
+        the fingerprint of what it built.
         """
         wanted, done, lock = _keys(job, listing)
         builds = 0
         while True:
             generation = int(self.redis.get(wanted) or 0)
-            build()
+            built = build()
             builds += 1
-            self.redis.incr(f"bantin:stats:builds:{job.value}:{listing.target}")
+            pipe = self.redis.pipeline()
+            pipe.set(f"{_base(job, listing)}:built", built)
+            pipe.incr(f"bantin:stats:builds:{job.value}:{listing.target}")
+            pipe.execute()
             if not self._finish(keys=[wanted, done, lock], args=[generation, LOCK_TTL_SECONDS]):
                 return builds
 
     def release(self, job: Job, listing: Listing) -> None:
         """Give up the lock after a failed build, leaving wanted > done for the reconciler."""
         self.redis.delete(_keys(job, listing)[2])
+
+    def built(self, job: Job, listing: Listing) -> str | None:
+        """The fingerprint of the last completed build (None: never built, or Redis lost it)."""
+        value = self.redis.get(f"{_base(job, listing)}:built")
+        return value.decode() if isinstance(value, bytes) else value
 
     def builds(self, job: Job, listing: Listing) -> int:
         """How many builds of this listing ever ran (for operators and tests)."""
@@ -128,7 +144,7 @@ class Refresher:
 
 
 def build_in_task(
-    task: Task, refresher: Refresher, job: Job, listing: Listing, build: Callable[[], None]
+    task: Task, refresher: Refresher, job: Job, listing: Listing, build: Callable[[], str]
 ) -> int:
     """Run `Refresher.run` inside a bound Celery task, retrying with backoff on errors.
 

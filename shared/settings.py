@@ -44,10 +44,27 @@ class Settings(BaseSettings):
     index_items: int = Field(30, description="Bulletins listed on the home and index pages.")
     requeue_after_seconds: float = Field(
         30.0,
-        description="The reconciler re-sends a bulletin still `queued` after this long "
-        "(covers a Redis restart or a lost message).",
+        description="The reconciler re-sends a render still owed after this long (covers a "
+        "Redis restart, a message lost with a killed worker).",
     )
-    reconcile_interval_seconds: float = Field(5.0, description="How often the reconciler runs.")
+    reconcile_interval_seconds: float = Field(
+        2.0,
+        description="How often the reconciler runs: embargoed bulletins go live at most this "
+        "long after their time.",
+    )
+    verify_interval_seconds: float = Field(
+        10.0,
+        description="How often the reconciler checks every page listing and feed against the "
+        "database and rebuilds the stale ones (after a Redis restart, a lost trigger).",
+    )
+    max_attempts: int = Field(
+        5, description="Render attempts per revision before a bulletin is marked `failed`."
+    )
+    fault_injection: bool = Field(
+        False,
+        description="Tests only: honour fault files in `<data dir>/faults/` (crash or delay "
+        "at named points). Never set in production.",
+    )
     log_level: str = Field("INFO", description="Log level of every process.")
 
     @field_validator("public_url")

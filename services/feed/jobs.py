@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from services.feed.feeds import build_feeds
 from shared.db import session_factory
-from shared.listings import listing_heading, newest_bulletins
+from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
 from shared.runtime import Runtime
 from shared.site import Listing, file_for
 
 
-def write_feeds(runtime: Runtime, listing: Listing) -> None:
+def write_feeds(runtime: Runtime, listing: Listing) -> str:
     """Rebuild a listing's RSS and Atom feeds from the newest items in the database.
 
     Reads only the newest `feed_items` rows (an indexed query), never the archive, and never
     trusts the triggering event for content: whatever the database holds now is what ships.
+    Returns the fingerprint of the rows shown.
     """
     settings = runtime.settings
     with session_factory(settings)() as session:
@@ -22,3 +23,4 @@ def write_feeds(runtime: Runtime, listing: Listing) -> None:
         built = build_feeds(listing, title, bulletins, settings)
     runtime.storage.put(file_for(listing.feed_path("rss")), built.rss)
     runtime.storage.put(file_for(listing.feed_path("atom")), built.atom)
+    return fingerprint(versions_of(bulletins))

@@ -4,6 +4,11 @@ A raw ASGI callable rather than a framework route: a request that hits the file 
 ``os.stat`` and sends prepared header lines, which is what lets a Python process get within reach
 of nginx (see the speed guide; a framework's static-file handler is ~30x slower).
 
+A URL whose file is missing but whose tombstone exists (``shared.site.tombstone_for``: the
+render worker's notice for a withdrawn bulletin) is answered ``410 Gone`` with that notice. The
+live file always wins over a tombstone, and the tombstone directory, a dot-directory, is never
+served under its own URL.
+
 Run: ``uvicorn --factory services.gateway.app:app_from_env --http httptools --loop uvloop``.
 """
 
@@ -25,8 +30,10 @@ from urllib.parse import quote
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.files import (
+    TOMBSTONE_TYPE,
     Entry,
     FileCache,
+    FileType,
     HeaderList,
     Reply,
     Variant,
@@ -35,6 +42,7 @@ from services.gateway.files import (
     load_entry,
 )
 from shared.settings import Settings, get_settings
+from shared.site import TOMBSTONE_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,7 @@ class FileStream:
     headers: HeaderList
     handle: BinaryIO
     remaining: int
+    status: int = 200
 
 
 def _fixed(status: int, content_type: bytes, body: bytes, *extra: tuple[bytes, bytes]) -> Reply:
@@ -189,6 +198,7 @@ class Gateway:
     ) -> None:
         self.root = str(site_dir)
         self._root_prefix = self.root.rstrip("/") + "/"
+        self._tombstone_prefix = self._root_prefix + TOMBSTONE_DIR + "/"
         self.cache = FileCache(cache_bytes)
         self.max_entry_bytes = max_entry_bytes
         # Browsers send a handful of distinct Accept-Encoding values: parse each once.
@@ -229,7 +239,7 @@ class Gateway:
         return None if entry is None else self._serve(entry, scope)
 
     async def _handle(self, scope: Scope) -> Reply | FileStream:
-        """Everything the cache cannot answer: health, redirects, 404s and first reads."""
+        """Everything the cache cannot answer: health, redirects, 404s, 410s and first reads."""
         path: str = scope["path"]
         if path == _HEALTH_PATH:
             return self._health()
@@ -240,7 +250,7 @@ class Gateway:
         try:
             info = os.stat(fs_path)
         except (OSError, ValueError):
-            return self._not_found
+            return await self._gone(scope, path, relative, fs_path)
         if stat.S_ISDIR(info.st_mode):
             return self._directory(scope, path, fs_path)
         real_path = self._inside(fs_path)
@@ -253,6 +263,32 @@ class Gateway:
         else:
             entry = load_entry(fs_path, real_path, relative)
         if entry is None:
+            # Deleted between the stat and the open: perhaps withdrawn this very moment.
+            return await self._gone(scope, path, relative, fs_path)
+        self.cache.put(path, entry)
+        return self._serve(entry, scope)
+
+    async def _gone(
+        self, scope: Scope, path: str, relative: str, live_path: str
+    ) -> Reply | FileStream:
+        """The 410 for a missing file that has a tombstone; the plain 404 otherwise."""
+        fs_path = self._tombstone_prefix + relative
+        try:
+            info = os.stat(fs_path)
+        except (OSError, ValueError):
+            return self._not_found
+        real_path = self._inside(fs_path, self._tombstone_prefix)
+        if real_path is None or not stat.S_ISREG(info.st_mode):
+            return self._not_found
+        if info.st_size > self.max_entry_bytes:
+            return self._open_stream(scope, real_path, relative, status=410, kind=TOMBSTONE_TYPE)
+        if info.st_size > THREAD_LOAD_BYTES:
+            entry = await asyncio.to_thread(
+                load_entry, fs_path, real_path, relative, live_path=live_path
+            )
+        else:
+            entry = load_entry(fs_path, real_path, relative, live_path=live_path)
+        if entry is None:
             return self._not_found
         self.cache.put(path, entry)
         return self._serve(entry, scope)
@@ -263,6 +299,8 @@ class Gateway:
         if entry.gzip is not None and accept_encoding is not None:
             if self._accepts_gzip(accept_encoding):
                 variant = entry.gzip
+        if not entry.conditional:
+            return variant.ok
         fresh = is_fresh(
             if_none_match, if_modified_since, variant.etag, entry.mtime, entry.last_modified
         )
@@ -277,12 +315,14 @@ class Gateway:
             self._gzip_ok[value] = known
         return known
 
-    def _inside(self, fs_path: str) -> str | None:
-        """The symlink-free path of ``fs_path`` if it stays in the site dir and is no dotfile."""
+    def _inside(self, fs_path: str, prefix: str | None = None) -> str | None:
+        """The symlink-free path of ``fs_path`` if it stays in ``prefix`` (default: the site
+        dir) and is no dotfile below it."""
+        prefix = prefix or self._root_prefix
         real = os.path.realpath(fs_path)
-        if not real.startswith(self._root_prefix):
+        if not real.startswith(prefix):
             return None
-        if any(part.startswith(".") for part in real[len(self._root_prefix) :].split("/")):
+        if any(part.startswith(".") for part in real[len(prefix) :].split("/")):
             return None
         return real
 
@@ -302,14 +342,23 @@ class Gateway:
         ]
         return Reply(301, headers)
 
-    def _open_stream(self, scope: Scope, real_path: str, relative: str) -> Reply | FileStream:
+    def _open_stream(
+        self,
+        scope: Scope,
+        real_path: str,
+        relative: str,
+        *,
+        status: int = 200,
+        kind: FileType | None = None,
+    ) -> Reply | FileStream:
         try:
             handle = open(real_path, "rb")  # closed by _stream, or below when nothing is sent
         except OSError:
             return self._not_found
         try:
             info = os.fstat(handle.fileno())
-            kind = file_type(relative)
+            if kind is None:
+                kind = file_type(relative)
             # Hashing hundreds of MiB per request is not an option: a stat-derived tag, as
             # nginx uses, still changes with every atomic replace (new inode and mtime).
             etag = b'"%x-%x-%x"' % (info.st_ino, info.st_size, info.st_mtime_ns)
@@ -321,7 +370,10 @@ class Gateway:
                 (b"cache-control", b"public, max-age=%d" % kind.max_age),
             ]
             _, if_none_match, if_modified_since = request_conditions(scope["headers"])
-            fresh = is_fresh(if_none_match, if_modified_since, etag, mtime, last_modified)
+            # Preconditions apply to a 200 only (RFC 9110 13.2.1): a 410 is never a 304.
+            fresh = status == 200 and is_fresh(
+                if_none_match, if_modified_since, etag, mtime, last_modified
+            )
             headers = [
                 (b"content-type", kind.content_type),
                 (b"content-length", str(info.st_size).encode()),
@@ -333,12 +385,14 @@ class Gateway:
             raise
         if fresh or scope["method"] == "HEAD":
             handle.close()
-            return Reply(304, validators) if fresh else Reply(200, headers)
-        return FileStream(headers, handle, info.st_size)
+            return Reply(304, validators) if fresh else Reply(status, headers)
+        return FileStream(headers, handle, info.st_size, status)
 
     async def _stream(self, stream: FileStream, send: Send) -> None:
         with stream.handle:
-            await send({"type": "http.response.start", "status": 200, "headers": stream.headers})
+            await send(
+                {"type": "http.response.start", "status": stream.status, "headers": stream.headers}
+            )
             while stream.remaining > 0:
                 chunk = await asyncio.to_thread(
                     stream.handle.read, min(STREAM_CHUNK_BYTES, stream.remaining)

@@ -4,6 +4,10 @@ A request that hits the cache costs one ``os.stat`` and a few comparisons: the b
 form, the validators and every header line are computed once per file version, when the file's
 (mtime, size, inode) first differs from what the cache holds. The render and feed workers replace
 files by atomic rename, so a new version always shows up as a new inode.
+
+A withdrawn article's URL is answered from its tombstone (``shared.site.tombstone_for``) with
+410 Gone. Such an entry also remembers the live path it stands in for: a hit stats that path
+first (it must still be missing, since the live file always wins) and then the tombstone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ GZIP_MAX_RATIO = 0.9
 HTML_MAX_AGE = 30  # pages are re-rendered on corrections: keep stale copies short-lived
 FEED_MAX_AGE = 60  # feed readers poll; a minute bounds how late an update can show
 STATIC_MAX_AGE = 86_400  # templates reference assets with ?v=<hash>, so a new asset has a new URL
+TOMBSTONE_MAX_AGE = 30  # a withdrawal must reach readers (and shared caches) quickly
 
 HeaderList = list[tuple[bytes, bytes]]
 
@@ -61,6 +66,8 @@ _TYPES: dict[str, FileType] = {
     ".pdf": FileType(b"application/pdf", False, HTML_MAX_AGE),
 }
 _UNKNOWN = FileType(b"application/octet-stream", False, HTML_MAX_AGE)
+# Whatever the withdrawn URL's suffix, its tombstone is the render worker's HTML notice.
+TOMBSTONE_TYPE = FileType(b"text/html" + _UTF8, True, TOMBSTONE_MAX_AGE)
 
 
 def file_type(relative: str) -> FileType:
@@ -83,7 +90,7 @@ class Reply:
 
 @dataclass(slots=True, frozen=True)
 class Variant:
-    """One encoding of a file, with the 200 and the 304 for it built in advance."""
+    """One encoding of a file, with the 200 (or 410) and the 304 for it built in advance."""
 
     etag: bytes
     ok: Reply
@@ -102,6 +109,13 @@ class Entry:
     last_modified: bytes
     identity: Variant
     gzip: Variant | None
+    # Set on a tombstone: the live file this entry answers for while that file is missing.
+    live_path: str | None = None
+
+    @property
+    def conditional(self) -> bool:
+        """Whether If-None-Match / If-Modified-Since apply (only to a 200, RFC 9110 13.2.1)."""
+        return self.identity.ok.status == 200
 
     @property
     def cost(self) -> int:
@@ -120,7 +134,14 @@ def _validator_headers(etag: bytes, last_modified: bytes, kind: FileType, vary: 
 
 
 def _variant(
-    body: bytes, etag: bytes, last_modified: bytes, kind: FileType, *, vary: bool, gzipped: bool
+    body: bytes,
+    etag: bytes,
+    last_modified: bytes,
+    kind: FileType,
+    *,
+    vary: bool,
+    gzipped: bool,
+    status: int,
 ) -> Variant:
     validators = _validator_headers(etag, last_modified, kind, vary)
     headers = [
@@ -131,18 +152,27 @@ def _variant(
     ]
     if gzipped:
         headers.append((b"content-encoding", b"gzip"))
-    return Variant(etag, Reply(200, headers, body), Reply(304, validators))
+    return Variant(etag, Reply(status, headers, body), Reply(304, validators))
 
 
 def http_date(seconds: int) -> bytes:
     return formatdate(seconds, usegmt=True).encode()
 
 
-def load_entry(fs_path: str, real_path: str, relative: str) -> Entry | None:
+def load_entry(
+    fs_path: str,
+    real_path: str,
+    relative: str,
+    *,
+    live_path: str | None = None,
+) -> Entry | None:
     """Read, hash and compress one file; ``None`` when it is gone or not a regular file.
 
     Reads ``real_path`` (the checked, symlink-free path) but keys the entry on what ``fs_path``
     stats to, so that any later change along the URL's path is noticed and re-checked.
+
+    With ``live_path``, ``fs_path`` is the tombstone of that (missing) file: the entry answers
+    410 Gone, as HTML, with a short max-age.
     """
     try:
         with open(real_path, "rb") as handle:
@@ -154,7 +184,8 @@ def load_entry(fs_path: str, real_path: str, relative: str) -> Entry | None:
             body = handle.read()
     except OSError:
         return None
-    kind = file_type(relative)
+    kind = TOMBSTONE_TYPE if live_path is not None else file_type(relative)
+    status = 200 if live_path is None else 410
     mtime = info.st_mtime_ns // 1_000_000_000
     last_modified = http_date(mtime)
     digest = hashlib.blake2b(body, digest_size=10).hexdigest().encode()
@@ -165,13 +196,17 @@ def load_entry(fs_path: str, real_path: str, relative: str) -> Entry | None:
         if len(compressed) > len(body) * GZIP_MAX_RATIO:
             compressed = None
     vary = compressed is not None
-    identity = _variant(body, b'"%s"' % digest, last_modified, kind, vary=vary, gzipped=False)
+    identity = _variant(
+        body, b'"%s"' % digest, last_modified, kind, vary=vary, gzipped=False, status=status
+    )
     gzip_variant = None
     if compressed is not None:
         # A distinct tag per encoding (RFC 9110 8.8.3): a cache must not pair a gzip body with
         # the identity tag, or a later 304 would let it serve bytes the client cannot decode.
         gz_etag = b'"%s-gz"' % digest
-        gzip_variant = _variant(compressed, gz_etag, last_modified, kind, vary=True, gzipped=True)
+        gzip_variant = _variant(
+            compressed, gz_etag, last_modified, kind, vary=True, gzipped=True, status=status
+        )
     return Entry(
         fs_path=fs_path,
         mtime_ns=info.st_mtime_ns,
@@ -181,6 +216,7 @@ def load_entry(fs_path: str, real_path: str, relative: str) -> Entry | None:
         last_modified=last_modified,
         identity=identity,
         gzip=gzip_variant,
+        live_path=live_path,
     )
 
 
@@ -199,10 +235,21 @@ class FileCache:
         return key in self._entries
 
     def current(self, key: str) -> Entry | None:
-        """The cached entry for ``key`` if the file on disk is still that version."""
+        """The cached entry for ``key`` if the file on disk is still that version.
+
+        A tombstone entry is current only while its live file is still missing, too.
+        """
         entry = self._entries.get(key)
         if entry is None:
             return None
+        if entry.live_path is not None:
+            try:
+                os.stat(entry.live_path)
+            except OSError:
+                pass  # still withdrawn
+            else:
+                self.discard(key)  # republished: the live file wins
+                return None
         try:
             info = os.stat(entry.fs_path)
         except OSError:

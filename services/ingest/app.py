@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from redis import Redis
 from sqlalchemy import text
 
 from services.ingest.bulletins import router as bulletins_router
 from services.ingest.problems import BodyLimitMiddleware, install_problem_handlers, problem_response
 from shared.celery_app import create_celery_app
 from shared.db import engine_for
+from shared.refresh import Refresher
 from shared.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -23,6 +25,10 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Bantin ingest API", version="1", description=DESCRIPTION)
     app.state.settings = settings
     app.state.celery = create_celery_app(settings)
+    # A plain client for the queue check and listing refreshes; None on non-Redis brokers
+    # (unit tests use Kombu's in-memory transport).
+    app.state.redis = redis_client(settings)
+    app.state.refresher = Refresher(app.state.redis, app.state.celery) if app.state.redis else None
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.include_router(bulletins_router)
@@ -52,10 +58,17 @@ def _check_database(settings: Settings) -> str:
         return f"error: {type(exc).__name__}"
 
 
+def redis_client(settings: Settings) -> Redis | None:
+    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    # Short timeouts: a request must get its 503 quickly, not hang on a dead Redis.
+    return Redis.from_url(settings.broker_url, socket_timeout=1, socket_connect_timeout=1)
+
+
 def _check_redis(app: FastAPI) -> str:
     try:
-        with app.state.celery.connection_for_write() as connection:
-            connection.default_channel.client.ping()
+        if app.state.redis is not None:
+            app.state.redis.ping()
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}"

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from services.ingest.problems import Problem
@@ -49,3 +50,22 @@ def get_agency(
 
 
 AgencyDep = Annotated[Agency, Depends(get_agency)]
+
+
+def require_queue(request: Request) -> None:
+    """Refuse writes while Redis is unreachable: accepting would promise a publish we cannot
+    start. (If Redis fails after this check, the committed row is re-sent by the reconciler.)"""
+    client = request.app.state.redis
+    if client is None:
+        return
+    try:
+        client.ping()
+    except RedisError as exc:
+        raise Problem(
+            503,
+            "Service unavailable",
+            "The publishing queue is unavailable; nothing was stored. Retry later.",
+        ) from exc
+
+
+QueueDep = Annotated[None, Depends(require_queue)]

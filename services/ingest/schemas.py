@@ -74,8 +74,10 @@ class BulletinAccepted(BaseModel):
 class BulletinPublic(BaseModel):
     id: int
     guid: str
-    status: str
+    status: str = Field(description="queued, scheduled, published, withdrawn or failed")
     revision: int
+    rendered_revision: int = Field(description="The revision the live page shows (0: none).")
+    attempts: int = Field(description="Render attempts of the current revision.")
     url: str
     title: str
     summary: str | None

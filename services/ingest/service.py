@@ -1,21 +1,32 @@
-"""Accepting a bulletin: one committed row, then a best-effort message to the render queue."""
+"""Accepting, correcting and withdrawing bulletins.
+
+Each change is one committed row (the bulletin, with `pending_since` set: the outbox), then a
+best-effort message to the render queue. If the message is lost, the reconciler re-sends it
+from the row, so an answered request is never lost.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import datetime
 
 from celery import Celery
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.ingest.problems import Problem
 from services.ingest.schemas import BulletinCreate
+from shared import faults
 from shared.celery_app import RENDER_BULLETIN
-from shared.models import Agency, Bulletin, BulletinStatus, utcnow
+from shared.models import Agency, Bulletin, BulletinStatus, Category, utcnow
+from shared.refresh import Job, Refresher
 from shared.sanitize import body_to_html
 from shared.settings import Settings
+from shared.site import Listing, ListingKind
 from shared.slug import slugify
 
 log = logging.getLogger(__name__)
@@ -41,6 +52,46 @@ def _replay(session: Session, agency: Agency, key: str, digest: str) -> Bulletin
     return existing
 
 
+def _ensure_category(session: Session, name: str | None) -> str | None:
+    """The category's slug, creating the category on first use (race-free upsert)."""
+    if not name:
+        return None
+    slug = slugify(name, fallback="khac")
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(Category)
+        .values(slug=slug, name=name)
+        .on_conflict_do_nothing(index_elements=["slug"])
+    )
+    return slug
+
+
+def _is_embargoed(published_at: datetime, now: datetime) -> bool:
+    return published_at > now
+
+
+def _apply_content(
+    session: Session, settings: Settings, bulletin: Bulletin, bulletin_in: BulletinCreate,
+    now: datetime,
+) -> None:  # fmt: skip
+    bulletin.title = bulletin_in.title
+    bulletin.summary = bulletin_in.summary
+    bulletin.body_format = bulletin_in.body_format
+    bulletin.body_source = bulletin_in.body
+    bulletin.body_html = body_to_html(
+        bulletin_in.body, bulletin_in.body_format, base_url=settings.public_url
+    )
+    bulletin.author = bulletin_in.author
+    bulletin.category = bulletin_in.category
+    bulletin.category_slug = _ensure_category(session, bulletin_in.category)
+    bulletin.language = bulletin_in.language
+    bulletin.published_at = bulletin_in.published_at or bulletin.published_at or now
+    bulletin.content_hash = request_hash(bulletin_in)
+    bulletin.updated_at = now
+    bulletin.attempts = 0
+    bulletin.last_error = None
+
+
 def create_bulletin(
     *,
     session: Session,
@@ -57,27 +108,15 @@ def create_bulletin(
     bulletin = Bulletin(
         agency_id=agency.id,
         slug=slugify(bulletin_in.title),
-        title=bulletin_in.title,
-        summary=bulletin_in.summary,
-        body_format=bulletin_in.body_format,
-        body_source=bulletin_in.body,
-        body_html=body_to_html(
-            bulletin_in.body, bulletin_in.body_format, base_url=settings.public_url
-        ),
-        author=bulletin_in.author,
-        category=bulletin_in.category,
-        category_slug=slugify(bulletin_in.category, fallback="khac")
-        if bulletin_in.category
-        else None,
-        language=bulletin_in.language,
-        published_at=bulletin_in.published_at or now,
-        status=BulletinStatus.QUEUED,
         idempotency_key=idempotency_key,
         request_hash=digest,
         created_at=now,
-        updated_at=now,
-        queued_at=now,
     )
+    _apply_content(session, settings, bulletin, bulletin_in, now)
+    if _is_embargoed(bulletin.published_at, now):
+        bulletin.status, bulletin.pending_since = BulletinStatus.SCHEDULED, None
+    else:
+        bulletin.status, bulletin.pending_since = BulletinStatus.QUEUED, now
     session.add(bulletin)
     try:
         session.commit()
@@ -87,16 +126,84 @@ def create_bulletin(
         if idempotency_key and (found := _replay(session, agency, idempotency_key, digest)):
             return found, False
         raise
+    faults.checkpoint(settings, faults.INGEST_AFTER_COMMIT)
     return bulletin, True
+
+
+def owned_bulletin(session: Session, agency: Agency, bulletin_id: int) -> Bulletin:
+    bulletin = session.get(Bulletin, bulletin_id)
+    if bulletin is None or bulletin.agency_id != agency.id:
+        # Another agency's bulletin is reported as missing: ids reveal nothing.
+        raise Problem(404, "Not found", f"No bulletin {bulletin_id} for this agency.")
+    return bulletin
+
+
+def update_bulletin(
+    *, session: Session, settings: Settings, bulletin: Bulletin, bulletin_in: BulletinCreate
+) -> list[Listing]:
+    """Store a correction as a new revision; returns listings it left (to refresh them)."""
+    if bulletin.status == BulletinStatus.WITHDRAWN:
+        raise Problem(409, "Bulletin withdrawn", f"Bulletin {bulletin.id} was withdrawn; "
+                      "submit a new bulletin instead.")  # fmt: skip
+    if bulletin.content_hash == request_hash(bulletin_in):
+        return []  # nothing changed: no new revision, nothing to render
+    now = utcnow()
+    was_public = bulletin.status == BulletinStatus.PUBLISHED or bulletin.rendered_revision > 0
+    if was_public and bulletin_in.published_at and _is_embargoed(bulletin_in.published_at, now):
+        raise Problem(
+            422, "Invalid bulletin",
+            "published_at: a published bulletin cannot be embargoed again; withdraw it instead",
+            errors=[{"field": "published_at", "message": "must not be in the future for a "
+                     "bulletin that is already public"}],
+        )  # fmt: skip
+    old_category = bulletin.category_slug
+    _apply_content(session, settings, bulletin, bulletin_in, now)
+    bulletin.revision += 1
+    if _is_embargoed(bulletin.published_at, now):
+        bulletin.status, bulletin.pending_since = BulletinStatus.SCHEDULED, None
+    else:
+        bulletin.status = BulletinStatus.PUBLISHED if was_public else BulletinStatus.QUEUED
+        bulletin.pending_since = now
+    session.commit()
+    if old_category and old_category != bulletin.category_slug:
+        return [Listing(ListingKind.CATEGORY, old_category)]
+    return []
+
+
+def withdraw_bulletin(*, session: Session, bulletin: Bulletin) -> bool:
+    """Withdraw (idempotent); True when a render is owed (its page must become a tombstone)."""
+    if bulletin.status == BulletinStatus.WITHDRAWN:
+        return False
+    now = utcnow()
+    bulletin.revision += 1
+    bulletin.status = BulletinStatus.WITHDRAWN
+    bulletin.updated_at = now
+    bulletin.attempts, bulletin.last_error = 0, None
+    if bulletin.rendered_revision == 0:
+        # Never public: nothing to take down, and no tombstone to reveal it existed.
+        bulletin.rendered_revision, bulletin.pending_since = bulletin.revision, None
+    else:
+        bulletin.pending_since = now
+    session.commit()
+    return bulletin.pending_since is not None
 
 
 def enqueue_render(celery: Celery, bulletin: Bulletin) -> None:
     """Best effort: the row is committed, so if Redis is unreachable the reconciler re-sends."""
+    if bulletin.pending_since is None:
+        return
     try:
         celery.send_task(RENDER_BULLETIN, args=[bulletin.id, bulletin.revision])
     except Exception:
-        log.warning(
-            "could not queue bulletin %s; the reconciler will re-send it",
-            bulletin.id,
-            exc_info=True,
-        )
+        log.warning("could not queue bulletin %s; the reconciler will re-send it", bulletin.id,
+                    exc_info=True)  # fmt: skip
+
+
+def refresh_listings(refresher: Refresher, listings: list[Listing]) -> None:
+    for listing in listings:
+        for job in Job:
+            try:
+                refresher.request(job, listing)
+            except Exception:
+                log.warning("could not request a refresh of %s; the reconciler will",
+                            listing.target, exc_info=True)  # fmt: skip

@@ -8,37 +8,95 @@ from typing import Any
 from sqlalchemy import CursorResult, update
 
 from services.render.pages import PageRenderer
+from shared import faults
 from shared.db import session_factory, session_scope
-from shared.listings import listing_heading, newest_bulletins
+from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
 from shared.models import Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
-from shared.site import Listing, article_path, file_for, listings_of
+from shared.site import Listing, article_path, file_for, listings_of, tombstone_for
 
 log = logging.getLogger(__name__)
+
+# Statuses whose current revision a render task may act on.
+_RENDERABLE = (BulletinStatus.QUEUED, BulletinStatus.PUBLISHED, BulletinStatus.WITHDRAWN)
+
+
+def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> int | None:
+    """Count one attempt at this revision; None when there is nothing to do.
+
+    Counted in the database, not in Redis, so a poison bulletin that kills its worker
+    (and is redelivered for ever by `task_reject_on_worker_lost`) still runs out of attempts.
+    """
+    with session_scope(runtime.settings) as session:
+        counted: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Bulletin)
+            .where(
+                Bulletin.id == bulletin_id,
+                Bulletin.revision == revision,
+                Bulletin.rendered_revision < revision,
+                Bulletin.status.in_(_RENDERABLE),
+            )
+            .values(attempts=Bulletin.attempts + 1)
+            .returning(Bulletin.attempts)
+        )
+        attempts = counted.scalar_one_or_none()
+    return attempts
+
+
+def give_up(runtime: Runtime, bulletin_id: int, revision: int, reason: str) -> None:
+    with session_scope(runtime.settings) as session:
+        session.execute(
+            update(Bulletin)
+            .where(Bulletin.id == bulletin_id, Bulletin.revision == revision)
+            .values(status=BulletinStatus.FAILED, pending_since=None, last_error=reason)
+        )
+    log.error("bulletin %s revision %s failed: %s", bulletin_id, revision, reason)
+
+
+def record_error(runtime: Runtime, bulletin_id: int, revision: int, error: BaseException) -> None:
+    """Keep the last error visible in the status API while retries go on."""
+    reason = f"{type(error).__name__}: {error}"[:2000]
+    with session_scope(runtime.settings) as session:
+        session.execute(
+            update(Bulletin)
+            .where(Bulletin.id == bulletin_id, Bulletin.revision == revision)
+            .values(last_error=reason)
+        )
 
 
 def publish_bulletin(
     runtime: Runtime, renderer: PageRenderer, bulletin_id: int, revision: int
 ) -> bool:
-    """Render one revision of a bulletin's page, mark it published, ask for listing refreshes.
+    """Make one revision of a bulletin live (or, once withdrawn, take it down).
 
     Idempotent and stale-safe: returns False without writing when the bulletin is gone, the
-    revision is no longer the current one, or it was already rendered. The page is written
-    while the guarded UPDATE holds the row's write lock, so two renders of one bulletin can
-    never interleave and an older revision can never overwrite a newer page.
+    revision is no longer current, or it was already done. The page is written while the
+    guarded UPDATE holds the row's write lock, so two renders of one bulletin never
+    interleave and an older revision can never overwrite a newer one.
     """
     settings = runtime.settings
+    attempts = _claim_attempt(runtime, bulletin_id, revision)
+    if attempts is None:
+        return False
+    if attempts > settings.max_attempts:
+        with session_factory(settings)() as session:
+            last = session.get(Bulletin, bulletin_id)
+            error = last.last_error if last else None
+        give_up(runtime, bulletin_id, revision, f"gave up after {settings.max_attempts} "
+                f"attempts; last error: {error or 'the worker died while rendering'}")  # fmt: skip
+        return False
+
     with session_factory(settings)() as session:
         bulletin = session.get(Bulletin, bulletin_id)
         if bulletin is None or bulletin.revision != revision:
             return False
-        if bulletin.rendered_revision >= revision:
-            return False
-        html = renderer.article(bulletin)
-        path = file_for(article_path(bulletin.agency.slug, bulletin.slug, bulletin.id))
+        url_path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
+        withdrawn = bulletin.status == BulletinStatus.WITHDRAWN
+        html = renderer.withdrawn(bulletin) if withdrawn else renderer.article(bulletin)
         listings = listings_of(bulletin.agency.slug, bulletin.category_slug)
 
+    faults.checkpoint(settings, faults.RENDER_BEFORE_WRITE)
     with session_scope(settings) as session:
         claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(Bulletin)
@@ -46,17 +104,23 @@ def publish_bulletin(
                 Bulletin.id == bulletin_id,
                 Bulletin.revision == revision,
                 Bulletin.rendered_revision < revision,
+                Bulletin.status.in_(_RENDERABLE),
             )
             .values(
-                status=BulletinStatus.PUBLISHED,
+                status=BulletinStatus.WITHDRAWN if withdrawn else BulletinStatus.PUBLISHED,
                 rendered_revision=revision,
                 rendered_at=utcnow(),
+                pending_since=None,
                 last_error=None,
             )
         )
         if not claimed.rowcount:
             return False
-        runtime.storage.put(path, html.encode())
+        if withdrawn:
+            runtime.storage.put(tombstone_for(url_path), html.encode())
+            runtime.storage.delete(file_for(url_path))
+        else:
+            runtime.storage.put(file_for(url_path), html.encode())
 
     for listing in listings:
         runtime.refresher.request(Job.PAGE, listing)
@@ -64,11 +128,12 @@ def publish_bulletin(
     return True
 
 
-def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -> None:
-    """Rewrite a listing's index page from the newest published bulletins in the database."""
+def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -> str:
+    """Rewrite a listing's index page from the database; returns the rows' fingerprint."""
     settings = runtime.settings
     with session_factory(settings)() as session:
         bulletins = newest_bulletins(session, listing, settings.index_items)
         heading = listing_heading(session, listing, settings.site_title)
         html = renderer.listing(listing, heading, bulletins)
     runtime.storage.put(file_for(listing.page_path), html.encode())
+    return fingerprint(versions_of(bulletins))

@@ -1,5 +1,8 @@
 """HTML pages of the public site: one article page per bulletin, and the index pages.
 
+A withdrawn bulletin's article page is replaced by a short notice (``withdrawn``), which the
+gateway serves with 410 Gone from the bulletin's tombstone (``shared.site.tombstone_for``).
+
 Every page is rendered from a template in ``templates/``; the templates get plain values
 prepared here (dates already in the site's zone, absolute URLs, the JSON-LD object), so they
 hold layout only. Autoescaping is on everywhere: the one value written unescaped is
@@ -149,6 +152,7 @@ class PageRenderer:
         )
         self._article = self.env.get_template("article.html")
         self._listing = self.env.get_template("listing.html")
+        self._withdrawn = self.env.get_template("withdrawn.html")
 
     # -- dates ---------------------------------------------------------------------------
 
@@ -289,4 +293,24 @@ class PageRenderer:
             description=description,
             feeds=[self._feed_link(listing, heading)],
             items=items,
+        )
+
+    def withdrawn(self, bulletin: Bulletin) -> str:
+        """The notice left at a withdrawn bulletin's URL: who withdrew it, and where to go.
+
+        Nothing that would keep the bulletin alive elsewhere: no canonical URL, Open Graph or
+        JSON-LD, no feeds of the bulletin's agency or category (only the site-wide ones), and
+        ``noindex`` so search engines drop the page.
+        """
+        agency = bulletin.agency
+        language = bulletin.language or UI_LANGUAGE
+        return self._render(
+            self._withdrawn,
+            bulletin=bulletin,
+            lang=UI_LANGUAGE,
+            # The original title keeps its own language inside the Vietnamese notice.
+            title_lang=None if language == UI_LANGUAGE else language,
+            description=f"{agency.name} đã gỡ bỏ bản tin này.",
+            agency_path=Listing(ListingKind.AGENCY, agency.slug).page_path,
+            feeds=[self._feed_link(ALL, "")],
         )

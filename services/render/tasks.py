@@ -22,13 +22,20 @@ def _renderer() -> PageRenderer:
 @shared_task(
     name=RENDER_BULLETIN,
     autoretry_for=(Exception,),
-    retry_backoff=0.5,  # 0.5 s, 1 s, 2 s, ... with jitter: rides out a busy database
+    retry_backoff=0.5,  # 0.5 s, 1 s, 2 s, ... with full jitter: rides out a busy database
     retry_backoff_max=30,
     retry_jitter=True,
-    max_retries=8,
+    # After these, the reconciler re-sends; the attempt count in the database (not this)
+    # decides when the bulletin is marked failed, so redeliveries after a crash count too.
+    max_retries=4,
 )
 def render_bulletin(bulletin_id: int, revision: int) -> bool:
-    return jobs.publish_bulletin(worker_runtime(), _renderer(), bulletin_id, revision)
+    runtime = worker_runtime()
+    try:
+        return jobs.publish_bulletin(runtime, _renderer(), bulletin_id, revision)
+    except Exception as exc:
+        jobs.record_error(runtime, bulletin_id, revision, exc)
+        raise
 
 
 @shared_task(name=RENDER_LISTING, bind=True, max_retries=8)

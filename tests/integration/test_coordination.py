@@ -8,17 +8,19 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from sqlalchemy import select
 
-from services.reconciler.loop import reconcile_once
+from services.reconciler.loop import Pass, reconcile_once, retry_failed_bulletins
 from shared.agencies import create_agency
 from shared.celery_app import create_celery_app
 from shared.db import create_schema, session_scope
 from shared.embedded_redis import start_redis
-from shared.models import Bulletin, BulletinStatus, utcnow
+from shared.listings import fingerprint, newest_versions
+from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
-from shared.site import Listing, ListingKind
+from shared.site import ALL, Listing, ListingKind
 
 LISTING = Listing(ListingKind.AGENCY, "so-y-te")
 
@@ -59,15 +61,17 @@ def test_a_request_during_a_build_makes_the_builder_go_round_once_more(runtime: 
     runtime.refresher.request(Job.PAGE, LISTING)
     calls = 0
 
-    def build() -> None:
+    def build() -> str:
         nonlocal calls
         calls += 1
         if calls == 1:  # three bulletins land while the first build runs
             for _ in range(3):
                 assert runtime.refresher.request(Job.PAGE, LISTING) is False
+        return f"build-{calls}"
 
     assert runtime.refresher.run(Job.PAGE, LISTING, build) == 2
     assert runtime.refresher.builds(Job.PAGE, LISTING) == 2
+    assert runtime.refresher.built(Job.PAGE, LISTING) == "build-2"
     # Lock released: the next request starts a build at once.
     assert runtime.refresher.request(Job.PAGE, LISTING) is True
 
@@ -77,7 +81,7 @@ def test_a_build_killed_midway_is_found_and_restarted(runtime: Runtime) -> None:
     assert runtime.refresher.pending() == []  # a build is queued: nothing stuck yet
     runtime.refresher.release(Job.FEED, LISTING)  # as if its worker died and the lock expired
     assert runtime.refresher.pending() == [(Job.FEED, LISTING)]
-    assert reconcile_once(runtime) == (0, 1)
+    assert reconcile_once(runtime) == Pass(restarted=1)
     assert queued_tasks(runtime.redis, "feed") == ["feed.listing", "feed.listing"]
     assert runtime.refresher.pending() == []
 
@@ -88,19 +92,78 @@ def test_the_reconciler_resends_bulletins_left_queued(runtime: Runtime) -> None:
         agency, _key = create_agency(session, name="Sở Y tế", slug="so-y-te")
         old = utcnow() - timedelta(minutes=5)
 
-        def bulletin(title: str, status: BulletinStatus, queued_at: datetime) -> Bulletin:
+        def bulletin(title: str, status: BulletinStatus, pending: datetime | None) -> Bulletin:
             return Bulletin(agency_id=agency.id, slug=title.lower(), title=title, status=status,
-                            queued_at=queued_at, body_format="text", body_source="b",
+                            pending_since=pending, body_format="text", body_source="b",
                             body_html="<p>b</p>", published_at=old)  # fmt: skip
 
         session.add_all([
             bulletin("Lost", BulletinStatus.QUEUED, old),
             bulletin("Fresh", BulletinStatus.QUEUED, utcnow()),
-            bulletin("Done", BulletinStatus.PUBLISHED, old),
+            bulletin("Done", BulletinStatus.PUBLISHED, None),
         ])  # fmt: skip
-    assert reconcile_once(runtime) == (1, 0)
+    assert reconcile_once(runtime) == Pass(requeued=1)
     messages = runtime.redis.lrange("render", 0, -1)
     assert queued_tasks(runtime.redis, "render") == ["render.bulletin"]
     assert b'"Lost"' not in messages[0]  # ids only travel through Redis, never content
     # Its clock restarted: the next pass does not send it again.
-    assert reconcile_once(runtime) == (0, 0)
+    assert not reconcile_once(runtime)
+
+
+def add_bulletins(runtime: Runtime, *specs: tuple[str, BulletinStatus, timedelta]) -> None:
+    """Bulletins of agency so-y-te: (title, status, published_at offset from now)."""
+    with session_scope(runtime.settings) as session:
+        agency = session.scalar(select(Agency).where(Agency.slug == "so-y-te"))
+        if agency is None:
+            agency, _key = create_agency(session, name="Sở Y tế", slug="so-y-te")
+        for title, status, offset in specs:
+            session.add(
+                Bulletin(agency_id=agency.id, slug=title.lower(), title=title, status=status,
+                         pending_since=None, body_format="text", body_source="b",
+                         body_html="<p>b</p>", published_at=utcnow() + offset)
+            )  # fmt: skip
+
+
+def test_embargoes_are_released_when_their_time_comes(runtime: Runtime) -> None:
+    add_bulletins(
+        runtime,
+        ("Due", BulletinStatus.SCHEDULED, timedelta(seconds=-1)),
+        ("Later", BulletinStatus.SCHEDULED, timedelta(hours=1)),
+    )
+    assert reconcile_once(runtime) == Pass(released=1)
+    with session_scope(runtime.settings) as session:
+        statuses = dict(session.execute(select(Bulletin.title, Bulletin.status)).all())
+    assert statuses == {"Due": "queued", "Later": "scheduled"}
+    assert queued_tasks(runtime.redis, "render") == ["render.bulletin"]
+
+
+def test_verification_rebuilds_exactly_the_stale_listings(runtime: Runtime) -> None:
+    add_bulletins(runtime, ("Một", BulletinStatus.PUBLISHED, timedelta(minutes=-5)))
+    # Nothing was ever built: every listing (all, the agency) is stale, for both jobs.
+    assert reconcile_once(runtime, verify=True).stale == 4
+    for job in Job:
+        for listing in (ALL, LISTING):
+            runtime.refresher.run(job, listing, lambda j=job, li=listing: current(runtime, j, li))
+    assert reconcile_once(runtime, verify=True).stale == 0
+    # A bulletin published while its trigger was lost: both listings it is in go stale.
+    add_bulletins(runtime, ("Hai", BulletinStatus.PUBLISHED, timedelta(minutes=-1)))
+    assert reconcile_once(runtime, verify=True).stale == 4
+    # Redis restarted empty: the record of what was built is gone, so everything is rebuilt.
+    Redis.from_url(runtime.settings.broker_url).flushdb()
+    assert reconcile_once(runtime, verify=True).stale == 4
+
+
+def current(runtime: Runtime, job: Job, listing: Listing) -> str:
+    size = runtime.settings.index_items if job is Job.PAGE else runtime.settings.feed_items
+    with session_scope(runtime.settings) as session:
+        return fingerprint(newest_versions(session, listing, size))
+
+
+def test_retry_failed_gives_failed_bulletins_a_new_round(runtime: Runtime) -> None:
+    add_bulletins(runtime, ("Hỏng", BulletinStatus.FAILED, timedelta(minutes=-1)))
+    assert retry_failed_bulletins(runtime) == 1
+    with session_scope(runtime.settings) as session:
+        row = session.execute(select(Bulletin.status, Bulletin.attempts)).one()
+    assert tuple(row) == ("queued", 0)
+    assert queued_tasks(runtime.redis, "render") == ["render.bulletin"]
+    assert retry_failed_bulletins(runtime) == 0

@@ -19,6 +19,7 @@ from services.gateway import app as gateway_app
 from services.gateway import files as gateway_files
 from services.gateway.app import Gateway, create_app
 from shared.settings import Settings
+from shared.site import TOMBSTONE_DIR, file_for, tombstone_for
 from shared.storage import LocalStorage
 
 # Large and repetitive enough to be gzipped (well above the ~500-byte threshold).
@@ -752,3 +753,197 @@ def test_lifespan_and_websocket(app: Gateway) -> None:
     sent.clear()
     asyncio.run(app({"type": "websocket", "path": "/"}, receive, send))
     assert sent[0]["type"] == "websocket.close"
+
+
+# --- Withdrawn bulletins (410 Gone from a tombstone) ---------------------------------------------
+
+ARTICLE_URL = "/bac-kan/lich-tiep-cong-dan-12.html"
+TOMBSTONE = (
+    '<!DOCTYPE html>\n<html lang="vi"><head><meta charset="utf-8">'
+    '<meta name="robots" content="noindex"><title>Bản tin đã được gỡ bỏ</title></head><body>'
+    "<h1>Bản tin đã được gỡ bỏ</h1>"
+    + "<p>UBND tỉnh Bắc Kạn đã gỡ bỏ bản tin này. Về trang chủ.</p>" * 20
+    + "</body></html>"
+).encode()
+
+
+def withdraw(storage: LocalStorage, url_path: str = ARTICLE_URL) -> None:
+    """What the render worker does: delete the page, write its tombstone."""
+    storage.delete(file_for(url_path))
+    storage.put(tombstone_for(url_path), TOMBSTONE)
+
+
+def test_tombstone_answers_410_with_the_notice(client: Client, storage: LocalStorage) -> None:
+    withdraw(storage)
+    response = client.get(ARTICLE_URL, headers=IDENTITY)
+    assert response.status_code == 410
+    assert response.content == TOMBSTONE
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["content-length"] == str(len(TOMBSTONE))
+    assert response.headers["cache-control"] == "public, max-age=30"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["etag"].startswith('"')
+    assert "last-modified" in response.headers
+    # Served again from the cache: the same answer.
+    again = client.get(ARTICLE_URL, headers=IDENTITY)
+    assert (again.status_code, again.content) == (410, TOMBSTONE)
+    assert again.headers["etag"] == response.headers["etag"]
+
+
+def test_tombstone_is_html_whatever_the_suffix(client: Client, storage: LocalStorage) -> None:
+    withdraw(storage, "/feeds/agency/gone.rss")
+    response = client.get("/feeds/agency/gone.rss")
+    assert response.status_code == 410
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["cache-control"] == "public, max-age=30"
+
+
+def test_tombstone_is_gzipped(app: Gateway, storage: LocalStorage) -> None:
+    withdraw(storage)
+    response = call(app, ARTICLE_URL, headers=GZIP)
+    assert response.status == 410
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["vary"] == "accept-encoding"
+    assert response.headers["etag"].endswith('-gz"')
+    assert gzip.decompress(response.body) == TOMBSTONE
+
+
+def test_tombstone_etag_never_turns_the_410_into_a_304(app: Gateway, storage: LocalStorage) -> None:
+    """RFC 9110 13.2.1: preconditions are ignored when the answer without them is not a 2xx.
+
+    A 304 tells a cache that its stored 200 is still good; the validators are still sent, but
+    a matching tag gets the full 410 again (as nginx does for its error answers).
+    """
+    withdraw(storage)
+    first = call(app, ARTICLE_URL, headers=IDENTITY)
+    etag, last_modified = first.headers["etag"], first.headers["last-modified"]
+    for conditions in (
+        {"If-None-Match": etag},
+        {"If-None-Match": "*"},
+        {"If-Modified-Since": last_modified},
+    ):
+        response = call(app, ARTICLE_URL, headers={**IDENTITY, **conditions})
+        assert response.status == 410, conditions
+        assert response.body == TOMBSTONE
+        assert response.headers["etag"] == etag
+
+
+def test_head_on_a_withdrawn_page(app: Gateway, client: Client, storage: LocalStorage) -> None:
+    withdraw(storage)
+    get = client.get(ARTICLE_URL, headers=GZIP)
+    head = client.head(ARTICLE_URL, headers=GZIP)
+    assert head.status_code == 410
+    assert head.content == b""
+    for name in ("content-type", "content-length", "etag", "cache-control", "content-encoding"):
+        assert head.headers[name] == get.headers[name], name
+    raw = call(app, ARTICLE_URL, method="HEAD", headers=IDENTITY)
+    assert (raw.status, raw.body) == (410, b"")
+    assert raw.headers["content-length"] == str(len(TOMBSTONE))
+
+
+def test_withdrawal_flips_a_cached_page_from_200_to_410_at_once(
+    app: Gateway, client: Client, storage: LocalStorage
+) -> None:
+    live = client.get(ARTICLE_URL)
+    assert live.status_code == 200
+    assert ARTICLE_URL in app.cache
+    withdraw(storage)
+    gone = client.get(ARTICLE_URL, headers=IDENTITY)
+    assert (gone.status_code, gone.content) == (410, TOMBSTONE)
+    # A client still holding the live page's tag gets the notice, not a 304.
+    stale = client.get(ARTICLE_URL, headers={**IDENTITY, "If-None-Match": live.headers["etag"]})
+    assert stale.status_code == 410
+
+
+def test_tombstone_appearing_after_a_404_is_noticed(client: Client, storage: LocalStorage) -> None:
+    url = "/bac-kan/chua-co-99.html"
+    assert client.get(url).status_code == 404
+    storage.put(tombstone_for(url), TOMBSTONE)
+    assert client.get(url).status_code == 410
+    storage.delete(tombstone_for(url))
+    assert client.get(url).status_code == 404
+
+
+def test_live_file_wins_over_a_tombstone(
+    app: Gateway, client: Client, storage: LocalStorage
+) -> None:
+    # Both present (re-publication racing the withdrawal's clean-up): the page is served.
+    storage.put(tombstone_for(ARTICLE_URL), TOMBSTONE)
+    response = client.get(ARTICLE_URL, headers=IDENTITY)
+    assert response.status_code == 200
+    assert "<title>Thông báo 12</title>" in response.text
+
+
+def test_republished_page_replaces_a_cached_tombstone_at_once(
+    app: Gateway, client: Client, storage: LocalStorage
+) -> None:
+    withdraw(storage)
+    assert client.get(ARTICLE_URL).status_code == 410
+    assert ARTICLE_URL in app.cache
+    # The page comes back while the tombstone is still there: the live file wins at once.
+    storage.put(file_for(ARTICLE_URL), SMALL)
+    response = client.get(ARTICLE_URL)
+    assert (response.status_code, response.content) == (200, SMALL)
+    storage.delete(tombstone_for(ARTICLE_URL))
+    assert client.get(ARTICLE_URL).content == SMALL
+
+
+def test_rewritten_tombstone_is_served_at_once(client: Client, storage: LocalStorage) -> None:
+    withdraw(storage)
+    first = client.get(ARTICLE_URL, headers=IDENTITY)
+    storage.put(tombstone_for(ARTICLE_URL), TOMBSTONE + b"<!-- v2 -->")
+    second = client.get(ARTICLE_URL, headers=IDENTITY)
+    assert second.status_code == 410
+    assert second.content.endswith(b"<!-- v2 -->")
+    assert second.headers["etag"] != first.headers["etag"]
+    storage.delete(tombstone_for(ARTICLE_URL))
+    assert client.get(ARTICLE_URL).status_code == 404
+
+
+def test_tombstones_are_not_served_under_their_own_url(
+    app: Gateway, client: Client, storage: LocalStorage
+) -> None:
+    withdraw(storage)
+    assert client.get(ARTICLE_URL).status_code == 410
+    for path in (
+        "/.gone/bac-kan/lich-tiep-cong-dan-12.html",
+        "/.gone/",
+        "/.gone",
+        "/%2egone/bac-kan/lich-tiep-cong-dan-12.html",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.content != TOMBSTONE
+    raw = call(app, "/.gone/bac-kan/lich-tiep-cong-dan-12.html")
+    assert raw.status == 404
+    # Nor is a dotfile turned into a 410 through a tombstone of its own.
+    storage.put(".gone/.tmp-x.html", TOMBSTONE)
+    assert call(app, "/.tmp-x.html").status == 404
+
+
+def test_tombstone_symlinked_out_of_the_tombstones_is_refused(
+    client: Client, settings: Settings, storage: LocalStorage, secret: bytes, tmp_path: Path
+) -> None:
+    gone = settings.resolved_site_dir / TOMBSTONE_DIR / "bac-kan"
+    gone.mkdir(parents=True)
+    (gone / "leak-1.html").symlink_to(tmp_path / "secret.txt")
+    (gone / "page-2.html").symlink_to(settings.resolved_site_dir / "index.html")
+    for path in ("/bac-kan/leak-1.html", "/bac-kan/page-2.html"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert secret not in response.content
+
+
+def test_large_tombstone_is_streamed_with_410(settings: Settings, storage: LocalStorage) -> None:
+    big = TOMBSTONE * 40
+    storage.put(tombstone_for("/bac-kan/lon-5.html"), big)
+    app = create_app(settings, max_entry_bytes=len(big) // 2)
+    response = call(app, "/bac-kan/lon-5.html")
+    assert response.status == 410
+    assert response.body == big
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["cache-control"] == "public, max-age=30"
+    etag = response.headers["etag"]
+    assert call(app, "/bac-kan/lon-5.html", headers={"If-None-Match": etag}).status == 410
+    head = call(app, "/bac-kan/lon-5.html", method="HEAD")
+    assert (head.status, head.body) == (410, b"")

@@ -171,6 +171,20 @@ def test_corrected_bulletin_says_when_it_was_updated(renderer: PageRenderer) -> 
     )
 
 
+def test_correction_dates_modified_from_updated_at(renderer: PageRenderer) -> None:
+    corrected = make_bulletin(revision=3, updated_at=datetime(2020, 8, 1, 1, 30, tzinfo=UTC))
+    doc = parse(renderer.article(corrected))
+    assert meta(doc, "article:published_time") == "2020-07-31T03:00:00+07:00"
+    assert meta(doc, "article:modified_time") == "2020-08-01T08:30:00+07:00"
+    data = json_ld(doc)
+    assert data["datePublished"] == "2020-07-31T03:00:00+07:00"
+    assert data["dateModified"] == "2020-08-01T08:30:00+07:00"
+    updated = doc.xpath('//*[@class="article__updated"]')[0]
+    assert updated.text_content() == "Cập nhật 08:30 01/08/2020"
+    # The publication date shown first stays the original one.
+    assert doc.xpath('//p[@class="article__date"]/time[1]/text()') == ["31/07/2020"]
+
+
 def test_lead_body_and_byline(renderer: PageRenderer) -> None:
     doc = parse(renderer.article(make_bulletin()))
     text = doc.get_element_by_id("noi-dung-bai")
@@ -481,6 +495,82 @@ def test_hostile_listing_heading_and_titles(renderer: PageRenderer) -> None:
     assert doc.xpath("//script") == []
 
 
+# -- withdrawn bulletin --------------------------------------------------------------------
+
+
+def test_withdrawn_notice(renderer: PageRenderer) -> None:
+    html = renderer.withdrawn(make_bulletin())
+    assert html.startswith('<!DOCTYPE html>\n<html lang="vi">')
+    doc = parse(html)
+    h1s = doc.xpath("//h1")
+    assert [h.text_content() for h in h1s] == ["Bản tin đã được gỡ bỏ"]
+    assert doc.findtext(".//title") == "Bản tin đã được gỡ bỏ – Bản tin"
+    assert meta(doc, "robots") == "noindex"
+    notice = doc.xpath('//p[@class="gone__notice"]')[0].text_content()
+    assert notice.startswith("UBND tỉnh Bắc Kạn đã gỡ bỏ bản tin này.")
+    assert doc.xpath('//*[@class="gone__headline"]')[0].text == SEED_TITLE
+    assert doc.xpath('//p[@class="gone__original"]/time/@datetime') == ["2020-07-31T03:00:00+07:00"]
+    links = [(a.get("href"), a.text) for a in doc.xpath("//main//a")]
+    assert links == [
+        ("/ubnd-bac-kan/", "Các bản tin khác của UBND tỉnh Bắc Kạn"),
+        ("/", "Về trang chủ"),
+    ]
+    # The site header as on every other page.
+    brand = doc.xpath('//header//a[@class="brand"]')[0]
+    assert (brand.get("href"), brand.text) == ("/", "Bản tin")
+    crumbs = [(a.get("href"), a.text) for a in doc.xpath("//header//nav//a")]
+    assert crumbs == [("/", "Trang chủ"), ("/ubnd-bac-kan/", "UBND tỉnh Bắc Kạn")]
+    assert [el.tag for el in doc.body.getchildren()] == ["a", "header", "main", "footer"]
+    # None of the article's body, lead or byline survives.
+    assert "Theo đó, Kế hoạch" not in html
+    assert SEED_LEAD[:40] not in html
+    assert "Hồng Nhung" not in html
+
+
+def test_withdrawn_notice_keeps_nothing_that_revives_the_bulletin(
+    renderer: PageRenderer,
+) -> None:
+    doc = parse(renderer.withdrawn(make_bulletin()))
+    assert doc.xpath('//link[@rel="canonical"]') == []
+    assert doc.xpath('//meta[starts-with(@property, "og:")]') == []
+    assert doc.xpath('//meta[starts-with(@property, "article:")]') == []
+    assert doc.xpath("//script") == []  # no JSON-LD, no toolbar
+    # Only the site-wide feeds: not the agency's or the category's the bulletin was in.
+    assert alternates(doc) == [
+        ("application/rss+xml", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.rss"),
+        ("application/atom+xml", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.atom"),
+    ]
+    assert doc.xpath("//footer//span[@class='feeds__label']/text()") == ["Tất cả bản tin"]
+    assert "/feeds/agency/" not in renderer.withdrawn(make_bulletin())
+    assert "/feeds/category/" not in renderer.withdrawn(make_bulletin())
+
+
+def test_withdrawn_notice_escapes_a_hostile_title(renderer: PageRenderer) -> None:
+    agency = make_agency(name=HOSTILE)
+    html = renderer.withdrawn(make_bulletin(title=HOSTILE, agency=agency))
+    assert "<script>alert" not in html
+    assert "<b onmouseover" not in html
+    doc = parse(html)
+    assert doc.xpath("//script") == []
+    assert doc.xpath("//@onmouseover") == []
+    headline = doc.xpath('//*[@class="gone__headline"]')[0]
+    assert headline.text == HOSTILE
+    assert headline.getchildren() == []
+    assert doc.xpath('//p[@class="gone__notice"]')[0].text.startswith(HOSTILE + " đã gỡ bỏ")
+    assert meta(doc, "description") == f"{HOSTILE} đã gỡ bỏ bản tin này."
+
+
+def test_withdrawn_notice_marks_a_foreign_title_with_its_language(
+    renderer: PageRenderer,
+) -> None:
+    doc = parse(renderer.withdrawn(make_bulletin(language="en", title="Plan issued")))
+    assert doc.get("lang") == "vi"  # the notice itself is Vietnamese
+    headline = doc.xpath('//*[@class="gone__headline"]')[0]
+    assert (headline.text, headline.get("lang")) == ("Plan issued", "en")
+    vietnamese = parse(renderer.withdrawn(make_bulletin()))
+    assert vietnamese.xpath('//*[@class="gone__headline"]/@lang') == []
+
+
 # -- static files --------------------------------------------------------------------------
 
 
@@ -533,6 +623,10 @@ def test_pages_are_valid_html5(renderer: PageRenderer, tmp_path: Path) -> None:
         ),
         "agency.html": renderer.listing(
             Listing(ListingKind.AGENCY, "ubnd-bac-kan"), "UBND tỉnh Bắc Kạn", bulletins
+        ),
+        "withdrawn.html": renderer.withdrawn(make_bulletin()),
+        "withdrawn-en.html": renderer.withdrawn(
+            make_bulletin(language="en", title="Notice", category=None, category_slug=None)
         ),
     }
     files = []

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import create_schema, engine_for, session_scope
 from shared.listings import listing_heading, newest_bulletins
-from shared.models import Agency, Bulletin, BulletinStatus
+from shared.models import Agency, Bulletin, BulletinStatus, Category
 from shared.settings import Settings
 from shared.site import ALL, Listing, ListingKind
 
@@ -28,7 +28,7 @@ def settings(tmp_path: Path) -> Settings:
     with session_scope(settings) as session:
         health = Agency(slug="so-y-te", name="Sở Y tế")
         other = Agency(slug="so-khac", name="Sở Khác")
-        session.add_all([health, other])
+        session.add_all([health, other, Category(slug="giao-duc", name="Giáo dục")])
         session.flush()
         for i in range(60):
             session.add(
