@@ -22,7 +22,8 @@ from shared.models import Agency
 from shared.settings import Settings
 
 STOP_GRACE_SECONDS = 10
-RESTARTS_PER_MINUTE = 5
+RESTARTS_PER_MINUTE = 10  # beyond this, a child is restarted only every CRASH_LOOP_PAUSE
+CRASH_LOOP_PAUSE = 5.0
 DEMO_AGENCY = ("UBND tỉnh Bắc Kạn", "bac-kan")
 
 
@@ -32,6 +33,7 @@ class Child:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    restart_at: float | None = None
 
 
 def _say(name: str, line: str) -> None:
@@ -132,18 +134,28 @@ class Supervisor:
                 _say("bantin", f"embedded Redis exited with {self.redis.returncode}; restarting")
                 self.start_redis_if_needed()
             for child in self.children:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is None:
-                    continue
-                now = time.monotonic()
-                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-                if len(child.restarts) > RESTARTS_PER_MINUTE:
-                    _say("bantin", f"{child.name} keeps exiting (last code {code}); stopping")
-                    return 1
-                _say("bantin", f"{child.name} exited with code {code}; restarting it")
-                self.spawn(child)
+                self._restart_if_exited(child)
         return 0
+
+    def _restart_if_exited(self, child: Child) -> None:
+        """Restart a child that died, at once, or after a pause if it keeps dying (a crash
+        loop should not burn the CPU the rest of the system needs). Never give up: one
+        failing part must not take the others down."""
+        assert child.process is not None
+        code = child.process.poll()
+        if code is None:
+            return
+        now = time.monotonic()
+        if child.restart_at is None:
+            child.restarts = [t for t in child.restarts if now - t < 60]
+            delay = 0.0 if len(child.restarts) < RESTARTS_PER_MINUTE else CRASH_LOOP_PAUSE
+            child.restart_at = now + delay
+            _say("bantin", f"{child.name} exited with code {code}; restarting it"
+                 + (f" in {delay:.0f} s (it keeps exiting)" if delay else ""))  # fmt: skip
+        if now >= child.restart_at:
+            child.restarts.append(now)
+            child.restart_at = None
+            self.spawn(child)
 
     def stop(self) -> None:
         running = [c.process for c in self.children if c.process and c.process.poll() is None]

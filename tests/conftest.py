@@ -9,11 +9,16 @@ go green by not running a test.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import re
+import uuid
+from collections.abc import Generator, Iterator
 
 import pytest
 
 STRICT = os.environ.get("BANTIN_TEST_STRICT") == "1"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "BANTIN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -26,3 +31,21 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped under BANTIN_TEST_STRICT=1: {reason}"
     return report
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test session, dropped afterwards."""
+    import psycopg
+
+    name = f"bantin_it_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = re.sub(r"^postgresql(\+\w+)?://", "postgresql+psycopg://", POSTGRES_ADMIN_URL)
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

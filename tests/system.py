@@ -16,6 +16,7 @@ import httpx
 import redis
 
 from shared.embedded_redis import free_port
+from shared.settings import Settings
 
 START_TIMEOUT = 60.0
 
@@ -95,6 +96,33 @@ class System:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def settings(self) -> Settings:
+        """The system's own settings, for reading its database directly."""
+        values = {k.removeprefix("BANTIN_").lower(): v for k, v in self.env.items()
+                  if k.startswith("BANTIN_")}  # fmt: skip
+        return Settings(**values)
+
+    def processes(self, role: str) -> list[tuple[int, int]]:
+        """(pid, parent pid) of live processes under `bantin up` whose command line has `role`
+        (e.g. "worker render", "redis-server")."""
+        found = []
+        for pid in descendants(self.process.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if role in cmdline and alive(pid):
+                found.append((pid, ppid))
+        return found
+
+    def arm_fault(self, point: str, action: str) -> Path:
+        """Arm a kill point of shared/faults.py (the system must run with fault injection)."""
+        armed = self.data_dir / "faults" / point
+        armed.parent.mkdir(exist_ok=True)
+        armed.write_text(action)
+        return armed
+
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
@@ -109,7 +137,9 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> 
         time.sleep(0.1)
 
 
-def start_system(data_dir: Path, database_url: str | None = None) -> System:
+def start_system(
+    data_dir: Path, database_url: str | None = None, extra_env: dict[str, str] | None = None
+) -> System:
     gateway_port, ingest_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")} | {
         "BANTIN_DATA_DIR": str(data_dir),
@@ -121,6 +151,7 @@ def start_system(data_dir: Path, database_url: str | None = None) -> System:
     }
     if database_url:
         env["BANTIN_DATABASE_URL"] = database_url
+    env |= extra_env or {}
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "bantin-up.log"
     process = subprocess.Popen(

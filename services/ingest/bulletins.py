@@ -138,7 +138,7 @@ def correct_bulletin(
 ) -> BulletinAccepted:
     """The page is re-rendered and the feeds show the new content under the same guid, with
     a new `updated` date. The URL never changes. Sending the current content again creates
-    no revision."""
+    no revision; leaving out `published_at` keeps the current one."""
     bulletin = service.owned_bulletin(session, agency, bulletin_id)
     left = service.update_bulletin(
         session=session, settings=settings, bulletin=bulletin, bulletin_in=bulletin_in

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
@@ -28,7 +28,15 @@ def _not_blank(value: str) -> str:
 
 
 CleanText = Annotated[str, AfterValidator(_clean), AfterValidator(_not_blank)]
-OptionalText = Annotated[str | None, AfterValidator(_clean_optional)]
+
+
+def _optional_text(max_length: int) -> Any:
+    """An optional string: the length limit applies to the text, and null or blank is None.
+
+    (A limit on the whole `str | None` would be applied to null too, and crash.)
+    """
+    return Annotated[str, Field(max_length=max_length), AfterValidator(_clean_optional)] | None
+
 
 SEED_EXAMPLE: dict[str, JsonValue] = {
     "title": "Ban hành Kế hoạch hành động thực hiện Quyết định số 628/QĐ-TTg",
@@ -54,11 +62,13 @@ class BulletinCreate(BaseModel):
         description="`text`: paragraphs separated by blank lines; `markdown`: CommonMark "
         "without raw HTML; `html`: sanitised to a safe allowlist.",
     )
-    summary: Annotated[OptionalText, Field(max_length=5_000, description="The lead.")] = None
-    author: Annotated[OptionalText, Field(max_length=200)] = None
-    category: Annotated[OptionalText, Field(max_length=200)] = None
+    summary: _optional_text(5_000) = Field(None, description="The lead.")  # type: ignore[valid-type]
+    author: _optional_text(200) = None  # type: ignore[valid-type]
+    category: _optional_text(200) = None  # type: ignore[valid-type]
     published_at: AwareDatetime | None = Field(
-        None, description="RFC 3339 with an offset, e.g. 2020-07-31T08:00:00+07:00. Default: now."
+        None,
+        description="RFC 3339 with an offset, e.g. 2020-07-31T08:00:00+07:00. Default: now "
+        "(on a correction: unchanged). In the future: embargoed until then.",
     )
     language: str = Field("vi", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
