@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, select, update
 
 from services.render.pages import PageRenderer
 from shared import faults
@@ -22,26 +22,41 @@ log = logging.getLogger(__name__)
 _RENDERABLE = (BulletinStatus.QUEUED, BulletinStatus.PUBLISHED, BulletinStatus.WITHDRAWN)
 
 
-def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> int | None:
-    """Count one attempt at this revision; None when there is nothing to do.
+def _current(bulletin_id: int, revision: int) -> Any:
+    """The WHERE clause of "this revision is current and still owes a render"."""
+    return (
+        (Bulletin.id == bulletin_id)
+        & (Bulletin.revision == revision)
+        & (Bulletin.rendered_revision < revision)
+        & Bulletin.status.in_(_RENDERABLE)
+    )
 
-    Counted in the database, not in Redis, so a poison bulletin that kills its worker
-    (and is redelivered for ever by `task_reject_on_worker_lost`) still runs out of attempts.
+
+def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> bool:
+    """Count one attempt at this revision; False when there is nothing (more) to do.
+
+    Counted in the database, not in Redis, so a poison bulletin that kills its worker (and
+    is redelivered for ever by `task_reject_on_worker_lost`) still runs out of attempts, and
+    is then marked failed here.
     """
-    with session_scope(runtime.settings) as session:
+    settings = runtime.settings
+    with session_scope(settings) as session:
         counted: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(Bulletin)
-            .where(
-                Bulletin.id == bulletin_id,
-                Bulletin.revision == revision,
-                Bulletin.rendered_revision < revision,
-                Bulletin.status.in_(_RENDERABLE),
-            )
+            .where(_current(bulletin_id, revision), Bulletin.attempts < settings.max_attempts)
             .values(attempts=Bulletin.attempts + 1)
-            .returning(Bulletin.attempts)
         )
-        attempts = counted.scalar_one_or_none()
-    return attempts
+        if counted.rowcount:
+            return True
+        # Still owed but no attempts left, or simply nothing to do (stale, already done)?
+        exhausted = session.execute(
+            select(Bulletin.last_error).where(_current(bulletin_id, revision))
+        ).one_or_none()
+    if exhausted is not None:
+        last_error = exhausted.last_error or "the worker died while rendering"
+        reason = f"gave up after {settings.max_attempts} attempts; last error: {last_error}"
+        give_up(runtime, bulletin_id, revision, reason)
+    return False
 
 
 def give_up(runtime: Runtime, bulletin_id: int, revision: int, reason: str) -> None:
@@ -76,15 +91,7 @@ def publish_bulletin(
     interleave and an older revision can never overwrite a newer one.
     """
     settings = runtime.settings
-    attempts = _claim_attempt(runtime, bulletin_id, revision)
-    if attempts is None:
-        return False
-    if attempts > settings.max_attempts:
-        with session_factory(settings)() as session:
-            last = session.get(Bulletin, bulletin_id)
-            error = last.last_error if last else None
-        give_up(runtime, bulletin_id, revision, f"gave up after {settings.max_attempts} "
-                f"attempts; last error: {error or 'the worker died while rendering'}")  # fmt: skip
+    if not _claim_attempt(runtime, bulletin_id, revision):
         return False
 
     with session_factory(settings)() as session:
@@ -100,12 +107,7 @@ def publish_bulletin(
     with session_scope(settings) as session:
         claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(Bulletin)
-            .where(
-                Bulletin.id == bulletin_id,
-                Bulletin.revision == revision,
-                Bulletin.rendered_revision < revision,
-                Bulletin.status.in_(_RENDERABLE),
-            )
+            .where(_current(bulletin_id, revision))
             .values(
                 status=BulletinStatus.WITHDRAWN if withdrawn else BulletinStatus.PUBLISHED,
                 rendered_revision=revision,
