@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared import faults
-from tests.faults.conftest import report, wait_for
+from tests.faults.checks import report, wait_for
 from tests.system import System
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from shared import faults
 from shared.db import session_scope
 from shared.models import Bulletin
-from tests.faults.conftest import report, wait_for
+from tests.faults.checks import report, wait_for
 from tests.system import System
 
 

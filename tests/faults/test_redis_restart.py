@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared import faults
-from tests.faults.conftest import assert_all_published_once, report, statuses, wait_for
+from tests.faults.checks import report, statuses, wait_for, wait_until_complete
 from tests.system import System
 
 BULLETINS = 200
@@ -48,15 +48,7 @@ def test_redis_restarting_empty_loses_nothing(system: System) -> None:
     published_at = wait_for(lambda: statuses(system)["published"] == BULLETINS, 120,
                             "every bulletin published")  # fmt: skip
 
-    def complete() -> bool:
-        try:
-            assert_all_published_once(system, accepted)
-            return True
-        except AssertionError:
-            return False
-
-    feeds_at = wait_for(complete, 60, "every page and feed complete")
-    assert_all_published_once(system, accepted)
+    feeds_at = wait_until_complete(system, accepted)
     assert statuses(system) == {"published": BULLETINS}
     report(
         "redis restart",

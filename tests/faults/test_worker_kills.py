@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.faults.conftest import assert_all_published_once, report, statuses, wait_for
+from tests.faults.checks import report, statuses, wait_for, wait_until_complete
 from tests.system import System
 
 BULLETINS = 200
@@ -66,15 +66,7 @@ def test_render_workers_killed_repeatedly_lose_and_double_nothing(system: System
     assert len(accepted) == BULLETINS
     assert statuses(system) == {"published": BULLETINS}  # none lost, none failed
 
-    def complete() -> bool:
-        try:
-            assert_all_published_once(system, accepted)
-            return True
-        except AssertionError:
-            return False
-
-    feeds_at = wait_for(complete, 60, "every page and feed complete")
-    assert_all_published_once(system, accepted)  # and say why, if it is not
+    feeds_at = wait_until_complete(system, accepted)
     report(
         "worker kills",
         bulletins=BULLETINS,
