@@ -28,7 +28,11 @@ from redis import Redis
 from shared.celery_app import BUILD_FEEDS, RENDER_LISTING
 from shared.site import Listing
 
-LOCK_TTL_SECONDS = 120  # longer than any build; a killed build's lock frees itself after this
+# Builds read the newest few dozen rows and take milliseconds; the builder renews the lock on
+# every round. A lock whose holder died (or whose task message went down with a killed worker
+# between taking the lock and sending) frees itself after this, and the reconciler restarts
+# the build: this bounds recovery from such a kill.
+LOCK_TTL_SECONDS = 15
 
 
 class Job(StrEnum):

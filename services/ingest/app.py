@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from redis import Redis
 from sqlalchemy import text
 
 from services.ingest.bulletins import router as bulletins_router
+from services.ingest.deps import KeyCache
 from services.ingest.problems import BodyLimitMiddleware, install_problem_handlers, problem_response
+from services.ingest.writer import GroupWriter
 from shared.celery_app import create_celery_app
 from shared.db import engine_for
 from shared.refresh import Refresher
@@ -22,9 +27,18 @@ Every error is `application/problem+json`.
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="Bantin ingest API", version="1", description=DESCRIPTION)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.writer.close()  # finish the batch in hand before the process exits
+
+    app = FastAPI(title="Bantin ingest API", version="1", description=DESCRIPTION,
+                  lifespan=lifespan)  # fmt: skip
     app.state.settings = settings
     app.state.celery = create_celery_app(settings)
+    app.state.writer = GroupWriter(settings, app.state.celery)
+    app.state.key_cache = KeyCache()
+    app.state.queue_ok_at = 0.0
     # A plain client for the queue check and listing refreshes; None on non-Redis brokers
     # (unit tests use Kombu's in-memory transport).
     app.state.redis = redis_client(settings)

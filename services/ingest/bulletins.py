@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
+from pydantic import ValidationError
 
 from services.ingest import service
 from services.ingest.deps import AgencyDep, QueueDep, SessionDep, SettingsDep
-from services.ingest.schemas import BulletinAccepted, BulletinCreate, BulletinPublic
+from services.ingest.problems import Problem, item_problem
+from services.ingest.schemas import (
+    BatchItem,
+    BatchItemResult,
+    BatchResult,
+    BatchSubmission,
+    BulletinAccepted,
+    BulletinCreate,
+    BulletinPublic,
+)
+from services.ingest.writer import Accepted, GroupWriter
 from shared.models import Bulletin
 from shared.settings import Settings
 from shared.site import absolute, article_path
@@ -55,11 +67,10 @@ def _accepted(request: Request, response: Response, settings: Settings,
     responses=PROBLEMS,  # type: ignore[arg-type]
     summary="Submit a bulletin for publishing",
 )
-def submit_bulletin(
+async def submit_bulletin(
     bulletin_in: BulletinCreate,
     request: Request,
     response: Response,
-    session: SessionDep,
     settings: SettingsDep,
     agency: AgencyDep,
     _queue: QueueDep,
@@ -71,18 +82,69 @@ def submit_bulletin(
     Send an `Idempotency-Key` to retry safely: the same key with the same body returns the
     original bulletin; with a different body it is a `409`.
     """
-    bulletin, created = service.create_bulletin(
-        session=session,
-        settings=settings,
-        agency=agency,
-        bulletin_in=bulletin_in,
-        idempotency_key=idempotency_key,
-    )
-    if created:
-        service.enqueue_render(request.app.state.celery, bulletin)
-    else:
+    writer: GroupWriter = request.app.state.writer
+    accepted = await asyncio.wrap_future(writer.submit(agency.id, bulletin_in, idempotency_key))
+    if not accepted.created:
         response.headers["Idempotent-Replayed"] = "true"
-    return _accepted(request, response, settings, bulletin)
+    answer = _answer(request, settings, agency.slug, accepted)
+    response.headers["Location"] = answer.status_url
+    return answer
+
+
+@router.post(
+    ":batch",
+    response_model=BatchResult,
+    responses=PROBLEMS,  # type: ignore[arg-type]
+    summary="Submit up to 100 bulletins at once, each with its own result",
+)
+async def submit_batch(
+    batch: BatchSubmission,
+    request: Request,
+    settings: SettingsDep,
+    agency: AgencyDep,
+    _queue: QueueDep,
+) -> BatchResult:
+    """Each item is validated and stored on its own: one invalid item gets its own `422`
+    result and the others are still accepted. Give each item an `idempotency_key` to make
+    a retried batch safe."""
+    writer: GroupWriter = request.app.state.writer
+    results: list[BatchItemResult | None] = [None] * len(batch.bulletins)
+    pending: list[tuple[int, asyncio.Future[Accepted]]] = []
+    for index, raw in enumerate(batch.bulletins):
+        try:
+            item = BatchItem.model_validate(raw)
+        except ValidationError as exc:
+            results[index] = BatchItemResult(index=index, status=422, problem=item_problem(exc))
+            continue
+        # Already validated: construct, so the content digest ignores the key as it does
+        # for single submissions.
+        bulletin_in = BulletinCreate.model_construct(**item.model_dump(exclude={"idempotency_key"}))
+        future = writer.submit(agency.id, bulletin_in, item.idempotency_key)
+        pending.append((index, asyncio.wrap_future(future)))
+    for index, waiting in pending:
+        try:
+            accepted = await waiting
+        except Problem as problem:
+            results[index] = BatchItemResult(index=index, status=problem.status,
+                                             problem=problem.document())  # fmt: skip
+            continue
+        results[index] = BatchItemResult(
+            index=index, status=202, replayed=not accepted.created,
+            bulletin=_answer(request, settings, agency.slug, accepted),
+        )  # fmt: skip
+    done = [r for r in results if r is not None]
+    return BatchResult(accepted=sum(r.status == 202 for r in done), results=done)
+
+
+def _answer(request: Request, settings: Settings, agency_slug: str,
+            accepted: Accepted) -> BulletinAccepted:  # fmt: skip
+    return BulletinAccepted(
+        id=accepted.id,
+        status=accepted.status,
+        revision=accepted.revision,
+        url=absolute(settings.public_url, article_path(agency_slug, accepted.slug, accepted.id)),
+        status_url=str(request.url_for("get_bulletin", bulletin_id=accepted.id)),
+    )
 
 
 @router.get(
@@ -94,7 +156,7 @@ def submit_bulletin(
 def get_bulletin(
     bulletin_id: int, session: SessionDep, settings: SettingsDep, agency: AgencyDep
 ) -> BulletinPublic:
-    bulletin = service.owned_bulletin(session, agency, bulletin_id)
+    bulletin = service.owned_bulletin(session, agency.id, bulletin_id)
     return BulletinPublic(
         id=bulletin.id,
         guid=bulletin.guid,
@@ -139,7 +201,7 @@ def correct_bulletin(
     """The page is re-rendered and the feeds show the new content under the same guid, with
     a new `updated` date. The URL never changes. Sending the current content again creates
     no revision; leaving out `published_at` keeps the current one."""
-    bulletin = service.owned_bulletin(session, agency, bulletin_id)
+    bulletin = service.owned_bulletin(session, agency.id, bulletin_id)
     left = service.update_bulletin(
         session=session, settings=settings, bulletin=bulletin, bulletin_in=bulletin_in
     )
@@ -167,7 +229,7 @@ def withdraw_bulletin(
 ) -> BulletinAccepted:
     """Its page then answers `410 Gone` and it leaves every feed and index page. Withdrawing
     again changes nothing."""
-    bulletin = service.owned_bulletin(session, agency, bulletin_id)
+    bulletin = service.owned_bulletin(session, agency.id, bulletin_id)
     if service.withdraw_bulletin(session=session, bulletin=bulletin):
         service.enqueue_render(request.app.state.celery, bulletin)
     return _accepted(request, response, settings, bulletin)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +28,10 @@ class Problem(Exception):
         super().__init__(detail)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
 
+    def document(self) -> dict[str, Any]:
+        return {"type": "about:blank", "title": self.title, "status": self.status,
+                "detail": self.detail, **self.extra}  # fmt: skip
+
 
 def problem_response(
     status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
@@ -40,6 +46,21 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _invalid(errors: Sequence[Any]) -> dict[str, Any]:
+    fields = [
+        {"field": _field(e["loc"]), "message": e["msg"].removeprefix("Value error, ")}
+        for e in errors
+    ]
+    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return {"type": "about:blank", "title": "Invalid bulletin", "status": 422,
+            "detail": detail, "errors": fields}  # fmt: skip
+
+
+def item_problem(exc: ValidationError) -> dict[str, Any]:
+    """The 422 document for one item of a batch."""
+    return _invalid(exc.errors())
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -50,12 +71,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
             "Malformed JSON",
             f"The request body is not valid JSON: {ctx.get('error', '')}".strip(),
         )
-    fields = [
-        {"field": _field(e["loc"]), "message": e["msg"].removeprefix("Value error, ")}
-        for e in errors
-    ]
-    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return problem_response(422, "Invalid bulletin", detail, errors=fields)
+    return JSONResponse(_invalid(errors), status_code=422, media_type=PROBLEM_JSON)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

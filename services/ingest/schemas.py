@@ -102,3 +102,32 @@ class BulletinPublic(BaseModel):
     updated_at: datetime
     rendered_at: datetime | None
     last_error: str | None
+
+
+MAX_BATCH_ITEMS = 100
+
+
+class BatchItem(BulletinCreate):
+    idempotency_key: str | None = Field(None, max_length=200, description="Per item.")
+
+
+class BatchSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Items stay raw here and are validated one by one, so one bad item cannot sink the rest.
+    bulletins: list[dict[str, JsonValue]] = Field(
+        min_length=1, max_length=MAX_BATCH_ITEMS, description="Up to 100 bulletins."
+    )
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: int = Field(description="202, or the error status this item would have had alone.")
+    replayed: bool = False
+    bulletin: BulletinAccepted | None = None
+    problem: dict[str, JsonValue] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    results: list[BatchItemResult]

@@ -20,9 +20,8 @@ from sqlalchemy.orm import Session
 
 from services.ingest.problems import Problem
 from services.ingest.schemas import BulletinCreate
-from shared import faults
 from shared.celery_app import RENDER_BULLETIN
-from shared.models import Agency, Bulletin, BulletinStatus, Category, utcnow
+from shared.models import Bulletin, BulletinStatus, Category, utcnow
 from shared.refresh import Job, Refresher
 from shared.sanitize import body_to_html
 from shared.settings import Settings
@@ -37,18 +36,22 @@ def request_hash(bulletin_in: BulletinCreate) -> str:
     return hashlib.sha256(bulletin_in.model_dump_json().encode()).hexdigest()
 
 
-def _replay(session: Session, agency: Agency, key: str, digest: str) -> Bulletin | None:
+def key_conflict(key: str, existing: Bulletin) -> Problem:
+    return Problem(
+        409,
+        "Idempotency key reused",
+        f"The Idempotency-Key {key!r} was already used for a different bulletin "
+        f"(id {existing.id}). Use a new key for a new bulletin.",
+        bulletin_id=existing.id,
+    )
+
+
+def _replay(session: Session, agency_id: int, key: str, digest: str) -> Bulletin | None:
     existing = session.scalar(
-        select(Bulletin).where(Bulletin.agency_id == agency.id, Bulletin.idempotency_key == key)
+        select(Bulletin).where(Bulletin.agency_id == agency_id, Bulletin.idempotency_key == key)
     )
     if existing is not None and existing.request_hash != digest:
-        raise Problem(
-            409,
-            "Idempotency key reused",
-            f"The Idempotency-Key {key!r} was already used for a different bulletin "
-            f"(id {existing.id}). Use a new key for a new bulletin.",
-            bulletin_id=existing.id,
-        )
+        raise key_conflict(key, existing)
     return existing
 
 
@@ -92,47 +95,53 @@ def _apply_content(
     bulletin.last_error = None
 
 
-def create_bulletin(
-    *,
-    session: Session,
-    settings: Settings,
-    agency: Agency,
-    bulletin_in: BulletinCreate,
-    idempotency_key: str | None,
-) -> tuple[Bulletin, bool]:
-    """Store a new bulletin (or find the one this idempotent request made); True if new."""
-    digest = request_hash(bulletin_in)
-    if idempotency_key and (found := _replay(session, agency, idempotency_key, digest)):
-        return found, False
-    now = utcnow()
-    bulletin = Bulletin(
-        agency_id=agency.id,
-        slug=slugify(bulletin_in.title),
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-        created_at=now,
-    )
+def apply_new(session: Session, settings: Settings, bulletin: Bulletin,
+              bulletin_in: BulletinCreate, now: datetime) -> None:  # fmt: skip
+    """Fill a new bulletin: queued for rendering, or scheduled when embargoed."""
     _apply_content(session, settings, bulletin, bulletin_in, now)
     if _is_embargoed(bulletin.published_at, now):
         bulletin.status, bulletin.pending_since = BulletinStatus.SCHEDULED, None
     else:
         bulletin.status, bulletin.pending_since = BulletinStatus.QUEUED, now
+
+
+def create_bulletin(
+    *,
+    session: Session,
+    settings: Settings,
+    agency_id: int,
+    bulletin_in: BulletinCreate,
+    idempotency_key: str | None,
+) -> tuple[Bulletin, bool]:
+    """Store one new bulletin in its own transaction (or find the one this idempotent request
+    made); True if new. The group writer's fallback when a batch hits a key race."""
+    digest = request_hash(bulletin_in)
+    if idempotency_key and (found := _replay(session, agency_id, idempotency_key, digest)):
+        return found, False
+    now = utcnow()
+    bulletin = Bulletin(
+        agency_id=agency_id,
+        slug=slugify(bulletin_in.title),
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        created_at=now,
+    )
+    apply_new(session, settings, bulletin, bulletin_in, now)
     session.add(bulletin)
     try:
         session.commit()
     except IntegrityError:
         # Two requests with one key raced past the lookup: the loser answers with the winner's.
         session.rollback()
-        if idempotency_key and (found := _replay(session, agency, idempotency_key, digest)):
+        if idempotency_key and (found := _replay(session, agency_id, idempotency_key, digest)):
             return found, False
         raise
-    faults.checkpoint(settings, faults.INGEST_AFTER_COMMIT)
     return bulletin, True
 
 
-def owned_bulletin(session: Session, agency: Agency, bulletin_id: int) -> Bulletin:
+def owned_bulletin(session: Session, agency_id: int, bulletin_id: int) -> Bulletin:
     bulletin = session.get(Bulletin, bulletin_id)
-    if bulletin is None or bulletin.agency_id != agency.id:
+    if bulletin is None or bulletin.agency_id != agency_id:
         # Another agency's bulletin is reported as missing: ids reveal nothing.
         raise Problem(404, "Not found", f"No bulletin {bulletin_id} for this agency.")
     return bulletin

@@ -1,0 +1,239 @@
+"""Re-render many article pages per task: the worker side of `bantin rebuild`.
+
+After a template change the operator restarts the render workers (templates are compiled
+once per process) and runs `bantin rebuild`, which sends this task one batch of bulletin ids
+at a time. A batch loads its rows in one query, renders each page with the current templates
+and writes it, then counts what it did in Redis so the command can show real progress.
+
+A rebuild changes no row: status, revision and rendered_revision stay as they are. It only
+rewrites what is already live, so it never races a normal render into showing stale
+content:
+
+- a row is rebuilt only while its live page is current: published (or withdrawn, and then
+  only if it ever was public) with rendered_revision == revision and no render owed;
+- the pages are written while the batch holds the rows' write lock (SQLite: the database's
+  write lock, ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE``), after checking under
+  that lock that each row is still at the revision that was rendered. A correction commits
+  either before the check (the row is skipped; its own render writes the new page) or after
+  the write (its render overwrites ours). This is the same rule as `jobs.publish_bulletin`,
+  which writes while its guarded UPDATE holds the row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import PurePosixPath
+from typing import Any
+
+from celery import Task, shared_task
+from redis import Redis
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import defer
+
+from services.render.pages import PageRenderer
+from shared.db import engine_for, session_factory
+from shared.models import Bulletin, BulletinStatus
+from shared.runtime import Runtime, worker_runtime
+from shared.site import article_path, file_for, tombstone_for
+
+log = logging.getLogger(__name__)
+
+RENDER_BATCH = "render.batch"  # stable: queued messages name the task by this string
+# Pages written per locked transaction. Holding SQLite's write lock for a whole batch of 500
+# page writes would stall ingest for tens of milliseconds; 100 keeps it to a few while the
+# lock itself costs ~0.1 ms per round.
+WRITE_CHUNK = 100
+PROGRESS_TTL_SECONDS = 24 * 3600
+MAX_RETRIES = 4
+
+
+@dataclass
+class BatchReport:
+    """What one batch (or a whole rebuild, summed) did with its bulletins."""
+
+    pages: int = 0  # article pages rewritten
+    tombstones: int = 0  # withdrawal notices rewritten
+    skipped: int = 0  # not rebuilt: a render owed, failed, never public, or gone
+    failed: int = 0  # in batches that raised until their retries ran out
+
+    @property
+    def done(self) -> int:
+        return self.pages + self.tombstones + self.skipped + self.failed
+
+    def add(self, other: BatchReport) -> None:
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    bulletin_id: int
+    revision: int
+    status: str
+    html: bytes
+    write: PurePosixPath  # the file that gets the html
+    remove: PurePosixPath | None  # a withdrawn bulletin's article file, which must go
+
+
+def _live(bulletin: Bulletin) -> bool:
+    """Is what the site shows for this bulletin its current revision?"""
+    if bulletin.rendered_revision != bulletin.revision or bulletin.pending_since is not None:
+        return False  # a render is owed: it will write the page, with the new templates
+    if bulletin.status == BulletinStatus.PUBLISHED:
+        return True
+    # A bulletin withdrawn before it was ever rendered has no tombstone, and must not get
+    # one: that would reveal that it existed (see ingest's withdraw_bulletin).
+    return bulletin.status == BulletinStatus.WITHDRAWN and bulletin.rendered_at is not None
+
+
+def _render(renderer: PageRenderer, bulletin: Bulletin) -> _Rendered:
+    url_path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
+    if bulletin.status == BulletinStatus.WITHDRAWN:
+        html, write, remove = renderer.withdrawn(bulletin), tombstone_for(url_path), file_for(url_path)
+    else:
+        html, write, remove = renderer.article(bulletin), file_for(url_path), None
+    return _Rendered(bulletin.id, bulletin.revision, bulletin.status, html.encode(), write, remove)
+
+
+@contextmanager
+def _locked_versions(
+    runtime: Runtime, ids: Sequence[int]
+) -> Iterator[dict[int, tuple[int, int, str, bool]]]:
+    """Hold the write lock of these rows; yields id -> (revision, rendered_revision, status,
+    pending) as they are under the lock. Commits (releasing it) when the block ends."""
+    with engine_for(runtime.settings).connect() as conn:
+        query = select(
+            Bulletin.id,
+            Bulletin.revision,
+            Bulletin.rendered_revision,
+            Bulletin.status,
+            Bulletin.pending_since.is_not(None).label("pending"),
+        ).where(Bulletin.id.in_(ids))
+        if conn.dialect.name == "sqlite":
+            _begin_immediate(conn)
+        else:
+            query = query.order_by(Bulletin.id).with_for_update()  # lock in one order
+        rows = conn.execute(query)
+        yield {
+            row.id: (row.revision, row.rendered_revision, row.status, bool(row.pending))
+            for row in rows
+        }
+        conn.commit()
+
+
+def _begin_immediate(conn: Connection) -> None:
+    # pysqlite opens a transaction only before a write; BEGIN IMMEDIATE takes the database's
+    # write lock now (waiting up to busy_timeout), so the check and the writes that follow
+    # cannot interleave with an ingest correction or a render's guarded UPDATE.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def rebuild_pages(runtime: Runtime, renderer: PageRenderer, ids: Sequence[int]) -> BatchReport:
+    """Re-render the live page of each bulletin in `ids` (see the module docstring)."""
+    report = BatchReport()
+    rendered: list[_Rendered] = []
+    with session_factory(runtime.settings)() as session:
+        # One query for the whole batch, agencies joined (Bulletin.agency is lazy="joined");
+        # body_source is the one large column no page shows: not loaded (and never
+        # lazy-loaded per row by accident, which would be 500 queries).
+        bulletins = session.scalars(
+            select(Bulletin)
+            .options(defer(Bulletin.body_source, raiseload=True))
+            .where(Bulletin.id.in_(ids))
+        )
+        for bulletin in bulletins:
+            if _live(bulletin):
+                rendered.append(_render(renderer, bulletin))
+    report.skipped = len(ids) - len(rendered)
+
+    storage = runtime.storage
+    for start in range(0, len(rendered), WRITE_CHUNK):
+        chunk = rendered[start : start + WRITE_CHUNK]
+        with _locked_versions(runtime, [page.bulletin_id for page in chunk]) as now:
+            for page in chunk:
+                if now.get(page.bulletin_id) != (page.revision, page.revision, page.status, False):
+                    report.skipped += 1  # changed since it was loaded: its own render writes
+                    continue
+                storage.put(page.write, page.html)
+                if page.remove is None:
+                    report.pages += 1
+                else:
+                    storage.delete(page.remove)
+                    report.tombstones += 1
+    return report
+
+
+# -- progress, counted in Redis -------------------------------------------------------------
+
+
+def progress_keys(run_id: str) -> tuple[str, str]:
+    """(set of finished batch numbers, hash of counts) of one rebuild run."""
+    base = f"bantin:rebuild:{run_id}"
+    return f"{base}:batches", f"{base}:counts"
+
+
+# Count a batch once, however often it runs: a redelivered message (a worker killed after
+# the writes, before the ack) must not count its pages twice.
+_RECORD = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+    for i = 3, #ARGV, 2 do
+        redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+    end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def record_batch(redis: Redis, run_id: str, batch_no: int, report: BatchReport) -> None:
+    counts: list[Any] = []
+    for field in fields(report):
+        counts += [field.name, getattr(report, field.name)]
+    redis.eval(_RECORD, 2, *progress_keys(run_id), batch_no, PROGRESS_TTL_SECONDS, *counts)
+
+
+def read_progress(redis: Redis, run_id: str) -> tuple[int, BatchReport]:
+    """(batches finished, their counts summed)."""
+    batches, counts = progress_keys(run_id)
+    pipe = redis.pipeline()
+    pipe.scard(batches)
+    pipe.hgetall(counts)
+    finished, values = pipe.execute()
+    report = BatchReport()
+    for name, value in values.items():
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        if key in {field.name for field in fields(report)}:
+            setattr(report, key, int(value))
+    return int(finished), report
+
+
+# -- the task -------------------------------------------------------------------------------
+
+
+@cache
+def _renderer() -> PageRenderer:
+    return PageRenderer(worker_runtime().settings)  # templates compiled once per process
+
+
+@shared_task(name=RENDER_BATCH, bind=True, max_retries=MAX_RETRIES)
+def render_batch(self: Task, run_id: str, batch_no: int, ids: list[int]) -> int:
+    """Rebuild the pages of `ids`; returns how many were rewritten."""
+    runtime = worker_runtime()
+    try:
+        report = rebuild_pages(runtime, _renderer(), ids)
+    except Exception as exc:
+        retries = self.request.retries
+        if retries < MAX_RETRIES:
+            raise self.retry(exc=exc, countdown=min(2**retries, 30)) from exc
+        # Out of retries: count the batch as failed, so the command finishes and says so
+        # instead of waiting for pages that will never come.
+        log.exception("rebuild %s: batch %s failed for good", run_id, batch_no)
+        record_batch(runtime.redis, run_id, batch_no, BatchReport(failed=len(ids)))
+        raise
+    record_batch(runtime.redis, run_id, batch_no, report)
+    return report.pages + report.tombstones
