@@ -112,27 +112,32 @@ class GroupWriter:
     def _write_together(self, batch: list[Submission]) -> list[Accepted | Exception]:
         with session_factory(self.settings)() as session:
             known = self._known_keys(session, batch)
-            # (bulletin, created) until the commit gives new ones their ids
-            outcomes: list[tuple[Bulletin, bool] | Exception] = []
+            # What each item came to, resolved once the commit has given new rows their ids:
+            # ("new" | "replay" | "conflict", the bulletin concerned).
+            outcomes: list[tuple[str, Bulletin, Submission]] = []
             fresh: dict[tuple[int, str], Bulletin] = {}
             now = utcnow()
             for item in batch:
                 digest = service.request_hash(item.bulletin_in)
                 key = (item.agency_id, item.idempotency_key) if item.idempotency_key else None
-                earlier = known.get(key) if key else None
-                earlier = earlier or (fresh.get(key) if key else None)
+                earlier = (known.get(key) or fresh.get(key)) if key else None
                 if earlier is None:
                     bulletin = _new_bulletin(session, self.settings, item, digest, now)
                     session.add(bulletin)
                     if key:
                         fresh[key] = bulletin
-                    outcomes.append((bulletin, True))
+                    outcomes.append(("new", bulletin, item))
                 elif earlier.request_hash != digest:
-                    outcomes.append(service.key_conflict(item.idempotency_key or "", earlier))
+                    outcomes.append(("conflict", earlier, item))
                 else:
-                    outcomes.append((earlier, False))
+                    outcomes.append(("replay", earlier, item))
             session.commit()
-            return [o if isinstance(o, Exception) else _accepted(*o) for o in outcomes]
+        return [
+            service.key_conflict(item.idempotency_key or "", bulletin)
+            if kind == "conflict"
+            else _accepted(bulletin, kind == "new")
+            for kind, bulletin, item in outcomes
+        ]
 
     @staticmethod
     def _known_keys(session: Session, batch: list[Submission]) -> dict[tuple[int, str], Bulletin]:

@@ -228,3 +228,48 @@ def test_openapi_docs_show_the_contract_with_examples(client: TestClient) -> Non
 def test_unknown_routes_and_methods_are_problems_too(client: TestClient, auth: dict) -> None:
     assert_problem(client.get("/v2/nothing"), 404)
     assert_problem(client.delete("/v1/bulletins", headers=auth), 405)
+
+
+def test_a_batch_gives_each_item_its_own_result(
+    client: TestClient, auth: dict, settings: Settings
+) -> None:
+    items = [
+        {"title": "Một", "body": "A", "idempotency_key": "b-1"},
+        {"title": "", "body": "B"},  # invalid alone: 422, the rest still accepted
+        {"title": "Ba", "body": "C", "published_at": "2999-01-01T00:00:00+07:00"},
+        {"title": "Một", "body": "A", "idempotency_key": "b-1"},  # same key, same content
+        {"title": "Khác", "body": "A", "idempotency_key": "b-1"},  # same key, other content
+    ]
+    answer = client.post("/v1/bulletins:batch", json={"bulletins": items}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses == [202, 422, 202, 202, 409] and body["accepted"] == 3
+    first, invalid, scheduled, replay, conflict = body["results"]
+    assert [r["index"] for r in body["results"]] == [0, 1, 2, 3, 4]
+    assert invalid["problem"]["errors"][0]["field"] == "title"
+    assert scheduled["bulletin"]["status"] == "scheduled"
+    assert replay["replayed"] is True and replay["bulletin"]["id"] == first["bulletin"]["id"]
+    assert conflict["problem"]["bulletin_id"] == first["bulletin"]["id"]
+    assert count_bulletins(settings) == 2
+    # Retrying the whole batch creates nothing new for the keyed item.
+    again = client.post("/v1/bulletins:batch", json={"bulletins": items[:1]}, headers=auth)
+    assert again.json()["results"][0]["replayed"] is True
+    assert count_bulletins(settings) == 2
+
+
+@pytest.mark.parametrize("size", [0, 101])
+def test_a_batch_holds_one_to_a_hundred_items(client: TestClient, auth: dict, size: int) -> None:
+    bulletins = [{"title": f"T{i}", "body": "B"} for i in range(size)]
+    problem = assert_problem(
+        client.post("/v1/bulletins:batch", json={"bulletins": bulletins}, headers=auth), 422
+    )
+    assert problem["errors"][0]["field"] == "bulletins"
+
+
+def test_a_full_batch_is_accepted(client: TestClient, auth: dict, settings: Settings) -> None:
+    bulletins = [{"title": f"Bản tin {i}", "body": "Nội dung"} for i in range(100)]
+    answer = client.post("/v1/bulletins:batch", json={"bulletins": bulletins}, headers=auth)
+    assert answer.json()["accepted"] == 100
+    assert len({r["bulletin"]["id"] for r in answer.json()["results"]}) == 100
+    assert count_bulletins(settings) == 100
