@@ -19,6 +19,7 @@ publish; single-flight does not:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -33,6 +34,8 @@ from shared.site import Listing
 # between taking the lock and sending) frees itself after this, and the reconciler restarts
 # the build: this bounds recovery from such a kill.
 LOCK_TTL_SECONDS = 15
+# Under sustained load a listing is rebuilt at most this often; at rest, at once.
+MIN_REBUILD_INTERVAL = 0.1
 
 
 class Job(StrEnum):
@@ -74,15 +77,23 @@ class Refresher:
 
     def request(self, job: Job, listing: Listing) -> bool:
         """Ask for a rebuild; True when this call started a build (False: one is running)."""
-        wanted, _done, lock = _keys(job, listing)
-        pipe = self.redis.pipeline()
-        pipe.incr(wanted)
-        pipe.sadd(TARGETS_KEY, f"{job.value}|{listing.target}")
-        pipe.set(lock, "1", nx=True, ex=LOCK_TTL_SECONDS)
-        _, _, acquired = pipe.execute()
-        if acquired:
-            self._send_or_unlock(job, listing)
-        return bool(acquired)
+        return self.request_many([(job, listing)]) == 1
+
+    def request_many(self, wanted_builds: list[tuple[Job, Listing]]) -> int:
+        """Ask for several rebuilds in one round trip; returns how many builds this started."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job, listing in wanted_builds:
+            wanted, _done, lock = _keys(job, listing)
+            pipe.incr(wanted)
+            pipe.sadd(TARGETS_KEY, f"{job.value}|{listing.target}")
+            pipe.set(lock, "1", nx=True, ex=LOCK_TTL_SECONDS)
+        replies = pipe.execute()
+        started = 0
+        for (job, listing), acquired in zip(wanted_builds, replies[2::3], strict=True):
+            if acquired:
+                self._send_or_unlock(job, listing)
+                started += 1
+        return started
 
     def _send_or_unlock(self, job: Job, listing: Listing) -> None:
         try:
@@ -94,24 +105,27 @@ class Refresher:
     def _send(self, job: Job, listing: Listing) -> None:
         self.celery.send_task(_TASK_FOR_JOB[job], args=[listing.target])
 
-    def run(self, job: Job, listing: Listing, build: Callable[[], str]) -> int:
-        """Build until no request is outstanding; returns how many builds ran.
+    def run(self, job: Job, listing: Listing, build: Callable[[], str]) -> float | None:
+        """Build once; returns None when no request is outstanding, else the delay after
+        which the caller must build again (it keeps the lock meanwhile).
 
         Called by the build task, which holds the lock `request` took for it. `build` returns
-        the fingerprint of what it built.
+        the fingerprint of what it built. The delay makes a listing under sustained load
+        rebuild at most every MIN_REBUILD_INTERVAL instead of back to back: with 200
+        bulletins/s, back-to-back rebuilds of the home page, the agency and category pages
+        kept three render processes busy and starved the article renders (measured).
         """
         wanted, done, lock = _keys(job, listing)
-        builds = 0
-        while True:
-            generation = int(self.redis.get(wanted) or 0)
-            built = build()
-            builds += 1
-            pipe = self.redis.pipeline()
-            pipe.set(f"{_base(job, listing)}:built", built)
-            pipe.incr(f"bantin:stats:builds:{job.value}:{listing.target}")
-            pipe.execute()
-            if not self._finish(keys=[wanted, done, lock], args=[generation, LOCK_TTL_SECONDS]):
-                return builds
+        started = time.monotonic()
+        generation = int(self.redis.get(wanted) or 0)
+        built = build()
+        pipe = self.redis.pipeline()
+        pipe.set(f"{_base(job, listing)}:built", built)
+        pipe.incr(f"bantin:stats:builds:{job.value}:{listing.target}")
+        pipe.execute()
+        if not self._finish(keys=[wanted, done, lock], args=[generation, LOCK_TTL_SECONDS]):
+            return None
+        return max(0.0, MIN_REBUILD_INTERVAL - (time.monotonic() - started))
 
     def release(self, job: Job, listing: Listing) -> None:
         """Give up the lock after a failed build, leaving wanted > done for the reconciler."""
@@ -149,14 +163,18 @@ class Refresher:
 
 def build_in_task(
     task: Task, refresher: Refresher, job: Job, listing: Listing, build: Callable[[], str]
-) -> int:
+) -> None:
     """Run `Refresher.run` inside a bound Celery task, retrying with backoff on errors.
 
-    The task keeps the listing's lock while it retries (it is the listing's one builder) and
-    gives it up when retries run out, so the reconciler can start afresh.
+    The task keeps the listing's lock while it retries or waits to build again (it is the
+    listing's one builder) and gives it up when retries run out, so the reconciler can start
+    afresh. Building again is a new message with a short countdown, so the worker process
+    renders articles in the meantime instead of sleeping.
     """
     try:
-        return refresher.run(job, listing, build)
+        again_in = refresher.run(job, listing, build)
+        if again_in is not None:
+            task.apply_async(args=[listing.target], countdown=again_in)
     except Exception as exc:
         retries = task.request.retries
         if task.max_retries is not None and retries >= task.max_retries:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -82,8 +82,8 @@ class Settings(BaseSettings):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    @property
-    def resolved_database_url(self) -> str:
+    @cached_property
+    def resolved_database_url(self) -> str:  # cached: resolving a path costs a syscall or two
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'bantin.db').resolve()}"

@@ -14,9 +14,9 @@ from shared.site import Listing
 # feedgen sets the process-wide locale while it formats dates: feed workers must use the
 # prefork pool (processes), never threads or gevent.
 @shared_task(name=BUILD_FEEDS, bind=True, max_retries=8)
-def build_listing_feeds(self: Task, target: str) -> int:
+def build_listing_feeds(self: Task, target: str) -> None:
     listing = Listing.from_target(target)
     runtime = worker_runtime()
-    return build_in_task(
+    build_in_task(
         self, runtime.refresher, Job.FEED, listing, lambda: jobs.write_feeds(runtime, listing)
     )

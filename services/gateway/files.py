@@ -8,6 +8,10 @@ files by atomic rename, so a new version always shows up as a new inode.
 A withdrawn article's URL is answered from its tombstone (``shared.site.tombstone_for``) with
 410 Gone. Such an entry also remembers the live path it stands in for: a hit stats that path
 first (it must still be missing, since the live file always wins) and then the tombstone.
+
+With ``revalidate_after`` > 0 an entry checked less than that long ago is served without a new
+``os.stat``: a change on disk then shows up at most that late (a file not in the cache, such
+as a newly published page, is always looked up at once). See ``REVALIDATE_AFTER`` in app.py.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import gzip
 import hashlib
 import os
 import stat
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import NamedTuple
@@ -220,13 +226,35 @@ def load_entry(
     )
 
 
-class FileCache:
-    """Least-recently-used entries, bounded by the bytes they hold (bodies plus gzip forms)."""
+class _Slot:
+    """A cached entry and the moment until which it is served without a new stat."""
 
-    def __init__(self, max_bytes: int) -> None:
+    __slots__ = ("entry", "valid_until")
+
+    def __init__(self, entry: Entry, valid_until: float) -> None:
+        self.entry = entry
+        self.valid_until = valid_until
+
+
+class FileCache:
+    """Least-recently-used entries, bounded by the bytes they hold (bodies plus gzip forms).
+
+    ``revalidate_after`` (seconds) is how long a checked entry is trusted without a new
+    ``os.stat``; 0, the default, stats on every hit.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int,
+        *,
+        revalidate_after: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_bytes = max_bytes
+        self.revalidate_after = revalidate_after
         self.total_bytes = 0
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._clock = clock
+        self._entries: OrderedDict[str, _Slot] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -235,13 +263,19 @@ class FileCache:
         return key in self._entries
 
     def current(self, key: str) -> Entry | None:
-        """The cached entry for ``key`` if the file on disk is still that version.
+        """The cached entry for ``key`` if the file on disk is still that version (as of at
+        most ``revalidate_after`` ago).
 
         A tombstone entry is current only while its live file is still missing, too.
         """
-        entry = self._entries.get(key)
-        if entry is None:
+        slot = self._entries.get(key)
+        if slot is None:
             return None
+        now = self._clock()
+        entry = slot.entry
+        if now < slot.valid_until:
+            self._entries.move_to_end(key)
+            return entry
         if entry.live_path is not None:
             try:
                 os.stat(entry.live_path)
@@ -262,20 +296,22 @@ class FileCache:
         ):
             self.discard(key)
             return None
+        slot.valid_until = now + self.revalidate_after
         self._entries.move_to_end(key)
         return entry
 
     def put(self, key: str, entry: Entry) -> None:
+        """Cache ``entry``, freshly read (so checked as of now)."""
         if entry.cost > self.max_bytes:
             return
         self.discard(key)
-        self._entries[key] = entry
+        self._entries[key] = _Slot(entry, self._clock() + self.revalidate_after)
         self.total_bytes += entry.cost
         while self.total_bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
-            self.total_bytes -= evicted.cost
+            self.total_bytes -= evicted.entry.cost
 
     def discard(self, key: str) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self.total_bytes -= entry.cost
+        slot = self._entries.pop(key, None)
+        if slot is not None:
+            self.total_bytes -= slot.entry.cost

@@ -62,6 +62,7 @@ class GroupWriter:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
+        self._sessions = session_factory(settings)
         self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._thread.start()
@@ -110,7 +111,7 @@ class GroupWriter:
                 item.future.set_exception(outcome)
 
     def _write_together(self, batch: list[Submission]) -> list[Accepted | Exception]:
-        with session_factory(self.settings)() as session:
+        with self._sessions() as session:
             known = self._known_keys(session, batch)
             # What each item came to, resolved once the commit has given new rows their ids:
             # ("new" | "replay" | "conflict", the bulletin concerned).
@@ -150,7 +151,7 @@ class GroupWriter:
         return {(b.agency_id, b.idempotency_key): b for b in rows if b.idempotency_key}
 
     def _write_alone(self, item: Submission) -> Accepted | Exception:
-        with session_factory(self.settings)() as session:
+        with self._sessions() as session:
             try:
                 bulletin, created = service.create_bulletin(
                     session=session, settings=self.settings, agency_id=item.agency_id,

@@ -32,22 +32,26 @@ def _current(bulletin_id: int, revision: int) -> Any:
     )
 
 
-def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> bool:
-    """Count one attempt at this revision; False when there is nothing (more) to do.
+def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> Bulletin | None:
+    """Count one attempt at this revision and load the bulletin; None when there is nothing
+    (more) to do.
 
-    Counted in the database, not in Redis, so a poison bulletin that kills its worker (and
-    is redelivered for ever by `task_reject_on_worker_lost`) still runs out of attempts, and
-    is then marked failed here.
+    Counted in the database, not in Redis, and committed before rendering, so a poison
+    bulletin that kills its worker (and is redelivered for ever by
+    `task_reject_on_worker_lost`) still runs out of attempts, and is then marked failed here.
+    One UPDATE … RETURNING both counts and loads (a separate SELECT cost ~0.8 ms a render).
     """
     settings = runtime.settings
     with session_scope(settings) as session:
-        counted: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        claimed = session.scalars(
             update(Bulletin)
             .where(_current(bulletin_id, revision), Bulletin.attempts < settings.max_attempts)
             .values(attempts=Bulletin.attempts + 1)
-        )
-        if counted.rowcount:
-            return True
+            .returning(Bulletin)
+        ).one_or_none()
+        if claimed is not None:
+            claimed.agency  # noqa: B018 - load it now: the page needs it after the session
+            return claimed
         # Still owed but no attempts left, or simply nothing to do (stale, already done)?
         exhausted = session.execute(
             select(Bulletin.last_error).where(_current(bulletin_id, revision))
@@ -56,7 +60,7 @@ def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> bool:
         last_error = exhausted.last_error or "the worker died while rendering"
         reason = f"gave up after {settings.max_attempts} attempts; last error: {last_error}"
         give_up(runtime, bulletin_id, revision, reason)
-    return False
+    return None
 
 
 def give_up(runtime: Runtime, bulletin_id: int, revision: int, reason: str) -> None:
@@ -91,17 +95,13 @@ def publish_bulletin(
     interleave and an older revision can never overwrite a newer one.
     """
     settings = runtime.settings
-    if not _claim_attempt(runtime, bulletin_id, revision):
+    bulletin = _claim_attempt(runtime, bulletin_id, revision)
+    if bulletin is None:
         return False
-
-    with session_factory(settings)() as session:
-        bulletin = session.get(Bulletin, bulletin_id)
-        if bulletin is None or bulletin.revision != revision:
-            return False
-        url_path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
-        withdrawn = bulletin.status == BulletinStatus.WITHDRAWN
-        html = renderer.withdrawn(bulletin) if withdrawn else renderer.article(bulletin)
-        listings = listings_of(bulletin.agency.slug, bulletin.category_slug)
+    url_path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
+    withdrawn = bulletin.status == BulletinStatus.WITHDRAWN
+    html = renderer.withdrawn(bulletin) if withdrawn else renderer.article(bulletin)
+    listings = listings_of(bulletin.agency.slug, bulletin.category_slug)
 
     faults.checkpoint(settings, faults.RENDER_BEFORE_WRITE)
     with session_scope(settings) as session:
@@ -124,9 +124,7 @@ def publish_bulletin(
         else:
             runtime.storage.put(file_for(url_path), html.encode())
 
-    for listing in listings:
-        runtime.refresher.request(Job.PAGE, listing)
-        runtime.refresher.request(Job.FEED, listing)
+    runtime.refresher.request_many([(job, listing) for listing in listings for job in Job])
     return True
 
 

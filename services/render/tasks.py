@@ -39,10 +39,10 @@ def render_bulletin(bulletin_id: int, revision: int) -> bool:
 
 
 @shared_task(name=RENDER_LISTING, bind=True, max_retries=8)
-def render_listing(self: Task, target: str) -> int:
+def render_listing(self: Task, target: str) -> None:
     listing = Listing.from_target(target)
     runtime = worker_runtime()
-    return build_in_task(
+    build_in_task(
         self,
         runtime.refresher,
         Job.PAGE,

@@ -1,0 +1,167 @@
+"""Scenario 2: publish latency under offered load (10, 50, 200 bulletins/s), and scenario 7:
+resident memory of every process idle and under that load.
+
+Open loop: submissions leave on a fixed schedule whatever the system does, so a slow system
+shows up as latency and backlog, not as a politely slower client. Page latency is the page's
+`rendered_at` (the database row marked published in the transaction that wrote the file)
+minus the moment the client sent the POST (one clock: the same machine). Feed latency is
+seen by the client polling the agency's RSS feed every 10 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+
+import httpx
+from sqlalchemy import select
+
+from bench.core import Options, Result
+from bench.system import rss_mib, running_system
+from shared.db import session_scope
+from shared.models import Bulletin
+from tests.system import System
+
+NAME = "2 publish latency"
+MEMORY = "7 memory"
+ROLES = {"ingest": "services.ingest", "gateway": "services.gateway",
+         "render worker": "worker render", "feed worker": "worker feed",
+         "reconciler": "reconciler", "redis": "redis-server"}  # fmt: skip
+_LINK = re.compile(rb"<link>([^<]+)</link>")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def memory(system: System) -> dict[str, float]:
+    """RSS per role in MiB, pool children included."""
+    return {role: sum(rss_mib(pid) for pid, _ in system.processes(match))
+            for role, match in ROLES.items()}  # fmt: skip
+
+
+async def offered_load(system: System, key: str, rate: int, seconds: float
+                       ) -> tuple[dict[str, float], dict[str, float], list[float]]:  # fmt: skip
+    """Returns send times and feed-seen times by page URL, and POST latencies."""
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    post_ms: list[float] = []
+    feed_url = f"{system.gateway_url}/feeds/agency/bac-kan.rss"
+    done = asyncio.Event()
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def submit(i: int) -> None:
+            started = time.time()
+            answer = await client.post(
+                f"{system.ingest_url}/v1/bulletins",
+                json={"title": f"Bản tin đo độ trễ số {i}", "body": "Nội dung ngắn.\n\nHết."},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            post_ms.append((time.time() - started) * 1000)
+            sent[answer.json()["url"]] = started
+
+        async def watch_feed() -> None:
+            while not done.is_set() or any(url not in seen for url in sent):
+                body = (await client.get(feed_url)).content
+                now = time.time()
+                for link in _LINK.findall(body):
+                    seen.setdefault(link.decode(), now)
+                await asyncio.sleep(0.01)
+                if done.is_set() and time.time() - last_send > 30:
+                    break  # a backlog that never drains: report what was seen
+
+        watcher = asyncio.create_task(watch_feed())
+        tasks = []
+        interval = 1 / rate
+        start = time.perf_counter()
+        last_send = time.time()
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
+            tasks.append(asyncio.create_task(submit(i)))
+            last_send = time.time()
+        await asyncio.gather(*tasks)
+        done.set()
+        await watcher
+    return sent, seen, post_ms
+
+
+async def load_and_watch_memory(
+    system: System, key: str, rate: int, seconds: float, loaded: dict[str, float]
+) -> tuple[dict[str, float], dict[str, float], list[float]]:
+    """`offered_load`, sampling every process's RSS (keeping the peak) while it runs."""
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            for role, mib in memory(system).items():
+                loaded[role] = max(loaded.get(role, 0.0), mib)
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        return await offered_load(system, key, rate, seconds)
+    finally:
+        stop.set()
+        await sampler
+
+
+def page_times(system: System, sent: dict[str, float]) -> dict[str, float]:
+    ids = {int(url.rsplit("-", 1)[1].removesuffix(".html")): url for url in sent}
+    with session_scope(system.settings()) as session:
+        rows = session.execute(select(Bulletin.id, Bulletin.rendered_at)
+                               .where(Bulletin.id.in_(ids))).all()  # fmt: skip
+    return {ids[row.id]: row.rendered_at.timestamp() for row in rows if row.rendered_at}
+
+
+def wait_drained(system: System, sent: dict[str, float], timeout: float = 120) -> float:
+    """Seconds after the last submission until every page was rendered."""
+    last = max(sent.values())
+    deadline = time.time() + timeout
+    while len(page_times(system, sent)) < len(sent) and time.time() < deadline:
+        time.sleep(0.2)
+    return max(page_times(system, sent).values(), default=last) - last
+
+
+def run(options: Options) -> list[Result]:
+    seconds = options.size or (3 if options.quick else 10)
+    results: list[Result] = []
+    with running_system(options, "latency") as system:
+        key = (system.data_dir / "demo-agency.key").read_text().strip()
+        time.sleep(3)  # let start-up work settle before measuring idle memory
+        idle = memory(system)
+        loaded: dict[str, float] = {}
+        for rate in (10, 50, 200):
+            sent, seen, post_ms = asyncio.run(load_and_watch_memory(system, key, rate, seconds,
+                                                                    loaded))  # fmt: skip
+            drain = wait_drained(system, sent)
+            pages = page_times(system, sent)
+            page_ms = [(pages[u] - t) * 1000 for u, t in sent.items() if u in pages]
+            feed_ms = [(seen[u] - t) * 1000 for u, t in sent.items() if u in seen]
+            missing = len(sent) - len(feed_ms)
+            for what, values in (("page visible", page_ms), ("in agency feed", feed_ms)):
+                p99 = percentile(values, 0.99)
+                target = "p99 < 500 ms" if rate == 50 else ""
+                results.append(Result(
+                    NAME, f"{rate}/s: {what} p50 / p95 / p99",
+                    f"{statistics.median(values):.0f} / {percentile(values, 0.95):.0f} / {p99:.0f}",
+                    "ms", target, (p99 < 500) if target else None,
+                    f"n={len(values)}" + (f", {missing} not seen in feed" if what != "page visible"
+                                          and missing else ""),
+                ))  # fmt: skip
+            results.append(Result(
+                NAME, f"{rate}/s: POST p99; backlog drained after last submit",
+                f"{percentile(post_ms, 0.99):.0f} ms; {max(drain, 0):.2f} s", "",
+                "keeps up at 200/s" if rate == 200 else "",
+                (drain < 2.0) if rate == 200 else None,
+                "2 render processes (bantin up default)",
+            ))  # fmt: skip
+        for role in ROLES:
+            note = "pool children included" if "worker" in role else ""
+            results.append(Result(MEMORY, f"{role} RSS idle / peak under load",
+                                  f"{idle[role]:.0f} / {loaded.get(role, 0):.0f}", "MiB",
+                                  note=note))  # fmt: skip
+    return results
