@@ -16,6 +16,7 @@ import importlib
 import shlex
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results += run(options)
         except Exception as exc:  # report the failure in the table and go on with the rest
+            traceback.print_exc()
             results.append(Result(name, "did not complete", f"{type(exc).__name__}: {exc}"))
         print(f"== {name} done in {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(table(results))

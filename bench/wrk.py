@@ -26,8 +26,10 @@ class WrkRun:
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip()).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        raise RuntimeError(f"unexpected duration in wrk output: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def post_script(path: Path, body: object, headers: dict[str, str]) -> Path:

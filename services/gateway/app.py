@@ -47,6 +47,14 @@ from shared.site import TOMBSTONE_DIR
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+# How long the production gateway (``app_from_env``) trusts a checked file without a new
+# ``os.stat``. The stat was the largest cost in our own code on a cache hit: skipping it on a
+# busy URL measured 5-6 µs less CPU per request (42 -> 36 µs for the article page, 31 -> 26 µs
+# for a 304; bench/gateway.py, uvicorn, 2 workers). The price: a re-rendered, withdrawn or
+# republished file is served at most this late. Ten milliseconds is nothing beside the
+# render pipeline's own latency or the 30 s the pages' Cache-Control already allows, and
+# a page not in the cache yet (a new bulletin) is looked up at once, never delayed.
+REVALIDATE_AFTER = 0.010
 # Larger files are streamed from disk, never held in memory (nor gzipped).
 DEFAULT_MAX_ENTRY_BYTES = 16 * 1024 * 1024
 # Reading, hashing and gzipping above this takes milliseconds: do it off the event loop.
@@ -195,11 +203,12 @@ class Gateway:
         *,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        revalidate_after: float = 0.0,
     ) -> None:
         self.root = str(site_dir)
         self._root_prefix = self.root.rstrip("/") + "/"
         self._tombstone_prefix = self._root_prefix + TOMBSTONE_DIR + "/"
-        self.cache = FileCache(cache_bytes)
+        self.cache = FileCache(cache_bytes, revalidate_after=revalidate_after)
         self.max_entry_bytes = max_entry_bytes
         # Browsers send a handful of distinct Accept-Encoding values: parse each once.
         self._gzip_ok: dict[bytes, bool] = {}
@@ -435,12 +444,18 @@ def create_app(
     *,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    revalidate_after: float = 0.0,
 ) -> Gateway:
+    """A gateway that, by default, re-checks every file on every request; the production
+    factory below trusts a check for ``REVALIDATE_AFTER``."""
     return Gateway(
-        settings.resolved_site_dir, cache_bytes=cache_bytes, max_entry_bytes=max_entry_bytes
+        settings.resolved_site_dir,
+        cache_bytes=cache_bytes,
+        max_entry_bytes=max_entry_bytes,
+        revalidate_after=revalidate_after,
     )
 
 
 def app_from_env() -> Gateway:
     """Zero-argument factory for ``uvicorn --factory``: settings from ``BANTIN_*``."""
-    return create_app(get_settings())
+    return create_app(get_settings(), revalidate_after=REVALIDATE_AFTER)

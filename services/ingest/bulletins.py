@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import ValidationError
 
 from services.ingest import service
-from services.ingest.deps import AgencyDep, QueueDep, SessionDep, SettingsDep
+from services.ingest.deps import AgencyDep, SessionDep, SettingsDep, WritingAgencyDep
 from services.ingest.problems import Problem, item_problem
 from services.ingest.schemas import (
     BatchItem,
@@ -71,9 +71,7 @@ async def submit_bulletin(
     bulletin_in: BulletinCreate,
     request: Request,
     response: Response,
-    settings: SettingsDep,
-    agency: AgencyDep,
-    _queue: QueueDep,
+    agency: WritingAgencyDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> BulletinAccepted:
     """Accepted bulletins are rendered and in the feeds within about a second; with a
@@ -86,7 +84,7 @@ async def submit_bulletin(
     accepted = await asyncio.wrap_future(writer.submit(agency.id, bulletin_in, idempotency_key))
     if not accepted.created:
         response.headers["Idempotent-Replayed"] = "true"
-    answer = _answer(request, settings, agency.slug, accepted)
+    answer = _answer(request, request.app.state.settings, agency.slug, accepted)
     response.headers["Location"] = answer.status_url
     return answer
 
@@ -101,8 +99,7 @@ async def submit_batch(
     batch: BatchSubmission,
     request: Request,
     settings: SettingsDep,
-    agency: AgencyDep,
-    _queue: QueueDep,
+    agency: WritingAgencyDep,
 ) -> BatchResult:
     """Each item is validated and stored on its own: one invalid item gets its own `422`
     result and the others are still accepted. Give each item an `idempotency_key` to make
@@ -195,8 +192,7 @@ def correct_bulletin(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    agency: AgencyDep,
-    _queue: QueueDep,
+    agency: WritingAgencyDep,
 ) -> BulletinAccepted:
     """The page is re-rendered and the feeds show the new content under the same guid, with
     a new `updated` date. The URL never changes. Sending the current content again creates
@@ -224,8 +220,7 @@ def withdraw_bulletin(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    agency: AgencyDep,
-    _queue: QueueDep,
+    agency: WritingAgencyDep,
 ) -> BulletinAccepted:
     """Its page then answers `410 Gone` and it leaves every feed and index page. Withdrawing
     again changes nothing."""

@@ -97,7 +97,21 @@ async def get_agency(
 AgencyDep = Annotated[Caller, Depends(get_agency)]
 
 
-async def require_queue(request: Request) -> None:
+async def get_writing_agency(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The caller of a write: authenticated, and the queue is up. One dependency instead of
+    two: FastAPI's dependency solving was a fifth of ingest's CPU (profiled)."""
+    caller = await get_agency(request, credentials)
+    require_queue(request)
+    return caller
+
+
+WritingAgencyDep = Annotated[Caller, Depends(get_writing_agency)]
+
+
+def require_queue(request: Request) -> None:
     """Refuse writes while Redis is unreachable: accepting would promise a publish we cannot
     start. (If Redis fails after this check, the committed row is re-sent by the reconciler.)"""
     state = request.app.state
@@ -112,6 +126,3 @@ async def require_queue(request: Request) -> None:
             "The publishing queue is unavailable; nothing was stored. Retry later.",
         ) from exc
     state.queue_ok_at = time.monotonic()
-
-
-QueueDep = Annotated[None, Depends(require_queue)]
