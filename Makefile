@@ -28,8 +28,8 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## Measure submit-to-page latency of the seed sample
-	$(BIN)/python -m bench.publish_latency
+bench: $(STAMP)  ## Run every benchmark scenario and write BENCHMARKS.md
+	$(BIN)/python -m bench
 
 clean:  ## Remove the virtualenv and local data
 	rm -rf $(VENV) var
