@@ -144,5 +144,13 @@ def publish(file: Path, key: str, api_url: str | None, wait_seconds: float) -> N
     click.echo(document["url"])
 
 
+def _register_rebuild() -> None:
+    from services.rebuild import rebuild
+
+    main.add_command(rebuild)
+
+
+_register_rebuild()
+
 if __name__ == "__main__":
     main()
