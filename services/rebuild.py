@@ -23,20 +23,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from redis import Redis
-from sqlalchemy import func, select, tuple_
 
-from services.render.batch import RENDER_BATCH, BatchReport, read_progress
-from shared.celery_app import TASK_TIME_LIMIT, create_celery_app
-from shared.db import session_factory
-from shared.listings import all_listings
-from shared.models import Bulletin, BulletinStatus
-from shared.refresh import Job, Refresher
-from shared.settings import Settings, get_settings
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from celery import Celery
+    from redis import Redis
+
+    from services.render.batch import BatchReport
+    from shared.settings import Settings
+
+# services/cli.py imports this module on every `bantin` command: what it needs from
+# SQLAlchemy, Celery, Redis and the render package is imported where it is used (0.3 s).
 
 DEFAULT_BATCH_SIZE = 250
 # Batches queued or running at once. Enough to keep a dozen render processes busy between
@@ -44,12 +45,13 @@ DEFAULT_BATCH_SIZE = 250
 # ~16 × 250 pages (about 2 s at 2,000 pages/s), not behind the whole archive.
 DEFAULT_WINDOW = 16
 POLL_SECONDS = 0.05
-# No batch finished for this long: the workers are gone or do not know render.batch.
-STALL_SECONDS = TASK_TIME_LIMIT + 30
+# No batch finished for this long (the task time limit, 60 s, and a margin): the workers
+# are gone, or they do not load services.render.batch and drop its messages.
+STALL_SECONDS = 90.0
 LISTINGS_TIMEOUT_SECONDS = 60.0
-# Statuses whose page (or tombstone) is live and can be rebuilt. Others have none yet or
-# their render is owed; the batch re-checks each row anyway.
-REBUILT_STATUSES = (BulletinStatus.PUBLISHED, BulletinStatus.WITHDRAWN)
+# Statuses whose page (or tombstone) is live and can be rebuilt (BulletinStatus values).
+# Others have no page yet or their render is owed; the batch re-checks each row anyway.
+REBUILT_STATUSES = ("published", "withdrawn")
 
 
 class RebuildError(click.ClickException):
@@ -61,7 +63,7 @@ class RebuildReport:
     run_id: str
     batches: int = 0
     bulletins: int = 0  # ids sent
-    counts: BatchReport = field(default_factory=BatchReport)
+    counts: BatchReport = field(default_factory=lambda: _batch_report())
     pages_seconds: float = 0.0  # from the first batch sent to the last one finished
     listings: int = 0  # index pages and feed pairs requested
     listings_built: int = 0  # of those, builds seen to finish
@@ -88,6 +90,12 @@ class RebuildReport:
         return "\n".join(lines)
 
 
+def _batch_report() -> BatchReport:
+    from services.render.batch import BatchReport
+
+    return BatchReport()
+
+
 def id_batches(settings: Settings, batch_size: int) -> Iterator[list[int]]:
     """Ids of every rebuilt bulletin, newest first, `batch_size` at a time.
 
@@ -97,6 +105,11 @@ def id_batches(settings: Settings, batch_size: int) -> Iterator[list[int]]:
     at 100k rows and growing; measured.) Each page is its own short transaction, so a long
     rebuild holds back no WAL checkpoint or vacuum.
     """
+    from sqlalchemy import literal, select, tuple_
+
+    from shared.db import session_factory
+    from shared.models import Bulletin
+
     key = tuple_(Bulletin.published_at, Bulletin.id)
     for status in REBUILT_STATUSES:
         after: tuple[datetime, int] | None = None
@@ -108,7 +121,10 @@ def id_batches(settings: Settings, batch_size: int) -> Iterator[list[int]]:
                 .limit(batch_size)
             )
             if after is not None:
-                query = query.where(key < tuple_(*after))
+                # Typed explicitly: an untyped tuple element would bind as a plain DateTime,
+                # skipping UTCDateTime's conversion to naive UTC.
+                moment = literal(after[0], Bulletin.published_at.type)
+                query = query.where(key < tuple_(moment, after[1]))
             with session_factory(settings)() as session:
                 rows = session.execute(query).all()
             if not rows:
@@ -120,6 +136,11 @@ def id_batches(settings: Settings, batch_size: int) -> Iterator[list[int]]:
 
 
 def count_rebuilt(settings: Settings) -> int:
+    from sqlalchemy import func, select
+
+    from shared.db import session_factory
+    from shared.models import Bulletin
+
     with session_factory(settings)() as session:
         query = select(func.count()).where(Bulletin.status.in_(REBUILT_STATUSES))
         return int(session.scalar(query) or 0)
@@ -131,37 +152,50 @@ def run_rebuild(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     window: int = DEFAULT_WINDOW,
+    stall_seconds: float = STALL_SECONDS,
 ) -> RebuildReport:
     """Rebuild every page and feed (see the module docstring); returns what was done."""
+    from redis import Redis
+
+    from shared.celery_app import create_celery_app
+
     started = time.perf_counter()
     celery = create_celery_app(settings)
     redis = Redis.from_url(settings.broker_url, socket_timeout=10, socket_connect_timeout=5)
     report = RebuildReport(run_id=uuid.uuid4().hex[:12])
-    total = count_rebuilt(settings)
-    pages_started = time.perf_counter()
-    if progress:
-        with click.progressbar(length=total, label="Rebuilding pages", show_pos=True) as bar:
-            shown = _send_and_follow(celery, redis, settings, report, batch_size, window, bar)
-            bar.update(max(0, total - shown))  # rows that changed status meanwhile
-    else:
-        _send_and_follow(celery, redis, settings, report, batch_size, window, None)
-    report.pages_seconds = time.perf_counter() - pages_started
-    _rebuild_listings(settings, redis, celery, report)
+    try:
+        total = count_rebuilt(settings)
+        pages_started = time.perf_counter()
+        follow = (celery, redis, settings, report, batch_size, window, stall_seconds)
+        if progress:
+            with click.progressbar(length=total, label="Rebuilding pages", show_pos=True) as bar:
+                shown = _send_and_follow(*follow, bar)
+                bar.update(max(0, total - shown))  # rows that changed status meanwhile
+        else:
+            _send_and_follow(*follow, None)
+        report.pages_seconds = time.perf_counter() - pages_started
+        _rebuild_listings(settings, redis, celery, report)
+    finally:
+        redis.close()
+        celery.close()
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _send_and_follow(
-    celery: Any,
+    celery: Celery,
     redis: Redis,
     settings: Settings,
     report: RebuildReport,
     batch_size: int,
     window: int,
+    stall_seconds: float,
     bar: Any,
 ) -> int:
     """Send batches, at most `window` unfinished at once, until all are done; returns the
     count the progress bar shows."""
+    from services.render.batch import RENDER_BATCH, read_progress
+
     batches = id_batches(settings, batch_size)
     exhausted = False
     shown = 0
@@ -185,16 +219,22 @@ def _send_and_follow(
         now = time.monotonic()
         if finished != last_finished:
             last_change, last_finished = now, finished
-        elif now - last_change > STALL_SECONDS:
+        elif now - last_change > stall_seconds:
             raise RebuildError(
-                f"no batch finished for {STALL_SECONDS:.0f} s ({finished} of {report.batches} "
+                f"no batch finished for {stall_seconds:.0f} s ({finished} of {report.batches} "
                 "done): are the render workers running, and do they load services.render.batch?"
             )
         time.sleep(POLL_SECONDS)
 
 
-def _rebuild_listings(settings: Settings, redis: Redis, celery: Any, report: RebuildReport) -> None:
+def _rebuild_listings(
+    settings: Settings, redis: Redis, celery: Celery, report: RebuildReport
+) -> None:
     """Request every index page and feed, and wait (a while) for those builds to finish."""
+    from shared.db import session_factory
+    from shared.listings import all_listings
+    from shared.refresh import Job, Refresher
+
     refresher = Refresher(redis, celery)
     with session_factory(settings)() as session:
         listings = all_listings(session)
@@ -226,6 +266,8 @@ def rebuild(batch_size: int, no_progress: bool) -> None:
     Restart the render and feed workers first so they load the new templates. Bulletins
     are not changed; one corrected meanwhile gets its page from its own render.
     """
+    from shared.settings import get_settings
+
     report = run_rebuild(get_settings(), batch_size=batch_size, progress=not no_progress)
     click.echo(report.summary())
     if report.counts.failed:
