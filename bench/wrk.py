@@ -66,6 +66,6 @@ def run_wrk(
         requests=int(summary.group(1)),
         seconds=_ms(summary.group(2)) / 1000,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        p50_ms=_ms(re.search(r"50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
-        p99_ms=_ms(re.search(r"99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1)),  # type: ignore[union-attr]
+        p99_ms=_ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1)),  # type: ignore[union-attr]
     )
