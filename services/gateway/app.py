@@ -1,15 +1,22 @@
 """The public read side: serves the rendered site directory over HTTP.
 
-A raw ASGI callable rather than a framework route: a request that hits the file cache does one
-``os.stat`` and sends prepared header lines, which is what lets a Python process get within reach
-of nginx (see the speed guide; a framework's static-file handler is ~30x slower).
+A raw ASGI callable rather than a framework route: a request that hits the file cache does at
+most one ``os.stat`` (none within ``REVALIDATE_AFTER`` of the last one, in production) and sends
+prepared header lines, which is what lets a Python process get within reach of nginx (see the
+speed guide; a framework's static-file handler is ~30x slower). Within reach, not level: on a
+cache hit our own code is now ~2 % of a worker's time, uvicorn's two socket writes per response
+and its event loop the rest, and nginx still answers about twice as many requests. Production
+therefore puts nginx in front (``deploy/nginx.conf``) and this gateway behind it, for whatever
+is not a plain file; ``python -m bench.gateway`` measures both.
 
 A URL whose file is missing but whose tombstone exists (``shared.site.tombstone_for``: the
 render worker's notice for a withdrawn bulletin) is answered ``410 Gone`` with that notice. The
 live file always wins over a tombstone, and the tombstone directory, a dot-directory, is never
 served under its own URL.
 
-Run: ``uvicorn --factory services.gateway.app:app_from_env --http httptools --loop uvloop``.
+Run: ``uvicorn --factory services.gateway.app:app_from_env --workers 2 --http httptools
+--loop uvloop --no-access-log --no-proxy-headers --no-server-header`` (why each flag:
+``GATEWAY_FLAGS`` in bench/gateway.py).
 """
 
 from __future__ import annotations
@@ -48,12 +55,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 # How long the production gateway (``app_from_env``) trusts a checked file without a new
-# ``os.stat``. The stat was the largest cost in our own code on a cache hit: skipping it on a
-# busy URL measured 5-6 µs less CPU per request (42 -> 36 µs for the article page, 31 -> 26 µs
-# for a 304; bench/gateway.py, uvicorn, 2 workers). The price: a re-rendered, withdrawn or
-# republished file is served at most this late. Ten milliseconds is nothing beside the
-# render pipeline's own latency or the 30 s the pages' Cache-Control already allows, and
-# a page not in the cache yet (a new bulletin) is looked up at once, never delayed.
+# ``os.stat``. The stat was the largest cost in our own code on a cache hit (py-spy: 11 % of a
+# worker's samples); skipping it on a busy URL measured about 5 µs, 12-15 %, less CPU per
+# request (article page 38 -> 32 µs, 304 28 -> 25 µs, median of 5; no change for a 200 KiB
+# feed, where writing the body dominates; uvicorn, 2 workers, wrk -c64). The price: a
+# re-rendered, withdrawn or republished file is served at most this late. Ten milliseconds is
+# nothing beside the render pipeline's own latency or the 30 s the pages' Cache-Control already
+# allows, and a page not in the cache yet (a new bulletin) is looked up at once, never delayed.
 REVALIDATE_AFTER = 0.010
 # Larger files are streamed from disk, never held in memory (nor gzipped).
 DEFAULT_MAX_ENTRY_BYTES = 16 * 1024 * 1024

@@ -25,12 +25,13 @@ from services.cli import main as bantin_cli
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-INFRA = {"redis", "postgres"}
+INFRA = {"redis", "postgres", "web"}  # stock images: Redis, PostgreSQL, nginx in front
 WORKERS = {"render", "feed"}
 APPS = {"migrate", "ingest", "gateway", "reconciler"} | WORKERS
 ONE_SHOT = {"migrate"}
 LONG_RUNNING = (INFRA | APPS) - ONE_SHOT
-PUBLISHED = {"gateway": "8000", "ingest": "8001"}
+PUBLISHED = {"web": ("8000", "80"), "ingest": ("8001", "8001")}
+HTTP_APPS = {"gateway": "8000", "ingest": "8001"}  # our uvicorn services and their ports
 SITE_MOUNT = "/data/site"
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
@@ -122,11 +123,14 @@ def test_workers_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
         assert "ports" not in services[name], name
 
 
-def test_only_gateway_and_ingest_publish_ports(services: dict[str, dict[str, Any]]) -> None:
+def test_only_the_public_front_and_ingest_publish_ports(
+    services: dict[str, dict[str, Any]],
+) -> None:
     for name, service in services.items():
         ports = [str(port) for port in service.get("ports", [])]
         if name in PUBLISHED:
-            assert ports == [f"{PUBLISHED[name]}:{PUBLISHED[name]}"], name
+            host, container = PUBLISHED[name]
+            assert ports == [f"{host}:{container}"], name
         else:
             assert not ports, f"{name} must not publish a port"
     assert all("container_name" not in service for service in services.values())
@@ -145,7 +149,7 @@ def test_every_long_running_service_has_a_healthcheck(
 def test_healthchecks_probe_the_right_thing(services: dict[str, dict[str, Any]]) -> None:
     assert "redis-cli ping" in _healthcheck_text(services["redis"])
     assert "pg_isready" in _healthcheck_text(services["postgres"])
-    for name, port in PUBLISHED.items():
+    for name, port in HTTP_APPS.items():
         assert f"127.0.0.1:{port}/healthz" in _healthcheck_text(services[name]), name
     for name in WORKERS:
         text = _healthcheck_text(services[name])
@@ -255,7 +259,7 @@ def test_commands_name_real_cli_commands(services: dict[str, dict[str, Any]]) ->
 
 
 def test_http_services_run_the_uvicorn_factories(services: dict[str, dict[str, Any]]) -> None:
-    for name, port in PUBLISHED.items():
+    for name, port in HTTP_APPS.items():
         argv = _command(services[name])
         assert argv[:4] == ["python", "-m", "uvicorn", "--factory"], name
         module_name, _, attribute = argv[4].partition(":")
@@ -321,3 +325,15 @@ def test_docker_compose_refuses_to_start_without_a_password(tmp_path: Path) -> N
     result = _docker_compose("config", "-q", password=None, tmp_path=tmp_path)
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_nginx_in_front_serves_the_site_read_only_and_reaches_the_gateway(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    web = services["web"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in web["volumes"]
+    assert any(v.startswith("site:") and v.endswith(":ro") for v in web["volumes"])
+    assert "gateway" in _depends_on(web)
+    assert "healthcheck" in web
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "server gateway:8000" in conf

@@ -947,3 +947,92 @@ def test_large_tombstone_is_streamed_with_410(settings: Settings, storage: Local
     assert call(app, "/bac-kan/lon-5.html", headers={"If-None-Match": etag}).status == 410
     head = call(app, "/bac-kan/lon-5.html", method="HEAD")
     assert (head.status, head.body) == (410, b"")
+
+
+# --- Revalidation window (production: app_from_env) ------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+WINDOW = 0.010
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def windowed(settings: Settings, storage: LocalStorage, clock: FakeClock) -> Gateway:
+    app = create_app(settings)
+    app.cache = gateway_files.FileCache(app.cache.max_bytes, revalidate_after=WINDOW, clock=clock)
+    return app
+
+
+def test_production_factory_uses_a_short_revalidation_window(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway_app, "get_settings", lambda: settings)
+    app = gateway_app.app_from_env()
+    assert app.cache.revalidate_after == gateway_app.REVALIDATE_AFTER
+    # "Within a second", and corrections must show quickly: the window stays far below both.
+    assert 0 < gateway_app.REVALIDATE_AFTER <= 0.05
+    # Everything else (and every test above) re-checks the file on every request.
+    assert create_app(settings).cache.revalidate_after == 0
+
+
+def test_window_serves_a_checked_file_without_stat(
+    windowed: Gateway, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert call(windowed, ARTICLE_URL).status == 200
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        stats.append(str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(gateway_files.os, "stat", counting_stat)
+    for _ in range(100):
+        assert call(windowed, ARTICLE_URL).status == 200
+    assert stats == []
+    clock.now += WINDOW
+    assert call(windowed, ARTICLE_URL).status == 200
+    assert len(stats) == 1  # one stat per window, however many requests
+
+
+def test_window_bounds_how_late_a_replaced_file_shows(
+    windowed: Gateway, clock: FakeClock, storage: LocalStorage
+) -> None:
+    storage.put(file_for(ARTICLE_URL), b"<p>v1</p>")
+    assert call(windowed, ARTICLE_URL).body == b"<p>v1</p>"
+    storage.put(file_for(ARTICLE_URL), b"<p>v2</p>")
+    clock.now += WINDOW / 2
+    assert call(windowed, ARTICLE_URL).body == b"<p>v1</p>"  # still inside the window
+    clock.now += WINDOW / 2
+    assert call(windowed, ARTICLE_URL).body == b"<p>v2</p>"  # never later than the window
+
+
+def test_window_never_delays_a_new_page(windowed: Gateway, storage: LocalStorage) -> None:
+    url = "/bac-kan/moi-100.html"
+    assert call(windowed, url).status == 404
+    storage.put(file_for(url), SMALL)
+    assert call(windowed, url).body == SMALL  # not cached before, so looked up at once
+
+
+def test_window_bounds_withdrawal_and_republication(
+    windowed: Gateway, clock: FakeClock, storage: LocalStorage
+) -> None:
+    assert call(windowed, ARTICLE_URL).status == 200
+    withdraw(storage)
+    clock.now += WINDOW
+    assert call(windowed, ARTICLE_URL).status == 410
+    storage.put(file_for(ARTICLE_URL), SMALL)
+    clock.now += WINDOW
+    assert call(windowed, ARTICLE_URL).body == SMALL
