@@ -49,15 +49,10 @@ def _url(settings: Settings, bulletin: Bulletin) -> str:
 
 def _accepted(request: Request, response: Response, settings: Settings,
               bulletin: Bulletin) -> BulletinAccepted:  # fmt: skip
-    status_url = str(request.url_for("get_bulletin", bulletin_id=bulletin.id))
-    response.headers["Location"] = status_url
-    return BulletinAccepted(
-        id=bulletin.id,
-        status=bulletin.status,
-        revision=bulletin.revision,
-        url=_url(settings, bulletin),
-        status_url=status_url,
-    )
+    stored = Accepted(bulletin.id, bulletin.status, bulletin.revision, bulletin.slug, False)
+    answer = _answer(request, settings, bulletin.agency.slug, stored)
+    response.headers["Location"] = answer.status_url
+    return answer
 
 
 @router.post(
