@@ -71,15 +71,17 @@ def ingest(postgres_database: str, tmp_path: Path) -> Iterator[Ingest]:
          "--port", str(port)],
         env=env, stdout=(tmp_path / "ingest.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
+    ingest = Ingest(f"http://127.0.0.1:{port}", key, direct, proxy, redis_process, redis_url,
+                    tmp_path / "redis")  # fmt: skip
     try:
         wait_healthy(f"http://127.0.0.1:{port}/healthz", process, tmp_path / "ingest.log")
-        yield Ingest(f"http://127.0.0.1:{port}", key, direct, proxy, redis_process, redis_url,
-                     tmp_path / "redis")  # fmt: skip
+        yield ingest
     finally:
         process.terminate()
         process.wait(10)
         proxy.cut()
-        redis_process.kill()
+        ingest.redis.kill()  # the one running now: a test may have restarted it
+        ingest.redis.wait()
 
 
 def assert_unavailable(response: httpx.Response) -> None:
