@@ -221,10 +221,9 @@ def enqueue_render(celery: Celery, bulletin: Bulletin) -> None:
 
 
 def refresh_listings(refresher: Refresher, listings: list[Listing]) -> None:
-    for listing in listings:
-        for job in Job:
-            try:
-                refresher.request(job, listing)
-            except Exception:
-                log.warning("could not request a refresh of %s; the reconciler will",
-                            listing.target, exc_info=True)  # fmt: skip
+    """Best effort: a listing left stale is found by the reconciler's verification."""
+    try:
+        refresher.request_many([(job, listing) for listing in listings for job in Job])
+    except Exception:
+        log.warning("could not request a refresh of %s; the reconciler will",
+                    [listing.target for listing in listings], exc_info=True)  # fmt: skip

@@ -22,9 +22,7 @@ content:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from functools import cache
@@ -42,7 +40,7 @@ from shared.models import Bulletin, BulletinStatus
 from shared.runtime import worker_runtime
 from shared.settings import Settings
 from shared.site import article_path, file_for, tombstone_for
-from shared.storage import LocalStorage, Storage
+from shared.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +154,6 @@ def rebuild_pages(
                 rendered.append(_render(renderer, bulletin))
     report.skipped = len(ids) - len(rendered)
 
-    writer = _PageWriter(storage)
     for start in range(0, len(rendered), WRITE_CHUNK):
         chunk = rendered[start : start + WRITE_CHUNK]
         with _locked_versions(settings, [page.bulletin_id for page in chunk]) as now:
@@ -164,63 +161,13 @@ def rebuild_pages(
                 if now.get(page.bulletin_id) != (page.revision, page.revision, page.status, False):
                     report.skipped += 1  # changed since it was loaded: its own render writes
                     continue
-                writer.put(page.write, page.html)
+                storage.put(page.write, page.html)
                 if page.remove is None:
                     report.pages += 1
                 else:
                     storage.delete(page.remove)
                     report.tombstones += 1
     return report
-
-
-_TEMP_NAMES = itertools.count()
-
-
-class _PageWriter:
-    """`storage.put` for many files in few directories: the same atomic write, less overhead.
-
-    LocalStorage.put resolves every path (an lstat per component), tries a mkdir and has
-    mkstemp draw a random name, for each file. Here a directory is resolved and created
-    once per batch and temporary names come from a counter (O_EXCL still refuses a clash);
-    each file is still written under a temporary name, made 0644 and renamed into place,
-    so readers see the old page or the new one and the gateway a new inode. Writes were a
-    third of a batch's time (py-spy); in a 50k-page rebuild they took 230 µs of CPU a page
-    through LocalStorage.put and 90 µs here (measured per phase inside the workers).
-    """
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self._directories: dict[PurePosixPath, str] = {}
-        self._pid = os.getpid()
-
-    def put(self, relative: PurePosixPath, data: bytes) -> None:
-        if not isinstance(self.storage, LocalStorage) or relative.name in ("", ".", ".."):
-            self.storage.put(relative, data)  # the general path (and its checks)
-            return
-        directory = self._directories.get(relative.parent)
-        if directory is None:
-            path = self.storage.path(relative.parent)  # refuses anything outside the site
-            path.mkdir(parents=True, exist_ok=True)
-            directory = self._directories[relative.parent] = str(path)
-        temporary = f"{directory}/.tmp-{self._pid}-{next(_TEMP_NAMES)}{relative.suffix}"
-        try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileExistsError:  # left by a dead process that had our pid
-            self.storage.put(relative, data)
-            return
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, 0o644)  # whatever the umask: the gateway may be another user
-            finally:
-                os.close(fd)
-            os.replace(temporary, f"{directory}/{relative.name}")
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
 
 
 # -- progress, counted in Redis -------------------------------------------------------------
