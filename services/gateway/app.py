@@ -22,6 +22,7 @@ Run: ``uvicorn --factory services.gateway.app:app_from_env --workers 2 --http ht
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from urllib.parse import quote
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.files import (
+    SECURITY_HEADERS,
     TOMBSTONE_TYPE,
     Entry,
     FileCache,
@@ -73,6 +75,8 @@ _HEALTH_PATH = "/healthz"
 _ALLOW = b"GET, HEAD"
 _HTML = b"text/html; charset=utf-8"
 _NOT_FOUND_PAGE = Path(__file__).with_name("404.html")
+# The 404 page is styled by the site's stylesheet (the CSP allows no inline style).
+_STATIC_DIR = Path(__file__).resolve().parents[1] / "render" / "static"
 _SERVER_ERROR_PAGE = (
     '<!doctype html>\n<html lang="vi"><head><meta charset="utf-8">'
     "<title>Lỗi máy chủ</title></head><body><h1>Lỗi máy chủ</h1>"
@@ -81,6 +85,22 @@ _SERVER_ERROR_PAGE = (
 ).encode()
 _METHOD_PAGE = "Phương thức không được hỗ trợ. Chỉ dùng GET hoặc HEAD.\n".encode()
 _ETAG_RE = re.compile(rb'"[^"]*"')
+
+
+def static_version(directory: Path = _STATIC_DIR) -> str:
+    """The ``?v=`` the pages put on their assets: the same formula as
+    ``services.render.pages._static_version``, which the gateway does not import (it would
+    bring Jinja and SQLAlchemy into every gateway process). Were the two ever to differ, the
+    404 page would merely fetch its own copy of the stylesheet."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.iterdir() if p.is_file() and p.name[0] != "."):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:10]
+
+
+def not_found_page() -> bytes:
+    page = _NOT_FOUND_PAGE.read_text(encoding="utf-8")
+    return page.replace("{static_version}", static_version()).encode()
 
 
 @dataclass(slots=True)
@@ -99,6 +119,7 @@ def _fixed(status: int, content_type: bytes, body: bytes, *extra: tuple[bytes, b
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
         *extra,
+        *SECURITY_HEADERS,
     ]
     return Reply(status, headers, body)
 
@@ -220,8 +241,7 @@ class Gateway:
         self.max_entry_bytes = max_entry_bytes
         # Browsers send a handful of distinct Accept-Encoding values: parse each once.
         self._gzip_ok: dict[bytes, bool] = {}
-        page = _NOT_FOUND_PAGE.read_bytes()
-        self._not_found = _fixed(404, _HTML, page)
+        self._not_found = _fixed(404, _HTML, not_found_page())
         allow = (b"allow", _ALLOW)
         self._method_not_allowed = _fixed(405, b"text/plain; charset=utf-8", _METHOD_PAGE, allow)
         self._server_error = _fixed(500, _HTML, _SERVER_ERROR_PAGE)
@@ -356,6 +376,7 @@ class Gateway:
             (b"location", target),
             (b"content-length", b"0"),
             (b"cache-control", b"public, max-age=3600"),
+            *SECURITY_HEADERS,
         ]
         return Reply(301, headers)
 
@@ -395,14 +416,14 @@ class Gateway:
                 (b"content-type", kind.content_type),
                 (b"content-length", str(info.st_size).encode()),
                 *validators,
-                (b"x-content-type-options", b"nosniff"),
+                *SECURITY_HEADERS,
             ]
         except BaseException:
             handle.close()
             raise
         if fresh or scope["method"] == "HEAD":
             handle.close()
-            return Reply(304, validators) if fresh else Reply(status, headers)
+            return Reply(304, [*validators, *SECURITY_HEADERS]) if fresh else Reply(status, headers)
         return FileStream(headers, handle, info.st_size, status)
 
     async def _stream(self, stream: FileStream, send: Send) -> None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import NamedTuple
 
+from shared.security_headers import SITE_HEADERS, raw_headers
+
 # Below this, gzip saves less than the extra header and the client's inflate cost.
 MIN_GZIP_BYTES = 512
 # Keep the gzip form only when it is clearly smaller; already-dense text is not worth a Vary.
@@ -38,6 +40,11 @@ STATIC_MAX_AGE = 86_400  # templates reference assets with ?v=<hash>, so a new a
 TOMBSTONE_MAX_AGE = 30  # a withdrawal must reach readers (and shared caches) quickly
 
 HeaderList = list[tuple[bytes, bytes]]
+
+# On every answer the gateway gives, 304s and errors included (values and reasons:
+# shared/security_headers.py). A 304 carries them too: a cache that refreshes its stored
+# headers from the 304 then never keeps a copy without them.
+SECURITY_HEADERS: HeaderList = raw_headers(SITE_HEADERS)
 
 
 class FileType(NamedTuple):
@@ -154,11 +161,11 @@ def _variant(
         (b"content-type", kind.content_type),
         (b"content-length", str(len(body)).encode()),
         *validators,
-        (b"x-content-type-options", b"nosniff"),
+        *SECURITY_HEADERS,
     ]
     if gzipped:
         headers.append((b"content-encoding", b"gzip"))
-    return Variant(etag, Reply(status, headers, body), Reply(304, validators))
+    return Variant(etag, Reply(status, headers, body), Reply(304, [*validators, *SECURITY_HEADERS]))
 
 
 def http_date(seconds: int) -> bytes:
