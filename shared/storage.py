@@ -13,6 +13,7 @@ class Storage(Protocol):
     def put(self, relative: PurePosixPath | str, data: bytes) -> None: ...
     def get(self, relative: PurePosixPath | str) -> bytes | None: ...
     def delete(self, relative: PurePosixPath | str) -> None: ...
+    def exists(self, relative: PurePosixPath | str) -> bool: ...
 
 
 class LocalStorage:
@@ -86,3 +87,6 @@ class LocalStorage:
 
     def delete(self, relative: PurePosixPath | str) -> None:
         self.path(relative).unlink(missing_ok=True)
+
+    def exists(self, relative: PurePosixPath | str) -> bool:
+        return self.path(relative).is_file()

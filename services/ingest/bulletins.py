@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
 from services.ingest import service
 from services.ingest.deps import AgencyDep, SessionDep, SettingsDep, WritingAgencyDep
@@ -19,6 +19,7 @@ from services.ingest.schemas import (
     BulletinAccepted,
     BulletinCreate,
     BulletinPublic,
+    idempotency_key,
 )
 from services.ingest.writer import Accepted, GroupWriter
 from shared.models import Bulletin
@@ -27,6 +28,17 @@ from shared.site import absolute, article_path
 
 router = APIRouter(prefix="/v1/bulletins", tags=["bulletins"])
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(description="1 to 200 visible ASCII characters; repeat it to retry safely."),
+    AfterValidator(idempotency_key),
+]
+IfMatchHeader = Annotated[
+    str | None,
+    Header(description="The `ETag` of the revision this change was made against (or `*`): "
+           "a bulletin changed since answers `412`."),
+]  # fmt: skip
+
 PROBLEMS = {
     code: {"description": text, "content": {"application/problem+json": {}}}
     for code, text in {
@@ -34,6 +46,7 @@ PROBLEMS = {
         401: "Missing or invalid API key",
         404: "No such bulletin for this agency",
         409: "Idempotency-Key reused with a different body, or the bulletin was withdrawn",
+        412: "`If-Match` names a revision that is no longer current",
         413: "Request body over the size limit",
         422: "Invalid fields (each listed with the reason)",
         503: "Database or queue unavailable; nothing was stored; retry after `Retry-After`",
@@ -47,11 +60,12 @@ def _url(settings: Settings, bulletin: Bulletin) -> str:
     )
 
 
-def _accepted(request: Request, response: Response, settings: Settings,
-              bulletin: Bulletin) -> BulletinAccepted:  # fmt: skip
+def _changed(response: Response, settings: Settings, change: service.Change) -> BulletinAccepted:
+    bulletin = change.bulletin
     stored = Accepted(bulletin.id, bulletin.status, bulletin.revision, bulletin.slug, False)
-    answer = _answer(request, settings, bulletin.agency.slug, stored)
+    answer = _answer(settings, bulletin.agency.slug, stored)
     response.headers["Location"] = answer.status_url
+    response.headers["ETag"] = service.etag(bulletin.revision)
     return answer
 
 
@@ -67,7 +81,7 @@ async def submit_bulletin(
     request: Request,
     response: Response,
     agency: WritingAgencyDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> BulletinAccepted:
     """Accepted bulletins are rendered and in the feeds within about a second; with a
     `published_at` in the future the bulletin is `scheduled` (embargoed) until then.
@@ -79,8 +93,9 @@ async def submit_bulletin(
     accepted = await asyncio.wrap_future(writer.submit(agency.id, bulletin_in, idempotency_key))
     if not accepted.created:
         response.headers["Idempotent-Replayed"] = "true"
-    answer = _answer(request, request.app.state.settings, agency.slug, accepted)
+    answer = _answer(request.app.state.settings, agency.slug, accepted)
     response.headers["Location"] = answer.status_url
+    response.headers["ETag"] = service.etag(accepted.revision)
     return answer
 
 
@@ -97,8 +112,9 @@ async def submit_batch(
     agency: WritingAgencyDep,
 ) -> BatchResult:
     """Each item is validated and stored on its own: one invalid item gets its own `422`
-    result and the others are still accepted. Give each item an `idempotency_key` to make
-    a retried batch safe."""
+    result and the others are still accepted. Every item reported `202` is stored, and no
+    other is (an item the database could not take reports its own `503`). Give each item an
+    `idempotency_key` to make a retried batch safe."""
     writer: GroupWriter = request.app.state.writer
     results: list[BatchItemResult | None] = [None] * len(batch.bulletins)
     pending: list[tuple[int, asyncio.Future[Accepted]]] = []
@@ -122,20 +138,20 @@ async def submit_batch(
             continue
         results[index] = BatchItemResult(
             index=index, status=202, replayed=not accepted.created,
-            bulletin=_answer(request, settings, agency.slug, accepted),
+            bulletin=_answer(settings, agency.slug, accepted),
         )  # fmt: skip
     done = [r for r in results if r is not None]
     return BatchResult(accepted=sum(r.status == 202 for r in done), results=done)
 
 
-def _answer(request: Request, settings: Settings, agency_slug: str,
-            accepted: Accepted) -> BulletinAccepted:  # fmt: skip
+def _answer(settings: Settings, agency_slug: str, accepted: Accepted) -> BulletinAccepted:
+    # Both addresses come from settings: the request's Host header is the client's to choose.
     return BulletinAccepted(
         id=accepted.id,
         status=accepted.status,
         revision=accepted.revision,
         url=absolute(settings.public_url, article_path(agency_slug, accepted.slug, accepted.id)),
-        status_url=str(request.url_for("get_bulletin", bulletin_id=accepted.id)),
+        status_url=f"{settings.resolved_ingest_url}{router.prefix}/{accepted.id}",
     )
 
 
@@ -146,9 +162,16 @@ def _answer(request: Request, settings: Settings, agency_slug: str,
     summary="Read a bulletin and its publishing status",
 )
 def get_bulletin(
-    bulletin_id: int, session: SessionDep, settings: SettingsDep, agency: AgencyDep
+    bulletin_id: int,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    agency: AgencyDep,
 ) -> BulletinPublic:
+    """The `ETag` names the current revision: send it back as `If-Match` with a correction or
+    a withdrawal to make sure nobody changed the bulletin in between."""
     bulletin = service.owned_bulletin(session, agency.id, bulletin_id)
+    response.headers["ETag"] = service.etag(bulletin.revision)
     return BulletinPublic(
         id=bulletin.id,
         guid=bulletin.guid,
@@ -188,18 +211,22 @@ def correct_bulletin(
     session: SessionDep,
     settings: SettingsDep,
     agency: WritingAgencyDep,
+    if_match: IfMatchHeader = None,
 ) -> BulletinAccepted:
     """The page is re-rendered and the feeds show the new content under the same guid, with
     a new `updated` date. The URL never changes. Sending the current content again creates
-    no revision; leaving out `published_at` keeps the current one."""
-    bulletin = service.owned_bulletin(session, agency.id, bulletin_id)
-    left = service.update_bulletin(
-        session=session, settings=settings, bulletin=bulletin, bulletin_in=bulletin_in
-    )
-    service.enqueue_render(request.app.state.celery, bulletin)
-    if left and request.app.state.refresher is not None:
-        service.refresh_listings(request.app.state.refresher, left)
-    return _accepted(request, response, settings, bulletin)
+    no revision; leaving out `published_at` keeps the current one. Simultaneous corrections
+    each become their own revision, the last one applied wins; with `If-Match`, a correction
+    made against an older revision is refused with `412` instead."""
+    change = service.update_bulletin(
+        session=session, settings=settings, agency_id=agency.id, bulletin_id=bulletin_id,
+        bulletin_in=bulletin_in, if_match=if_match,
+    )  # fmt: skip
+    if change.changed:
+        service.enqueue_render(request.app.state.celery, change.bulletin)
+    if change.left and request.app.state.refresher is not None:
+        service.refresh_listings(request.app.state.refresher, change.left)
+    return _changed(response, settings, change)
 
 
 @router.delete(
@@ -216,10 +243,13 @@ def withdraw_bulletin(
     session: SessionDep,
     settings: SettingsDep,
     agency: WritingAgencyDep,
+    if_match: IfMatchHeader = None,
 ) -> BulletinAccepted:
     """Its page then answers `410 Gone` and it leaves every feed and index page. Withdrawing
     again changes nothing."""
-    bulletin = service.owned_bulletin(session, agency.id, bulletin_id)
-    if service.withdraw_bulletin(session=session, bulletin=bulletin):
-        service.enqueue_render(request.app.state.celery, bulletin)
-    return _accepted(request, response, settings, bulletin)
+    change = service.withdraw_bulletin(
+        session=session, agency_id=agency.id, bulletin_id=bulletin_id, if_match=if_match
+    )
+    if change.changed:
+        service.enqueue_render(request.app.state.celery, change.bulletin)
+    return _changed(response, settings, change)

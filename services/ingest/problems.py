@@ -24,9 +24,18 @@ RETRY_AFTER_SECONDS = 5
 class Problem(Exception):
     """Raise anywhere in a request to answer with a problem document."""
 
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
+        self.headers = headers or {}  # e.g. the `Retry-After` of a 429
 
     def document(self) -> dict[str, Any]:
         return {"type": "about:blank", "title": self.title, "status": self.status,
@@ -41,7 +50,10 @@ def problem_response(
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    # ("body", "title") → "title": agencies know their JSON fields, not FastAPI's locations.
+    # ("body", "title") → "title": agencies know their JSON fields, not FastAPI's locations;
+    # ("header", "idempotency-key") → "Idempotency-Key", as they send it.
+    if len(loc) == 2 and loc[0] == "header":
+        return "-".join(word.capitalize() for word in str(loc[1]).split("-"))
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) or "body"
 
@@ -90,6 +102,7 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
     if exc.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="bantin"'}
+    headers = {**(headers or {}), **exc.headers}
     return problem_response(exc.status, exc.title, exc.detail, headers=headers, **exc.extra)
 
 

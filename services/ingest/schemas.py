@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+)
 
 from shared.models import BodyFormat
 from shared.sanitize import clean_text
@@ -27,7 +36,27 @@ def _not_blank(value: str) -> str:
     return value
 
 
-CleanText = Annotated[str, AfterValidator(_clean), AfterValidator(_not_blank)]
+def _at_most(limit: int) -> Any:
+    """A length check on the cleaned text: NFC can lengthen a string, and the database
+    column holds the cleaned one."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters (it has {len(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _text(max_length: int) -> Any:
+    """A required string: cleaned, not blank, at most `max_length` characters once cleaned."""
+    return Annotated[
+        str,
+        Field(json_schema_extra={"maxLength": max_length}),
+        AfterValidator(_clean),
+        AfterValidator(_not_blank),
+        _at_most(max_length),
+    ]
 
 
 def _optional_text(max_length: int) -> Any:
@@ -35,7 +64,75 @@ def _optional_text(max_length: int) -> Any:
 
     (A limit on the whole `str | None` would be applied to null too, and crash.)
     """
-    return Annotated[str, Field(max_length=max_length), AfterValidator(_clean_optional)] | None
+    return (
+        Annotated[
+            str,
+            Field(json_schema_extra={"maxLength": max_length}),
+            AfterValidator(_clean_optional),
+            _at_most(max_length),
+        ]
+        | None
+    )
+
+
+# RFC 3339 date-time with its offset, as OpenAPI's `date-time` means. Pydantic alone would
+# also take Unix times (numbers, or digit strings) and dates without seconds.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+# Dates the whole pipeline can carry: stored as UTC, then shown in the site's zone (up to
+# a day away) and formatted with four-digit years in pages and feeds.
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with an offset, e.g. 2020-07-31T08:00:00+07:00"
+        )
+    return value
+
+
+def _storable_date(value: datetime) -> datetime:
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is in year 0 in UTC
+        in_utc = None
+    if in_utc is None or not EARLIEST <= in_utc <= LATEST:
+        raise ValueError(
+            f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} once converted to UTC"
+        )
+    return value
+
+
+PublishedAt = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_storable_date)]
+
+LANGUAGE_MAX = 16  # the column's width
+
+# An Idempotency-Key: visible ASCII (spaces inside allowed), 1 to 200 characters. Empty or
+# blank keys are refused rather than stored, where one would collide with every later one.
+IDEMPOTENCY_KEY_MAX = 200
+_IDEMPOTENCY_KEY = re.compile(r"[!-~]([ -~]*[!-~])?")
+
+
+def idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) > IDEMPOTENCY_KEY_MAX or not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise ValueError(
+            f"must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters, without leading or "
+            "trailing spaces"
+        )
+    return value
+
+
+IdempotencyKey = Annotated[
+    str,
+    Field(json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX,
+                             "pattern": _IDEMPOTENCY_KEY.pattern}),
+    AfterValidator(idempotency_key),
+]  # fmt: skip
 
 
 SEED_EXAMPLE: dict[str, JsonValue] = {
@@ -55,8 +152,8 @@ class BulletinCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_EXAMPLE]})
 
-    title: Annotated[CleanText, Field(max_length=500)]
-    body: Annotated[CleanText, Field(max_length=500_000)]
+    title: _text(500)  # type: ignore[valid-type]
+    body: _text(500_000)  # type: ignore[valid-type]
     body_format: BodyFormat = Field(
         BodyFormat.TEXT,
         description="`text`: paragraphs separated by blank lines; `markdown`: CommonMark "
@@ -65,12 +162,14 @@ class BulletinCreate(BaseModel):
     summary: _optional_text(5_000) = Field(None, description="The lead.")  # type: ignore[valid-type]
     author: _optional_text(200) = None  # type: ignore[valid-type]
     category: _optional_text(200) = None  # type: ignore[valid-type]
-    published_at: AwareDatetime | None = Field(
+    published_at: PublishedAt | None = Field(
         None,
         description="RFC 3339 with an offset, e.g. 2020-07-31T08:00:00+07:00. Default: now "
         "(on a correction: unchanged). In the future: embargoed until then.",
     )
-    language: str = Field("vi", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    language: str = Field(
+        "vi", max_length=LANGUAGE_MAX, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+    )
 
 
 class BulletinAccepted(BaseModel):
@@ -108,7 +207,7 @@ MAX_BATCH_ITEMS = 100
 
 
 class BatchItem(BulletinCreate):
-    idempotency_key: str | None = Field(None, max_length=200, description="Per item.")
+    idempotency_key: IdempotencyKey | None = Field(None, description="Per item.")
 
 
 class BatchSubmission(BaseModel):

@@ -4,7 +4,12 @@ Every `reconcile_interval_seconds` it releases embargoed bulletins whose time ha
 re-sends renders owed for longer than `requeue_after_seconds` (Redis restarted, a message went
 down with a killed worker) and restarts listing builds whose builder died. Every
 `verify_interval_seconds` it also checks each index page and feed against the database and
-rebuilds the stale ones. Run exactly one.
+rebuilds the stale ones, and checks bulletins' pages on disk against their status (the newest
+ones every time, the older ones a slice per pass) and repairs any that disagree. Run exactly
+one.
+
+Every change it makes to a bulletin is guarded by the state it read, in the UPDATE itself, so
+a request that changed the bulletin meanwhile always wins.
 """
 
 from __future__ import annotations
@@ -16,18 +21,24 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, and_, case, or_, select, update
 
 from shared.celery_app import RENDER_BULLETIN
 from shared.db import session_factory, session_scope
 from shared.listings import all_listings, fingerprint, newest_versions
-from shared.models import Bulletin, BulletinStatus, utcnow
+from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
+from shared.site import article_path, file_for
 
 log = logging.getLogger(__name__)
 BATCH = 500
+# Pages checked against their rows per verification: the newest (where races happen), and
+# a slice of the rest, so the whole archive is covered over time at a bounded cost.
+PAGE_CHECK_NEWEST = 500
+PAGE_CHECK_SLICE = 500
 
 
 @dataclass
@@ -36,34 +47,41 @@ class Pass:
     requeued: int = 0  # renders re-sent
     restarted: int = 0  # listing builds restarted
     stale: int = 0  # listings found stale by verification
+    repaired: int = 0  # bulletins whose page on disk disagreed with their status
 
     def __bool__(self) -> bool:
-        return any((self.released, self.requeued, self.restarted, self.stale))
+        return any((self.released, self.requeued, self.restarted, self.stale, self.repaired))
 
 
-def _send_renders(runtime: Runtime, rows: list[tuple[int, int]]) -> None:
+def _send_renders(runtime: Runtime, rows: Any) -> int:
+    """Send a render for each (id, revision) row; returns how many."""
+    sent = 0
     for bulletin_id, revision in rows:
         runtime.refresher.celery.send_task(RENDER_BULLETIN, args=[bulletin_id, revision])
+        sent += 1
+    return sent
+
+
+def _ids(session: Any, query: Any) -> list[int]:
+    return list(session.scalars(query))
 
 
 def release_embargoes(runtime: Runtime) -> int:
-    """Scheduled bulletins whose published_at has come are queued for rendering."""
+    """Scheduled bulletins whose published_at has come are queued for rendering.
+
+    The UPDATE re-checks both conditions: a correction that moved the embargo later (or
+    withdrew the bulletin) since the SELECT keeps it scheduled."""
     now = utcnow()
     with session_scope(runtime.settings) as session:
-        due = session.execute(
-            select(Bulletin.id, Bulletin.revision)
-            .where(Bulletin.status == BulletinStatus.SCHEDULED, Bulletin.published_at <= now)
-            .limit(BATCH)
-        ).all()
-        if due:
-            session.execute(
-                update(Bulletin)
-                .where(Bulletin.id.in_([row.id for row in due]),
-                       Bulletin.status == BulletinStatus.SCHEDULED)
-                .values(status=BulletinStatus.QUEUED, pending_since=now)
-            )  # fmt: skip
-    _send_renders(runtime, [(row.id, row.revision) for row in due])
-    return len(due)
+        due = Bulletin.status == BulletinStatus.SCHEDULED, Bulletin.published_at <= now
+        ids = _ids(session, select(Bulletin.id).where(*due).limit(BATCH))
+        released = session.execute(
+            update(Bulletin)
+            .where(Bulletin.id.in_(ids), *due)
+            .values(status=BulletinStatus.QUEUED, pending_since=now)
+            .returning(Bulletin.id, Bulletin.revision)
+        ).all() if ids else []  # fmt: skip
+    return _send_renders(runtime, released)
 
 
 def requeue_stale(runtime: Runtime) -> int:
@@ -72,44 +90,134 @@ def requeue_stale(runtime: Runtime) -> int:
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.requeue_after_seconds)
     with session_scope(settings) as session:
-        stale = session.execute(
-            select(Bulletin.id, Bulletin.revision)
-            .where(Bulletin.pending_since < cutoff)
-            .order_by(Bulletin.pending_since)
-            .limit(BATCH)
-        ).all()
-        if stale:
-            # Restart the clock so a slow render is not sent again on every pass.
-            session.execute(
-                update(Bulletin)
-                .where(Bulletin.id.in_([row.id for row in stale]),
-                       Bulletin.pending_since.is_not(None))
-                .values(pending_since=now)
-            )  # fmt: skip
-    _send_renders(runtime, [(row.id, row.revision) for row in stale])
-    return len(stale)
+        stale = Bulletin.pending_since < cutoff
+        ids = _ids(
+            session, select(Bulletin.id).where(stale).order_by(Bulletin.pending_since).limit(BATCH)
+        )
+        # Restart the clock so a slow render is not sent again on every pass; the revision
+        # sent is the one current when the clock restarted.
+        requeued = session.execute(
+            update(Bulletin)
+            .where(Bulletin.id.in_(ids), stale)
+            .values(pending_since=now)
+            .returning(Bulletin.id, Bulletin.revision)
+        ).all() if ids else []  # fmt: skip
+    return _send_renders(runtime, requeued)
 
 
 def retry_failed_bulletins(runtime: Runtime) -> int:
-    """Give every failed bulletin a fresh set of attempts (the operator's `retry-failed`)."""
-    now = utcnow()
+    """Give every failed bulletin a fresh set of attempts (the operator's `retry-failed`),
+    and every withdrawal whose tombstone could not be written."""
+    failed = or_(
+        Bulletin.status == BulletinStatus.FAILED,
+        and_(Bulletin.status == BulletinStatus.WITHDRAWN,
+             Bulletin.rendered_revision < Bulletin.revision,
+             Bulletin.pending_since.is_(None)),
+    )  # fmt: skip
     with session_scope(runtime.settings) as session:
-        failed = session.execute(
-            select(Bulletin.id, Bulletin.revision, Bulletin.rendered_revision).where(
-                Bulletin.status == BulletinStatus.FAILED
-            )
-        ).all()
-        for row in failed:
-            session.execute(
-                update(Bulletin)
-                .where(Bulletin.id == row.id, Bulletin.status == BulletinStatus.FAILED)
+        retried = session.execute(
+            update(Bulletin)
+            .where(failed)
+            .values(
                 # A bulletin whose older revision is live stays listed while it re-renders.
-                .values(status=BulletinStatus.PUBLISHED if row.rendered_revision
-                        else BulletinStatus.QUEUED,
-                        attempts=0, pending_since=now)
-            )  # fmt: skip
-    _send_renders(runtime, [(row.id, row.revision) for row in failed])
-    return len(failed)
+                status=case(
+                    (Bulletin.status == BulletinStatus.WITHDRAWN, BulletinStatus.WITHDRAWN),
+                    (Bulletin.rendered_revision > 0, BulletinStatus.PUBLISHED),
+                    else_=BulletinStatus.QUEUED,
+                ),
+                attempts=0,
+                pending_since=utcnow(),
+            )
+            .returning(Bulletin.id, Bulletin.revision)
+        ).all()
+    return _send_renders(runtime, retried)
+
+
+@dataclass
+class PageScan:
+    """Where the slice of older bulletins checked next begins (below this id)."""
+
+    below: int | None = None
+
+
+def _page_checks(session: Any, scan: PageScan) -> list[Any]:
+    """Rows with no render owed: the newest, and the next slice of older ones."""
+    columns = (Bulletin.id, Bulletin.slug, Agency.slug.label("agency"), Bulletin.status,
+               Bulletin.revision, Bulletin.rendered_revision)  # fmt: skip
+    settled = select(*columns).join(Agency).where(Bulletin.pending_since.is_(None))
+    newest = session.execute(settled.order_by(Bulletin.id.desc()).limit(PAGE_CHECK_NEWEST)).all()
+    older = settled.order_by(Bulletin.id.desc()).limit(PAGE_CHECK_SLICE)
+    if scan.below is not None:
+        older = older.where(Bulletin.id < scan.below)
+    rows = session.execute(older).all()
+    scan.below = rows[-1].id if len(rows) == PAGE_CHECK_SLICE else None  # else start again
+    return list({row.id: row for row in [*newest, *rows]}.values())
+
+
+def verify_pages(runtime: Runtime, scan: PageScan | None = None) -> int:
+    """Repair bulletins whose page on disk disagrees with their status: a published one
+    without its page, a withdrawn one whose page is still online, a scheduled one whose
+    page is public. Returns how many were repaired."""
+    storage = runtime.storage
+    with session_factory(runtime.settings)() as session:
+        rows = _page_checks(session, scan or PageScan())
+    repaired = 0
+    for row in rows:
+        page = file_for(article_path(row.agency, row.slug, row.id))
+        online = storage.exists(page)
+        if row.status == BulletinStatus.SCHEDULED and online:
+            repaired += _take_down(runtime, row, page)
+        elif (row.status == BulletinStatus.WITHDRAWN and online) or (
+            row.status == BulletinStatus.PUBLISHED
+            and row.rendered_revision == row.revision
+            and not online
+        ):
+            repaired += _render_again(runtime, row)
+    if repaired:
+        log.warning("repaired %d bulletins whose page disagreed with their status", repaired)
+    return repaired
+
+
+def _unchanged(row: Any) -> Any:
+    """The row still is what the check read: nothing changed it meanwhile."""
+    return and_(
+        Bulletin.id == row.id,
+        Bulletin.revision == row.revision,
+        Bulletin.rendered_revision == row.rendered_revision,
+        Bulletin.status == row.status,
+        Bulletin.pending_since.is_(None),
+    )
+
+
+def _render_again(runtime: Runtime, row: Any) -> int:
+    """Owe a render of the current revision again (the page shows an older state)."""
+    with session_scope(runtime.settings) as session:
+        again = session.execute(
+            update(Bulletin)
+            .where(_unchanged(row))
+            .values(
+                rendered_revision=case(
+                    (Bulletin.rendered_revision >= Bulletin.revision, Bulletin.revision - 1),
+                    else_=Bulletin.rendered_revision,
+                ),
+                attempts=0,
+                pending_since=utcnow(),
+            )
+            .returning(Bulletin.id, Bulletin.revision)
+        ).all()
+    return _send_renders(runtime, again)
+
+
+def _take_down(runtime: Runtime, row: Any, page: Any) -> int:
+    """Remove the page of an embargoed bulletin, holding its row as renders do."""
+    with session_scope(runtime.settings) as session:
+        held: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Bulletin).where(_unchanged(row)).values(attempts=Bulletin.attempts)
+        )
+        if not held.rowcount:
+            return 0
+        runtime.storage.delete(page)
+    return 1
 
 
 def restart_stuck_builds(runtime: Runtime) -> int:
@@ -131,13 +239,14 @@ def verify_listings(runtime: Runtime) -> int:
     return stale
 
 
-def reconcile_once(runtime: Runtime, *, verify: bool = False) -> Pass:
+def reconcile_once(runtime: Runtime, *, verify: bool = False, scan: PageScan | None = None) -> Pass:
     result = Pass(
         released=release_embargoes(runtime),
         requeued=requeue_stale(runtime),
         restarted=restart_stuck_builds(runtime),
     )
     if verify:
+        result.repaired = verify_pages(runtime, scan)
         result.stale = verify_listings(runtime)
     return result
 
@@ -153,10 +262,11 @@ def run_forever(runtime: Runtime) -> None:
     settings = runtime.settings
     log.info("reconciler running every %.1f s", settings.reconcile_interval_seconds)
     next_verify = 0.0  # verify at once: builds `/` and the feeds of a new site
+    scan = PageScan()
     while not stop.is_set():
         try:
             verify = time.monotonic() >= next_verify
-            done = reconcile_once(runtime, verify=verify)
+            done = reconcile_once(runtime, verify=verify, scan=scan)
             if verify:
                 next_verify = time.monotonic() + settings.verify_interval_seconds
             if done:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, case, select, update
 
 from services.render.pages import PageRenderer
 from shared import faults
@@ -64,11 +64,21 @@ def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> Bulleti
 
 
 def give_up(runtime: Runtime, bulletin_id: int, revision: int, reason: str) -> None:
+    """Stop retrying a revision. A withdrawal stays `withdrawn` (it must never look public
+    again, nor be put back in listings by `retry-failed`); the reconciler's page check
+    retries it while its page is still online."""
     with session_scope(runtime.settings) as session:
         session.execute(
             update(Bulletin)
-            .where(Bulletin.id == bulletin_id, Bulletin.revision == revision)
-            .values(status=BulletinStatus.FAILED, pending_since=None, last_error=reason)
+            .where(_current(bulletin_id, revision))
+            .values(
+                status=case(
+                    (Bulletin.status == BulletinStatus.WITHDRAWN, BulletinStatus.WITHDRAWN),
+                    else_=BulletinStatus.FAILED,
+                ),
+                pending_since=None,
+                last_error=reason,
+            )
         )
     log.error("bulletin %s revision %s failed: %s", bulletin_id, revision, reason)
 
