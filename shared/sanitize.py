@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from urllib.parse import urljoin
+from functools import lru_cache
+from html.parser import HTMLParser
 
 import nh3
 from markdown_it import MarkdownIt
@@ -34,19 +35,21 @@ ALLOWED_TAGS = frozenset(
     }
 )  # fmt: skip
 ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
-    "img": {"src", "alt", "title", "width", "height"},
-    "abbr": {"title"},
+    "*": {"title", "lang"},  # ammonia's generic attributes, said out loud
+    "a": {"href"},
+    "img": {"src", "alt", "width", "height"},
     "th": {"colspan", "rowspan", "scope"},
     "td": {"colspan", "rowspan"},
     "ol": {"start"},
 }
 URL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
-_URL_ATTRIBUTES = {("a", "href"), ("img", "src")}
+LINK_REL = "noopener noreferrer"
+# Removed with everything inside. svg and math too: foreign content parses by other rules
+# (the root of most mutation-XSS), and nothing in a bulletin needs it.
+_DROPPED_WITH_CONTENT = frozenset(
+    {"script", "style", "template", "iframe", "object", "noscript", "svg", "math"}
+)
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-_IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\salt=)")
-_A_WITHOUT_HREF = re.compile(r"<a(?=\s)(?![^>]*\shref=)[^>]*>")
-_H1 = re.compile(r"(</?)h1\b", re.IGNORECASE)
 
 
 def clean_text(value: str) -> str:
@@ -69,28 +72,79 @@ def sanitize_html(fragment: str, *, base_url: str) -> str:
     """Keep only the allowlist, with every link and image made absolute against `base_url`.
 
     Absolute URLs matter in feeds: a reader resolves a relative link against its own address.
+    Three steps, and what is stored is always nh3's own output:
+    1. nh3 applies the allowlist (h1 still allowed) and decides which URLs stay;
+    2. `_Adjust` reads that normalised HTML token by token and fixes what nh3 has no option
+       for: h1 becomes h2, an <img> gets an alt or goes if it lost its src, only an <a> that
+       kept its href gets rel;
+    3. nh3 cleans the result again with the final allowlist.
     """
+    first, last = _cleaners(base_url.rstrip("/") + "/")
+    adjust = _Adjust()
+    adjust.feed(first.clean(fragment))
+    adjust.close()
+    return last.clean("".join(adjust.out))
 
-    def absolutise(tag: str, attribute: str, value: str) -> str | None:
-        if (tag, attribute) in _URL_ATTRIBUTES:
-            return urljoin(base_url + "/", value.strip())
-        return value
 
-    cleaned = nh3.clean(
-        _H1.sub(r"\1h2", fragment),  # the page title is the one <h1>; body headings go below it
-        tags=set(ALLOWED_TAGS),
+@lru_cache(maxsize=8)
+def _cleaners(base_url: str) -> tuple[nh3.Cleaner, nh3.Cleaner]:
+    first = _cleaner(base_url, ALLOWED_TAGS | {"h1"}, rel=set())
+    last = _cleaner(base_url, ALLOWED_TAGS, rel={LINK_REL})
+    return first, last
+
+
+def _cleaner(base_url: str, tags: frozenset[str], *, rel: set[str]) -> nh3.Cleaner:
+    return nh3.Cleaner(
+        tags=set(tags),
+        clean_content_tags=set(_DROPPED_WITH_CONTENT),
         attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
         url_schemes=set(URL_SCHEMES),
-        clean_content_tags={"script", "style", "template", "iframe", "object", "noscript"},
-        link_rel="noopener noreferrer",
+        url_relative=("rewrite_with_base", base_url),
         strip_comments=True,
-        attribute_filter=absolutise,
+        # ammonia puts link_rel on every <a>, also one whose href it dropped (invalid
+        # HTML): _Adjust adds rel itself, and only this exact value passes.
+        link_rel=None,
+        tag_attribute_values={"a": {"rel": rel}} if rel else None,
     )
-    # ammonia drops a bad href but keeps the <a> with its rel, and keeps <img> without alt:
-    # both are invalid HTML. A bare <a> is valid. nh3 always serialises attributes
-    # double-quoted, so these patterns see a normalised form.
-    cleaned = _A_WITHOUT_HREF.sub("<a>", cleaned)
-    return _IMG_WITHOUT_ALT.sub('<img alt=""', cleaned)
+
+
+class _Adjust(HTMLParser):
+    """Rewrites nh3's output one token at a time and writes every token back escaped.
+
+    The input is html5ever's serialisation of a tree: every attribute quoted, every `&` and
+    `<` in text escaped, no comments, raw-text elements or foreign content. So each start
+    tag, end tag and text run read here is exactly one that html5ever wrote, whatever nh3's
+    version escapes inside attribute values.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "h1":  # the page title is the one <h1>; body headings go below it
+            tag = "h2"
+        elif tag == "img":
+            if "src" not in values:  # nh3 dropped its URL: an <img> must have a src
+                return
+            values.setdefault("alt", "")  # decorative unless the author said otherwise
+        elif tag == "a" and "href" in values:
+            values["rel"] = LINK_REL  # a bare <a> (href dropped) may not carry rel
+        self.out.append(
+            f"<{tag}"
+            + "".join(f' {name}="{html.escape(value)}"' for name, value in values.items())
+            + ">"
+        )
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)  # html5ever writes no "/>"; void elements stay void
+
+    def handle_endtag(self, tag: str) -> None:
+        self.out.append(f"</{'h2' if tag == 'h1' else tag}>")
+
+    def handle_data(self, data: str) -> None:
+        self.out.append(html.escape(data, quote=False))
 
 
 def body_to_html(body: str, body_format: BodyFormat, *, base_url: str) -> str:
