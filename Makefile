@@ -4,18 +4,33 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: help install run test lint bench clean
+# The locks are written by pip-tools, kept in a venv of its own so it never mixes with Bantin's
+# packages; installing from them needs nothing but pip.
+LOCK_TOOLS  := $(VENV)/lock-tools
+PIP_TOOLS   := pip-tools==7.6.2
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+# Locked at exactly their pyproject.toml lower bound, so the suite runs against the oldest
+# version the project allows (nh3: the sanitiser's safety depends on it).
+AT_FLOOR    := nh3
+# `make lock LOCK_ARGS=` keeps the current pins and only resolves what pyproject.toml changed.
+LOCK_ARGS   ?= --upgrade
+
+.PHONY: help install run test lint bench lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions, checked by hash; then Bantin itself, whose dependencies the
+# lock already holds.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## Create the virtualenv and install Bantin with its test tools
+install: $(STAMP)  ## Create the virtualenv and install the locked dependencies and Bantin
 
 run: $(STAMP)  ## Set up and start the whole system (embedded Redis and SQLite in ./var)
 	$(BIN)/bantin up
@@ -30,6 +45,21 @@ lint: $(STAMP)  ## ruff and mypy
 
 bench: $(STAMP)  ## Run every benchmark scenario and write BENCHMARKS.md
 	$(BIN)/python -m bench
+
+# The dev lock is resolved first (runtime + test extras); the runtime lock is then resolved
+# under it as a constraint, so both hold the very same version of every shared package.
+lock:  ## Re-resolve requirements-dev.lock and requirements.lock from pyproject.toml
+	test -x $(LOCK_TOOLS)/bin/pip-compile \
+	  || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet $(PIP_TOOLS); }
+	$(LOCK_TOOLS)/bin/python -c 'import sys, tomllib; from packaging.requirements import Requirement; \
+	  deps = map(Requirement, tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]); \
+	  print(*(f"{r.name}=={s.version}" for r in deps if r.name in sys.argv[1:] \
+	          for s in r.specifier if s.operator == ">="), sep="\n")' $(AT_FLOOR) \
+	  > $(LOCK_TOOLS)/floors.txt
+	$(PIP_COMPILE) $(LOCK_ARGS) --extra test --constraint $(LOCK_TOOLS)/floors.txt \
+	  --output-file requirements-dev.lock pyproject.toml
+	$(PIP_COMPILE) --upgrade --constraint requirements-dev.lock \
+	  --output-file requirements.lock pyproject.toml
 
 clean:  ## Remove the virtualenv and local data
 	rm -rf $(VENV) var
