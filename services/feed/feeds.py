@@ -3,6 +3,15 @@
 The output is a pure function of the arguments: no clock, no randomness. The gateway's ETag
 is a hash of these bytes, so a rebuild with nothing changed must give the same bytes.
 
+Text stays text in both formats, escaped for the type each element has:
+- Atom declares it: titles, the subtitle and summaries are text constructs (type "text").
+- RSS does not, and readers render the item and channel description as HTML and, when it
+  looks like HTML, the title too (feedparser does). So those four carry the text HTML-escaped
+  (hence escaped twice in the XML): a summary "<img src=x onerror=…>" shows as those characters
+  and never becomes an element. A reader that shows RSS titles raw would show "&amp;" for a
+  "&"; RSS gives no way to serve both kinds, and the safe one wins. dc:creator and category
+  are plain text to every reader, and stay so.
+
 Not thread-safe: feedgen formats every RSS date between two ``locale.setlocale(LC_ALL)``
 calls, which change the locale of the whole process. Build feeds only from a process's main
 thread (the Celery prefork pool is fine; thread, gevent or eventlet pools are not).
@@ -10,11 +19,11 @@ thread (the Celery prefork pool is fine; thread, gevent or eventlet pools are no
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 # Safe in any order: feedgen.entry imports lxml.etree before feedgen.util, whose bare
@@ -24,6 +33,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from shared.excerpt import excerpt
 from shared.models import Bulletin
 from shared.sanitize import clean_text
 from shared.settings import Settings
@@ -35,30 +45,27 @@ FEED_LANGUAGE = "vi"
 GENERATOR = "Bantin"
 # Longest summary made from a body when a bulletin has none, in characters.
 EXCERPT_CHARS = 300
-# The excerpt is read from this much of the body: enough HTML for EXCERPT_CHARS of text in
-# any normal bulletin, and it bounds both the parse and the memory of the excerpt cache.
-EXCERPT_SOURCE_CHARS = 4096
 # An empty feed has no item to take its date from; a constant keeps its bytes stable.
 EMPTY_FEED_UPDATED = datetime(2000, 1, 1, tzinfo=UTC)
 
-# Elements whose edges separate words: the excerpt puts a space there, so "<p>a</p><p>b</p>"
-# reads "a b", while inline markup inside a word ("<b>H</b>à") adds none.
-_BLOCK_TAGS = (
-    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
-    "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol", "p",
-    "pre", "section", "table", "td", "th", "tr", "ul",
-)  # fmt: skip
-
-
 _DC_NS = "http://purl.org/dc/elements/1.1/"
 _DC_CREATOR = f"{{{_DC_NS}}}creator"
-_HTML_PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, no_network=True)
 
 
 @dataclass(frozen=True)
 class BuiltFeeds:
     rss: bytes
     atom: bytes
+
+
+@dataclass(frozen=True)
+class _Item:
+    """The text of one entry, which each format writes in its own way."""
+
+    entry: FeedEntry
+    title: str
+    summary: str
+    body: str
 
 
 def build_feeds(
@@ -103,8 +110,8 @@ def _build(
     # Atom has its own <author><name>, so the extension stays out of it.
     fg.register_extension("dc", _DcNamespace, _DcCreator, atom=False, rss=True)
     fg.id(atom_url)
-    fg.title(clean(_feed_title(listing, title, settings.site_title)))
-    fg.description(clean(_feed_description(listing, title)))  # also the Atom subtitle
+    feed_title = clean(_feed_title(listing, title, settings.site_title))
+    feed_description = clean(_feed_description(listing, title))  # RSS requires one
     fg.language(FEED_LANGUAGE)
     fg.generator(GENERATOR)
     # feedgen would stamp "now" here; the latest change among the items is stable and right:
@@ -112,14 +119,13 @@ def _build(
     newest_change = max((b.updated_at for b in bulletins), default=EMPTY_FEED_UPDATED)
     fg.updated(_local(newest_change, tz))
 
-    bodies: list[tuple[FeedEntry, str]] = []
+    items: list[_Item] = []
     for bulletin in bulletins:
         # "append": add_entry prepends by default (feedgen issue #55), reversing our order.
         entry = fg.add_entry(order="append")
         # Sets the Atom id and the RSS guid with isPermaLink="false": the guid is an opaque
         # urn:uuid, never a URL, and survives corrections of the title or the slug.
         entry.id(clean(bulletin.guid))
-        entry.title(clean(bulletin.title))
         url = absolute(
             settings.public_url,
             article_path(bulletin.agency.slug, bulletin.slug, bulletin.id),
@@ -136,24 +142,32 @@ def _build(
                 label=clean(bulletin.category),
             )
         body = clean(bulletin.body_html)
-        summary = clean(bulletin.summary) if bulletin.summary else _excerpt(body)
-        if summary:  # else RSS falls back to the body as description; Atom has the content
-            entry.summary(summary)  # also the RSS description
-        bodies.append((entry, body))
+        summary = clean(bulletin.summary) if bulletin.summary else excerpt(body, EXCERPT_CHARS)
+        items.append(_Item(entry, clean(bulletin.title), summary, body))
 
     # The RSS channel <link> is whichever link() came last, so self first, then the page.
+    fg.title(_as_html(feed_title))
+    fg.description(_as_html(feed_description))
     fg.link(href=rss_url, rel="self", type="application/rss+xml", replace=True)
     fg.link(href=page_url, rel="alternate", type="text/html")
-    for entry, body in bodies:
+    for item in items:
+        item.entry.title(_as_html(item.title))
+        if item.summary:  # else RSS takes the body as the description
+            item.entry.description(_as_html(item.summary))
         # A CDATA section cannot hold "]]>". lxml >= 5.3 splits the section there, older lxml
         # raises; plain escaped text is the same HTML to every reader and valid with any lxml.
-        entry.content(body, type="CDATA" if "]]>" not in body else None)
+        item.entry.content(item.body, type="CDATA" if "]]>" not in item.body else None)
     rss = fg.rss_str()
 
+    fg.title(feed_title)
+    fg.description(feed_description)  # the Atom subtitle
     fg.link(href=atom_url, rel="self", type="application/atom+xml", replace=True)
     fg.link(href=page_url, rel="alternate", type="text/html")
-    for entry, body in bodies:
-        entry.content(body, type="html")  # escaped HTML; "CDATA" is not an Atom content type
+    for item in items:
+        item.entry.title(item.title)
+        if item.summary:
+            item.entry.summary(item.summary, type="text")
+        item.entry.content(item.body, type="html")  # escaped HTML; "CDATA" is not Atom
     atom = fg.atom_str()
 
     return BuiltFeeds(rss=rss, atom=atom)
@@ -183,37 +197,9 @@ def _local(moment: datetime, tz: ZoneInfo) -> datetime:
     return moment.astimezone(tz).replace(microsecond=0)
 
 
-def _excerpt(html: str) -> str:
-    """A plain-text summary from the start of an HTML body, cut at a word."""
-    return _excerpt_of_prefix(html[:EXCERPT_SOURCE_CHARS])
-
-
-# Parsing costs ~40 µs per 2 KiB body, 2 ms for a 50-item feed with no summaries, and the
-# same bodies come back on every rebuild of every listing they are in.
-@lru_cache(maxsize=1024)
-def _excerpt_of_prefix(html: str) -> str:
-    # A prefix may end inside a tag or an entity: the HTML parser drops a cut tag, and a cut
-    # entity lies past the excerpt in all but markup-only bodies.
-    if not html.strip():
-        return ""
-    try:
-        root = etree.fromstring(html, _HTML_PARSER)
-    except etree.LxmlError:
-        # A summary is a nicety; a body libxml2 cannot read must not cost the whole feed.
-        return ""
-    if root is None:  # nothing but a comment
-        return ""
-    for element in root.iter(*_BLOCK_TAGS):
-        element.text = " " + (element.text or "")
-        element.tail = " " + (element.tail or "")
-    text = " ".join(etree.tostring(root, method="text", encoding=str).split())
-    if len(text) <= EXCERPT_CHARS:
-        return text
-    cut = text[:EXCERPT_CHARS]
-    space = cut.rfind(" ")
-    if space > EXCERPT_CHARS // 2:
-        cut = cut[:space]
-    return cut.rstrip(" ,.;:-–") + "…"
+def _as_html(text: str) -> str:
+    """Plain text as the HTML source that shows it: for RSS elements readers render as HTML."""
+    return html.escape(text, quote=False)
 
 
 class _DcNamespace(BaseExtension):

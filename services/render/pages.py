@@ -12,17 +12,16 @@ hold layout only. Autoescaping is on everywhere: the one value written unescaped
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
 
+from shared.excerpt import excerpt, shorten
 from shared.models import Bulletin
 from shared.settings import Settings
 from shared.site import ALL, Listing, ListingKind, absolute, article_path, listings_of
@@ -39,11 +38,6 @@ UI_LANGUAGE = "vi"  # the site's own words (header, toolbar, footer) are Vietnam
 # Open Graph wants language_TERRITORY; a language not listed here gets no og:locale.
 _OG_LOCALES = {"vi": "vi_VN", "en": "en_US", "fr": "fr_FR", "zh": "zh_CN", "km": "km_KH"}
 _FEED_TYPES = (("rss", "application/rss+xml", "RSS"), ("atom", "application/atom+xml", "Atom"))
-_SPACES = re.compile(r"\s+")
-_BLOCK_TAGS = frozenset(
-    "p br hr h2 h3 h4 h5 h6 blockquote pre ul ol li dl dt dd figure figcaption "
-    "table caption thead tbody tfoot tr th td div".split()
-)
 
 
 def _static_files() -> list[Path]:
@@ -67,42 +61,11 @@ def install_static(storage: Storage) -> None:
         storage.put(f"static/{path.name}", path.read_bytes())
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-    # Block boundaries must not glue the last word of a paragraph to the next one; inline
-    # tags may sit inside a word ("B<em>ắc</em>") and must not split it.
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append(" ")
-
-
-def plain_text(fragment: str) -> str:
-    """The text of an HTML fragment, whitespace collapsed."""
-    parser = _TextExtractor()
-    parser.feed(fragment)
-    parser.close()
-    return _SPACES.sub(" ", "".join(parser.parts)).strip()
-
-
-def shorten(text: str, limit: int) -> str:
-    """Cut at a word boundary so no Vietnamese syllable is left half-written."""
-    text = _SPACES.sub(" ", text).strip()
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    if " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip(" ,;:.–-") + "…"
+def _teaser(bulletin: Bulletin, limit: int) -> str:
+    """The summary, or the start of the body, as plain text of at most `limit` characters."""
+    if bulletin.summary:
+        return shorten(bulletin.summary, limit)
+    return excerpt(bulletin.body_html, limit)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -211,7 +174,7 @@ class PageRenderer:
         return max(published, _aware(bulletin.updated_at))
 
     def _description(self, bulletin: Bulletin) -> str:
-        return shorten(bulletin.summary or plain_text(bulletin.body_html), DESCRIPTION_CHARS)
+        return _teaser(bulletin, DESCRIPTION_CHARS)
 
     def _json_ld(self, bulletin: Bulletin, url: str, description: str) -> dict[str, Any]:
         agency = {
@@ -278,7 +241,7 @@ class PageRenderer:
                 "bulletin": b,
                 "path": article_path(b.agency.slug, b.slug, b.id),
                 "agency_path": Listing(ListingKind.AGENCY, b.agency.slug).page_path,
-                "teaser": shorten(b.summary or plain_text(b.body_html), EXCERPT_CHARS),
+                "teaser": _teaser(b, EXCERPT_CHARS),
             }
             for b in bulletins
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -301,7 +302,7 @@ def test_missing_summary_becomes_a_plain_text_excerpt(settings: Settings) -> Non
         "Theo đó, Kế hoạch đề ra 6 nhiệm vụ, giải pháp chủ yếu. Xem trang cơ quan & văn bản gốc."
     )
     (item,) = rss_items(feeds)
-    assert text_of(item, "description") == expected
+    assert text_of(item, "description") == html.escape(expected, quote=False)  # HTML source
     (entry,) = atom_entries(feeds)
     assert text_of(entry, "atom:summary") == expected
 
@@ -310,18 +311,18 @@ def test_excerpt_separates_blocks_but_not_inline_markup(settings: Settings) -> N
     body = "<p>Một</p>hai<br>ba<ul><li>bốn</li></ul>năm <em>B</em>ắc<!-- ẩn --> Kạn &lt;6&gt;"
     feeds = build(settings, [make_bulletin(summary=None, body_html=body)])
 
-    (item,) = rss_items(feeds)
-    assert text_of(item, "description") == "Một hai ba bốn năm Bắc Kạn <6>"
+    (entry,) = atom_entries(feeds)
+    assert text_of(entry, "atom:summary") == "Một hai ba bốn năm Bắc Kạn <6>"
 
 
 def test_long_body_excerpt_is_cut_at_a_word(settings: Settings) -> None:
     body = "<p>" + "Ủy ban nhân dân tỉnh Bắc Kạn " * 40 + "</p>"
     feeds = build(settings, [make_bulletin(summary=None, body_html=body)])
 
-    (item,) = rss_items(feeds)
-    description = text_of(item, "description")
+    (entry,) = atom_entries(feeds)
+    description = text_of(entry, "atom:summary")
     assert description.endswith("…")
-    assert len(description) <= EXCERPT_CHARS + 1
+    assert len(description) <= EXCERPT_CHARS
     words = description.removesuffix("…").split(" ")
     assert set(words) <= {"Ủy", "ban", "nhân", "dân", "tỉnh", "Bắc", "Kạn"}
 
@@ -435,16 +436,27 @@ def test_empty_listing_gives_valid_stable_feeds(settings: Settings) -> None:
 
 def test_markup_in_text_fields_stays_text(settings: Settings) -> None:
     title = "<script>alert('x')</script> Tôm & Cá \"ngon\" <b>"
-    feeds = build(settings, [make_bulletin(title=title, author="A & B <c>")])
+    feeds = build(settings, [make_bulletin(title=title, summary=title, author="A & B <c>")])
 
+    # RSS readers render titles and descriptions as HTML: they carry the text's HTML source.
     (item,) = rss_items(feeds)
-    assert text_of(item, "title") == title
-    assert text_of(item, "dc:creator") == "A & B <c>"
+    source = "&lt;script&gt;alert('x')&lt;/script&gt; Tôm &amp; Cá \"ngon\" &lt;b&gt;"
+    assert text_of(item, "title") == source
+    assert text_of(item, "description") == source
+    assert text_of(item, "dc:creator") == "A & B <c>"  # plain text to every reader
+    rss = parsed(feeds.rss).entries[0]
+    assert (rss.title, rss.title_detail.type) == (source, "text/html")
+    assert (rss.summary, rss.summary_detail.type) == (source, "text/html")
+    # Atom says what its text is.
     (entry,) = atom_entries(feeds)
     assert text_of(entry, "atom:title") == title
+    summary = entry.find("atom:summary", NS)
+    assert summary is not None
+    assert (summary.text, summary.get("type")) == (title, "text")
+    atom = parsed(feeds.atom).entries[0]
+    assert (atom.title, atom.title_detail.type) == (title, "text/plain")
+    assert (atom.summary, atom.summary_detail.type) == (title, "text/plain")
     assert b"<script>" not in feeds.rss and b"<script>" not in feeds.atom
-    for document in (feeds.rss, feeds.atom):
-        assert parsed(document).entries[0].title == title
 
 
 def test_cdata_terminator_in_body_keeps_the_feed_valid(settings: Settings) -> None:
