@@ -270,13 +270,19 @@ GZIP_OFF = "gzip off;"
 GZIP_ON_THE_FLY = "gzip on; gzip_vary on; gzip_min_length 512; gzip_types application/rss+xml;"
 
 
-def _production_conf(site: Path, port: int, gateway_port: int) -> str:
-    """deploy/nginx.conf with its placeholders for the site, ports and gateway address."""
+def _production_conf(
+    site: Path, port: int, gateway_port: int, ingest: tuple[int, int] | None = None
+) -> str:
+    """deploy/nginx.conf with its placeholders for the site, ports and gateway address, and
+    ``ingest``: (nginx's API port, ingest's port); by default free ports, no ingest behind."""
     text = PRODUCTION_NGINX_CONF.read_text()
+    ingest_front, ingest_port = ingest or (free_port(), free_port())
     substitutions = {
         "/srv/bantin/site": str(site),
         "listen 80": f"listen {HOST}:{port}",
         "gateway:8000": f"{HOST}:{gateway_port}",
+        "*:8001": f"{HOST}:{ingest_front}",
+        "ingest:8001": f"{HOST}:{ingest_port}",
     }
     for placeholder, value in substitutions.items():
         if placeholder not in text:

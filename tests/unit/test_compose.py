@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from services.cli import main as bantin_cli
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -30,7 +31,8 @@ WORKERS = {"render", "feed"}
 APPS = {"migrate", "ingest", "gateway", "reconciler"} | WORKERS
 ONE_SHOT = {"migrate"}
 LONG_RUNNING = (INFRA | APPS) - ONE_SHOT
-PUBLISHED = {"web": ("8000", "80"), "ingest": ("8001", "8001")}
+# Only nginx: the site on 8000, the ingest API on 8001 (deploy/nginx.conf's second server).
+PUBLISHED = {"web": ["8000:80", "8001:8001"]}
 HTTP_APPS = {"gateway": "8000", "ingest": "8001"}  # our uvicorn services and their ports
 SITE_MOUNT = "/data/site"
 
@@ -123,16 +125,12 @@ def test_workers_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
         assert "ports" not in services[name], name
 
 
-def test_only_the_public_front_and_ingest_publish_ports(
-    services: dict[str, dict[str, Any]],
-) -> None:
+def test_only_nginx_publishes_ports(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         ports = [str(port) for port in service.get("ports", [])]
-        if name in PUBLISHED:
-            host, container = PUBLISHED[name]
-            assert ports == [f"{host}:{container}"], name
-        else:
-            assert not ports, f"{name} must not publish a port"
+        assert ports == PUBLISHED.get(name, []), f"{name} publishes {ports}"
+    # Ingest is reached through nginx only, never raw on 0.0.0.0:8001.
+    assert "ports" not in services["ingest"] and "expose" not in services["ingest"]
     assert all("container_name" not in service for service in services.values())
 
 
@@ -337,3 +335,41 @@ def test_nginx_in_front_serves_the_site_read_only_and_reaches_the_gateway(
     assert "healthcheck" in web
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     assert "server gateway:8000" in conf
+
+
+def _server_blocks(conf: str) -> list[str]:
+    """The text of each top-level ``server { ... }`` in the http block, comments dropped."""
+    text = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
+    blocks, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "{":
+            if depth == 1 and text[:index].rstrip().endswith("server"):
+                start = index
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 1 and start:
+                blocks.append(text[start : index + 1])
+                start = 0
+    return blocks
+
+
+def _size(value: str) -> int:
+    units = {"k": 1024, "m": 1024 * 1024, "g": 1024**3}
+    return int(value[:-1]) * units[value[-1].lower()] if value[-1].isalpha() else int(value)
+
+
+def test_nginx_fronts_ingest_with_its_body_limit(services: dict[str, dict[str, Any]]) -> None:
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    (ingest,) = [block for block in _server_blocks(conf) if "ingest:8001" in block]
+    assert "listen *:8001;" in ingest  # the port `web` publishes as 8001
+    limits = re.findall(r"client_max_body_size\s+(\w+);", ingest)
+    # nginx refuses exactly what ingest would: the limit is ingest's, as compose runs it.
+    assert "BANTIN_MAX_REQUEST_BYTES" not in _env(services["ingest"])
+    assert [_size(limit) for limit in limits] == [Settings().max_request_bytes]
+    for directive in ("client_header_timeout", "client_body_timeout", "send_timeout",
+                      "keepalive_timeout", "large_client_header_buffers"):  # fmt: skip
+        assert re.search(rf"^\s*{directive}\s", conf, re.MULTILINE), directive
+    # The site must come up without ingest: ingest is resolved per request, not at start.
+    assert "ingest" not in _depends_on(services["web"])
+    assert "resolver 127.0.0.11" in ingest

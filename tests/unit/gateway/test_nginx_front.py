@@ -3,19 +3,31 @@
 The production path puts nginx in front (see the file's header). This runs that very file, with
 a real nginx and the real gateway behind it, and asks both the same questions. Needs Debian's
 ``nginx`` (``apt-get install nginx-light``); skips without it.
+
+The same nginx fronts a real ingest (its own server in the file): reachable through it, bodies
+over BANTIN_MAX_REQUEST_BYTES and oversized headers refused by nginx in ingest's problem+json,
+and every answer of both carrying the security headers of shared/security_headers.py, once.
 """
 
 from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench import gateway as harness
+from shared.security_headers import API_HEADERS, DOCS_HEADERS, SITE_HEADERS
+from shared.settings import Settings
 from shared.site import tombstone_for
 from shared.storage import LocalStorage
 
@@ -34,18 +46,39 @@ HEADERS = ["content-type", "cache-control", "content-encoding", "location", "all
            "x-content-type-options"]  # fmt: skip
 
 Answer = tuple[int, dict[str, str], bytes]
+# The security headers nginx must pass or add, each exactly once (header name -> value).
+SITE = {name.lower(): value for name, value in SITE_HEADERS}
+API = {name.lower(): value for name, value in API_HEADERS}
+DOCS = {name.lower(): value for name, value in DOCS_HEADERS}
+# The last answer's every header line, duplicates kept (the dicts above collapse them).
+last_header_lines: list[tuple[str, str]] = []
 
 
-def fetch(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> Answer:
+def fetch(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Answer:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        body = b"x=1" if method == "POST" else None
+        if body is None and method == "POST":
+            body = b"x=1"
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         content = response.read()
+        last_header_lines[:] = [(k.lower(), v) for k, v in response.getheaders()]
         return response.status, {k.lower(): v for k, v in response.getheaders()}, content
     finally:
         connection.close()
+
+
+def assert_once(expected: dict[str, str], lines: list[tuple[str, str]] | None = None) -> None:
+    """Each expected header exactly once, with its value (by default in the last answer)."""
+    lines = last_header_lines if lines is None else lines
+    for name, value in expected.items():
+        assert [v for k, v in lines if k == name] == [value], name
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +88,29 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+INGEST_LIMIT = Settings().max_request_bytes  # what compose runs: the default, 1 MiB
+
+
 @pytest.fixture(scope="module")
-def ports(site: Path) -> Iterator[tuple[int, int]]:
-    """(gateway alone, nginx in front of it), both on one site."""
+def ingest_ports(site: Path) -> tuple[int, int]:
+    """(ingest alone, nginx's API server in front of it): chosen here, started by ``ports``."""
+    return harness.free_port(), harness.free_port()
+
+
+def ingest_starter(work: Path, port: int) -> harness.Server:
+    """A real ingest (SQLite, Kombu's in-memory broker), as compose runs it but for those."""
+    data = work / "ingest-data"
+    data.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")}
+    env |= {"BANTIN_DATA_DIR": str(data), "BANTIN_REDIS_URL": "memory://"}
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "services.ingest.app:app_from_env",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
+    return harness.Server("ingest", port, lambda: harness._spawn(argv, work / "ingest.log", env))
+
+
+@pytest.fixture(scope="module")
+def ports(site: Path, ingest_ports: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    """(gateway alone, nginx in front of it), both on one site; and ingest behind nginx."""
     work = site.parent
     storage = LocalStorage(site)
     storage.put("index.html", PAGE)
@@ -80,17 +133,19 @@ def ports(site: Path) -> Iterator[tuple[int, int]]:
     gateway_port, nginx_port = harness.free_port(), harness.free_port()
     command = [*harness.GATEWAY_FLAGS]
     command[command.index("--workers") + 1] = "1"
+    ingest_alone, ingest_front = ingest_ports
+    conf = harness._production_conf(site, nginx_port, gateway_port, (ingest_front, ingest_alone))
     servers = [
         harness.Server("gateway", gateway_port,
                        harness.gateway_starter(work, site, "gateway", gateway_port, command)),
-        harness.Server("nginx", nginx_port, harness.nginx_starter(
-            work, "nginx", harness._production_conf(site, nginx_port, gateway_port))),
+        ingest_starter(work, ingest_alone),
+        harness.Server("nginx", nginx_port, harness.nginx_starter(work, "nginx", conf)),
     ]  # fmt: skip
     try:
         for server in servers:
             server.process = server.start()
         for server in servers:
-            harness.wait_ready(server, "/")
+            harness.wait_ready(server, "/healthz" if server.name == "ingest" else "/")
         yield gateway_port, nginx_port
     finally:
         for server in servers:
@@ -138,7 +193,9 @@ def test_nginx_in_front_answers_as_the_gateway(
     ports: tuple[int, int], method: str, path: str, headers: dict[str, str]
 ) -> None:
     alone = fetch(ports[0], method, path, headers)
+    assert_once(SITE)
     front = fetch(ports[1], method, path, headers)
+    assert_once(SITE)  # nginx's copy, the gateway's hidden: never two
     assert front[0] == alone[0]
     assert {h: front[1].get(h) for h in HEADERS} == {h: alone[1].get(h) for h in HEADERS}
     assert front[2] == alone[2]
@@ -157,11 +214,13 @@ def test_nginx_in_front_revalidates_with_304(
     )
     assert again[0] == 304
     assert again[1]["cache-control"] == "public, max-age=30"
+    assert_once(SITE)
 
 
 def test_nginx_serves_a_precompressed_sibling_itself(ports: tuple[int, int]) -> None:
     status, headers, body = fetch(ports[1], "GET", "/bac-kan/nen-2.html", GZ)
     assert (status, headers["content-encoding"]) == (200, "gzip")
+    assert_once(SITE)
     assert gzip.decompress(body) == PAGE
     assert headers["content-type"] == "text/html; charset=utf-8"
     assert headers["vary"].lower() == "accept-encoding"
@@ -179,6 +238,7 @@ def test_traversal_is_refused_in_front_too(ports: tuple[int, int], path: str) ->
     # nginx refuses a path above the root itself, with 400 where the gateway says 404.
     assert status in (400, 404)
     assert b"root:" not in body
+    assert_once(SITE)  # nginx's own error page too
 
 
 def test_changes_show_at_once_in_front(ports: tuple[int, int], site: Path) -> None:
@@ -193,3 +253,190 @@ def test_changes_show_at_once_in_front(ports: tuple[int, int], site: Path) -> No
     storage.put(tombstone_for(url), NOTICE)
     (site / tombstone_for(url)).chmod(0o644)
     assert fetch(ports[1], "GET", url)[:1] == (410,)
+    assert_once(SITE)
+
+
+def test_a_too_large_header_is_refused_on_the_site(ports: tuple[int, int]) -> None:
+    status, _, _ = fetch(ports[1], "GET", "/", {"X-Big": "a" * 9000})
+    assert status == 400  # large_client_header_buffers: 8 KiB a line
+    assert_once(SITE)
+
+
+# -- ingest behind the same nginx ---------------------------------------------------------------
+
+
+def test_ingest_is_reachable_through_nginx(
+    ports: tuple[int, int], ingest_ports: tuple[int, int]
+) -> None:
+    status, headers, body = fetch(ingest_ports[1], "GET", "/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert_once(API)  # nginx's, ingest's own hidden
+    assert headers["cache-control"] == "no-store"  # ingest's, passed through
+    status, headers, body = fetch(ingest_ports[1], "GET", "/v1/bulletins/1")
+    assert status == 401 and headers["content-type"] == "application/problem+json"
+    assert_once(API)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_ingest_docs_get_their_own_csp_through_nginx(
+    ports: tuple[int, int], ingest_ports: tuple[int, int], path: str
+) -> None:
+    status, _, body = fetch(ingest_ports[1], "GET", path)
+    assert status == 200 and b"cdn.jsdelivr.net" in body
+    assert_once(DOCS)
+
+
+def raw_request(port: int, request: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Send bytes as they are (http.client would refuse some of these) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request)
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = [line.split(":", 1) for line in lines]
+    return int(status_line.split()[1]), [(k.lower(), v.strip()) for k, v in fields], body
+
+
+def _request(target: bytes, *fields: bytes, method: bytes = b"GET") -> bytes:
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: x", b"Connection: close", *fields]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def test_a_body_over_the_ingest_limit_is_refused_by_nginx_as_ingest_would(
+    ports: tuple[int, int], ingest_ports: tuple[int, int]
+) -> None:
+    alone, front = ingest_ports
+    json_headers = {"Content-Type": "application/json"}
+    too_large = b" " * (INGEST_LIMIT + 1)
+    status, headers, body = fetch(front, "POST", "/v1/bulletins", json_headers, too_large)
+    assert status == 413 and headers["content-type"] == "application/problem+json"
+    assert_once(API)
+    # Word for word what ingest answers itself, so a client sees one API. (Ingest answers as
+    # soon as it reads the Content-Length: no body needs to follow, nor could it be sent.)
+    own = raw_request(alone, _request(b"/v1/bulletins", b"Content-Length: %d" % len(too_large),
+                                      method=b"POST"))  # fmt: skip
+    assert own[0] == 413 and json.loads(body) == json.loads(own[2])
+    # At the limit the body goes through: ingest itself answers (no key, no valid JSON: a 4xx).
+    status, _, body = fetch(front, "POST", "/v1/bulletins", json_headers, too_large[:-1])
+    assert status != 413 and json.loads(body)["status"] == status
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        _request(b"/healthz", b"X-Big: " + b"a" * 9000),  # one line over 8 KiB
+        _request(b"/healthz?" + b"a" * 9000),  # the request line over 8 KiB
+        _request(b"/healthz", *(b"X-%d: %s" % (i, b"c" * 7000) for i in range(6))),  # > 4 x 8 KiB
+    ],
+    ids=["header-line", "request-line", "many-headers"],
+)
+def test_an_oversized_header_is_refused_before_ingest(
+    ports: tuple[int, int], ingest_ports: tuple[int, int], request_bytes: bytes
+) -> None:
+    status, lines, body = raw_request(ingest_ports[1], request_bytes)
+    assert status == 431
+    assert dict(lines)["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == 431
+    assert_once(API, lines)
+
+
+def test_ingest_down_is_a_problem_503_and_the_site_stays_up(site: Path) -> None:
+    # Its own nginx, with nothing listening where ingest should be: nginx must still start
+    # (ingest is resolved per request) and answer the API's clients in problem+json.
+    work = site.parent / "ingest-down"
+    nginx_port, front, dead = harness.free_port(), harness.free_port(), harness.free_port()
+    conf = harness._production_conf(site, nginx_port, harness.free_port(), (front, dead))
+    nginx = harness.Server("nginx-alone", front, harness.nginx_starter(work, "nginx", conf))
+    nginx.process = nginx.start()
+    try:
+        harness.wait_ready(harness.Server("site", nginx_port, nginx.start, nginx.process), "/")
+        status, headers, body = fetch(front, "GET", "/healthz")
+        assert status == 503 and headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["status"] == 503
+        assert_once(API)
+    finally:
+        harness.stop(nginx.process)
+
+
+def _nginx_version() -> tuple[int, ...]:
+    nginx = harness._nginx()
+    assert nginx is not None
+    banner = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=True).stderr
+    return tuple(int(part) for part in banner.split("/")[1].split()[0].split("."))
+
+
+def tls_conf(site: Path, tls_dir: Path, ports: dict[str, int]) -> str:
+    """deploy/nginx.conf with TLS turned on as its header says (throwaway certificate)."""
+    conf = harness._production_conf(site, ports["http"], ports["gateway"],
+                                    (harness.free_port(), ports["ingest"]))  # fmt: skip
+    lines = [line for line in conf.splitlines() if "# not with TLS" not in line]
+    conf = "\n".join(line.replace("# TLS: ", "") for line in lines)
+    if _nginx_version() < (1, 25, 1):
+        conf = conf.replace("http2 on;", "")  # older nginx (Debian 12's): "listen ... http2"
+    for placeholder, value in {
+        "listen 443 ssl": f"listen 127.0.0.1:{ports['https']} ssl",
+        "listen 8443 ssl": f"listen 127.0.0.1:{ports['api']} ssl",
+        "/etc/nginx/tls/": f"{tls_dir}/",
+    }.items():
+        assert placeholder in conf, placeholder
+        conf = conf.replace(placeholder, value)
+    return conf
+
+
+def test_the_documented_tls_termination_works(
+    site: Path, ports: tuple[int, int], ingest_ports: tuple[int, int]
+) -> None:
+    work = site.parent / "tls"
+    tls_dir = work / "certs"
+    tls_dir.mkdir(parents=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(tls_dir / "privkey.pem"),
+         "-out", str(tls_dir / "fullchain.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    numbers = {name: harness.free_port() for name in ("http", "https", "api")}
+    numbers |= {"gateway": ports[0], "ingest": ingest_ports[0]}
+    conf = tls_conf(site, tls_dir, numbers)
+    nginx = harness.Server("nginx-tls", numbers["http"], harness.nginx_starter(work, "n", conf))
+    nginx.process = nginx.start()
+    context = ssl.create_default_context(cafile=str(tls_dir / "fullchain.pem"))
+    context.check_hostname = False  # a throwaway certificate for "localhost", asked by address
+
+    def https(port: int, path: str) -> Answer:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            content = response.read()
+            last_header_lines[:] = [(k.lower(), v) for k, v in response.getheaders()]
+            return response.status, dict(last_header_lines), content
+        finally:
+            connection.close()
+
+    hsts = {"strict-transport-security": "max-age=63072000"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, body = https(numbers["https"], "/bac-kan/tin-1.html")
+                break
+            except OSError:
+                assert nginx.process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        assert (status, body) == (200, PAGE)
+        assert_once(SITE | hsts)
+        assert https(numbers["https"], "/khong-co.html")[0] == 404
+        assert_once(SITE | hsts)
+        status, headers, _ = fetch(numbers["http"], "GET", "/bac-kan/tin-1.html?a=1")
+        assert status == 301
+        # $host: the name without the port, as on 443 in production.
+        assert headers["location"] == "https://127.0.0.1/bac-kan/tin-1.html?a=1"
+        assert "strict-transport-security" not in headers  # never over plain http
+        status, _, body = https(numbers["api"], "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        assert_once(API | hsts)
+    finally:
+        harness.stop(nginx.process)
