@@ -1,5 +1,6 @@
-"""An article page in a real browser: the text-size toolbar works, and the page reads
-fine without JavaScript. Also leaves screenshots in /tmp for a person to look at."""
+"""An article page in a real browser: the text-size toolbar works under the site's strict CSP
+without one violation, the CSP really refuses inline code, and the page reads fine without
+JavaScript. Also leaves screenshots in /tmp for a person to look at."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import pytest
 from services.render.pages import PageRenderer, install_static
 from shared.models import Agency, Bulletin
 from shared.sanitize import text_to_html
+from shared.security_headers import SITE_CSP, SITE_HEADERS
 from shared.settings import Settings
 from shared.site import article_path, file_for
 from shared.storage import LocalStorage
+from tests.e2e.conftest import watch_context
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +84,22 @@ def seed_bulletin() -> Bulletin:
     )
 
 
+# What a hole in the sanitiser would put in a page: each line is refused by the CSP.
+CONTROL_PAGE = "control.html"
+CONTROL_HTML = b"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>c</title>
+<script>window.__xss = 1; alert(1)</script></head><body>
+<img src="/nowhere.png" onerror="window.__xss = 2; alert(2)" alt="">
+<p style="color: rgb(255, 0, 0)">text</p></body></html>"""
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
+    """Serves the rendered site with the security headers the gateway and nginx send."""
+
+    def end_headers(self) -> None:
+        for name, value in SITE_HEADERS:
+            self.send_header(name, value)
+        super().end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -96,6 +114,7 @@ def article_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     renderer = PageRenderer(Settings(public_url="https://bantin.example.gov.vn", data_dir=site))
     path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
     storage.put(file_for(path), renderer.article(bulletin).encode("utf-8"))
+    storage.put(CONTROL_PAGE, CONTROL_HTML)
 
     handler = functools.partial(_QuietHandler, directory=str(site))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # port 0: the OS picks a free one
@@ -118,11 +137,14 @@ def test_text_size_buttons_change_the_article_and_are_remembered(
     browser: Any, article_url: str
 ) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    watch = watch_context(context)
     try:
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(article_url)
+        response = page.goto(article_url)
+        assert response is not None
+        assert response.headers["content-security-policy"] == SITE_CSP
         bigger = page.get_by_role("button", name="Tăng cỡ chữ")
         smaller = page.get_by_role("button", name="Giảm cỡ chữ")
         sync_api.expect(bigger).to_be_visible()
@@ -167,6 +189,44 @@ def test_text_size_buttons_change_the_article_and_are_remembered(
         page.reload()
         sync_api.expect(bigger).to_be_disabled()
         assert body_font_px(page) == pytest.approx(largest)
+        # The toolbar script (a file from 'self'), the stylesheet and the JSON-LD data block
+        # all passed the CSP: not one violation, no dialog, no script error.
+        assert page.locator('script[type="application/ld+json"]').count() == 1
+        assert watch.violations(page) == []
+        assert (watch.dialogs, watch.errors) == ([], [])
+    finally:
+        context.close()
+
+
+def test_the_csp_refuses_inline_code_and_the_watch_sees_it(browser: Any, article_url: str) -> None:
+    """The control for every "no violation" above: a page served with the site's headers but
+    holding inline code, as a sanitiser hole would leave it, runs none of it, and each refusal
+    is seen, both as the page's event and in the console."""
+    context = browser.new_context()
+    watch = watch_context(context)
+    try:
+        page = context.new_page()
+        page.goto(article_url.rsplit("/", 2)[0] + "/" + CONTROL_PAGE)
+        page.wait_for_function("window.__cspViolations.length >= 3", timeout=5000)
+        # And a DOM sink fed a plain string: Trusted Types refuse it.
+        refused = page.evaluate(
+            """() => {
+              try { document.body.innerHTML = "<b>x</b>"; return null; }
+              catch (error) { return error.name; }
+            }"""
+        )
+        assert refused == "TypeError"
+        directives = {v["directive"] for v in page.evaluate("window.__cspViolations")}
+        assert directives == {
+            "script-src-elem",  # the inline <script>
+            "script-src-attr",  # onerror=
+            "style-src-attr",  # style=
+            "require-trusted-types-for",  # innerHTML = string
+        }
+        assert any("Content Security Policy" in line for line in watch.console)
+        assert page.evaluate("window.__xss") is None and watch.dialogs == []
+        color = page.evaluate("getComputedStyle(document.querySelector('p')).color")
+        assert color != "rgb(255, 0, 0)"
     finally:
         context.close()
 

@@ -1,8 +1,11 @@
 """The running system seen by a reader: publish the seed sample, open its page in chromium
-through the gateway, use the toolbar, and follow the page's feed autodiscovery links."""
+through the gateway, use the toolbar, follow the page's feed autodiscovery links, and visit
+every kind of page the site has (article, home, agency, category, 404, 410) under the site's
+CSP without one violation."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,12 @@ import httpx
 import pytest
 
 from services.client import load_bulletin, publish
+from shared.security_headers import SITE_HEADERS
+from tests.e2e.conftest import watch_context
 from tests.system import System, start_system, stop_system
 
 pytestmark = pytest.mark.e2e
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "000_4fbfac1c975a2018.txt"
+SEED = Path(__file__).resolve().parent / "data" / "seed_000_4fbfac1c975a2018.txt"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +39,7 @@ def test_a_reader_opens_the_seed_page_resizes_text_and_finds_the_feeds(
     document = publish(bulletin, api_url=system.ingest_url, key=key)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    watch = watch_context(context)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -53,6 +59,7 @@ def test_a_reader_opens_the_seed_page_resizes_text_and_finds_the_feeds(
     assert body_px() > before
     page.get_by_role("button", name="Giảm cỡ chữ").click()
     assert body_px() == before
+    assert watch.violations(page) == []  # the toolbar works under the CSP
 
     # Feed autodiscovery, the way feed readers do it: <link rel="alternate"> in <head>.
     feeds = page.eval_on_selector_all(
@@ -60,9 +67,61 @@ def test_a_reader_opens_the_seed_page_resizes_text_and_finds_the_feeds(
     )
     assert {kind for kind, _ in feeds} == {"application/rss+xml", "application/atom+xml"}
     for _kind, href in feeds:
-        parsed = feedparser.parse(httpx.get(href).content)
+        answer = httpx.get(href)
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        parsed = feedparser.parse(answer.content)
         assert parsed.bozo == 0
         if href.endswith(("/feeds/all.rss", "/feeds/all.atom", "/bac-kan.rss", "/bac-kan.atom")):
             assert document["url"] in [entry.link for entry in parsed.entries]
     assert errors == []
+    context.close()
+
+
+def _withdrawn_url(system: System, key: str) -> str:
+    """A bulletin published, then withdrawn: its URL answers 410 with the notice."""
+    bulletin = load_bulletin(SEED, ZoneInfo("Asia/Ho_Chi_Minh"))
+    bulletin["title"] = "Bản tin sẽ được gỡ bỏ"
+    document = publish(bulletin, api_url=system.ingest_url, key=key)
+    with system.api(key) as client:
+        assert client.delete(f"/v1/bulletins/{document['id']}").status_code == 202
+    deadline = time.monotonic() + 30
+    while httpx.get(document["url"]).status_code != 410:
+        assert time.monotonic() < deadline, "the withdrawn page never answered 410"
+        time.sleep(0.05)
+    url: str = document["url"]
+    return url
+
+
+def test_every_kind_of_page_keeps_to_the_csp(system: System, browser: Any) -> None:
+    key = (system.data_dir / "demo-agency.key").read_text().strip()
+    bulletin = load_bulletin(SEED, ZoneInfo("Asia/Ho_Chi_Minh"))
+    bulletin["category"] = "Giáo dục"  # so the page links a category listing too
+    article = publish(bulletin, api_url=system.ingest_url, key=key)["url"]
+    gone = _withdrawn_url(system, key)
+    context = browser.new_context()
+    watch = watch_context(context)
+    page = context.new_page()
+    page.goto(article)
+    crumbs = page.eval_on_selector_all(".crumbs a", "links => links.map(l => l.href)")
+    assert len(crumbs) == 3  # home, agency, category: the listing pages
+    pages = {
+        "article": (article, 200),
+        "home": (crumbs[0], 200),
+        "agency": (crumbs[1], 200),
+        "category": (crumbs[2], 200),
+        "missing": (system.gateway_url + "/khong-co-trang-nay.html", 404),
+        "withdrawn": (gone, 410),
+    }
+    expected = {name.lower(): value for name, value in SITE_HEADERS}
+    for kind, (url, status) in pages.items():
+        response = page.goto(url, wait_until="load")
+        assert response is not None and response.status == status, kind
+        headers = response.headers
+        assert {name: headers.get(name) for name in expected} == expected, kind
+        # The site's stylesheet loaded (the 404 page's too), and nothing was refused, be it
+        # the toolbar script, the JSON-LD block or a style.
+        rules = "[...document.styleSheets].reduce((n, sheet) => n + sheet.cssRules.length, 0)"
+        assert page.evaluate(rules) > 50, kind
+        assert watch.violations(page) == [], kind
+    assert (watch.dialogs, watch.errors) == ([], [])
     context.close()
