@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 
 
 def _logging() -> None:
@@ -91,9 +91,7 @@ def retry_failed() -> None:
 @main.command("init-db")
 def init_db() -> None:
     """Create the database tables (idempotent)."""
-    from shared.db import create_schema
-
-    create_schema(get_settings())
+    _prepare_keys(get_settings())
     click.echo("database ready")
 
 
@@ -108,10 +106,10 @@ def agency() -> None:
 def agency_create(name: str, slug: str | None) -> None:
     """Create an agency; its API key is printed once, as the last line."""
     from shared.agencies import AgencyError, create_agency
-    from shared.db import create_schema, session_scope
+    from shared.db import session_scope
 
     settings = get_settings()
-    create_schema(settings)
+    _prepare_keys(settings)
     try:
         with session_scope(settings) as session:
             created, key = create_agency(session, name=name, slug=slug)
@@ -119,6 +117,65 @@ def agency_create(name: str, slug: str | None) -> None:
     except AgencyError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(key)
+
+
+@main.group()
+def key() -> None:
+    """Manage agencies' API keys (agencies can also do it themselves: /v1/keys)."""
+
+
+@key.command("create")
+@click.option("--agency", "slug", required=True, help="The agency's slug, e.g. bac-kan.")
+def key_create(slug: str) -> None:
+    """Mint a new key for an agency; it is printed once, as the last line."""
+    from sqlalchemy import select
+
+    from shared.agencies import AgencyError, issue_key
+    from shared.db import session_scope
+    from shared.models import Agency
+
+    settings = get_settings()
+    _prepare_keys(settings)
+    try:
+        with session_scope(settings) as session:
+            agency_id = session.scalar(select(Agency.id).where(Agency.slug == slug))
+            if agency_id is None:
+                raise click.ClickException(f"no agency with the slug {slug!r}")
+            row, new = issue_key(session, agency_id)
+            click.echo(f"New key {row.prefix}… for {slug} (shown once):")
+    except AgencyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(new)
+
+
+@key.command("revoke")
+@click.argument("prefix")
+def key_revoke(prefix: str) -> None:
+    """Revoke the one active key whose display prefix starts with PREFIX (as listed by
+    GET /v1/keys, e.g. bt_live_AbCd1234). Every ingest process refuses it within a second."""
+    from shared.agencies import keys_with_prefix, revoke_key
+    from shared.db import session_scope
+
+    settings = get_settings()
+    _prepare_keys(settings)
+    if len(prefix) < 8:
+        raise click.ClickException("give at least 8 characters of the key's prefix")
+    with session_scope(settings) as session:
+        found = keys_with_prefix(session, prefix)
+        if len(found) != 1:
+            raise click.ClickException(
+                f"{len(found)} active keys start with {prefix!r}: give exactly one"
+            )
+        revoke_key(session, found[0].agency_id, found[0].id)
+        click.echo(f"revoked key {found[0].id} ({found[0].prefix}…)")
+
+
+def _prepare_keys(settings: Settings) -> None:
+    from shared.agencies import add_key_columns
+    from shared.db import create_schema, engine_for
+
+    create_schema(settings)
+    add_key_columns(engine_for(settings))
 
 
 @main.command()

@@ -15,8 +15,8 @@ from typing import IO
 
 from sqlalchemy import func, select
 
-from shared.agencies import create_agency
-from shared.db import create_schema, session_scope
+from shared.agencies import add_key_columns, create_agency
+from shared.db import create_schema, engine_for, session_scope
 from shared.embedded_redis import start_redis
 from shared.models import Agency
 from shared.settings import Settings
@@ -50,21 +50,27 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def children(settings: Settings) -> list[Child]:
-    def uvicorn(factory: str, host: str, port: int) -> list[str]:
-        # httptools + uvloop, no proxy-header or Server-header work: the gateway's
-        # measured best (bench/gateway.py); harmless for ingest.
-        return _python(
-            "uvicorn", "--factory", factory, "--host", host, "--port", str(port),
-            "--http", "httptools", "--loop", "uvloop", "--no-proxy-headers",
-            "--no-server-header", "--no-access-log", "--log-level", "warning",
-        )  # fmt: skip
+# uvicorn's httptools protocol plus a cap on the request head and read deadlines for head and
+# body (BANTIN_MAX_HEADER_BYTES, BANTIN_*_TIMEOUT_SECONDS), which uvicorn itself lacks.
+BOUNDED_HTTP = "services.bounded_http:BoundedHttpToolsProtocol"
 
+
+def uvicorn_argv(factory: str, host: str, port: int) -> list[str]:
+    """httptools (bounded) + uvloop, no proxy-header or Server-header work: the gateway's
+    measured best (bench/gateway.py); harmless for ingest."""
+    return _python(
+        "uvicorn", "--factory", factory, "--host", host, "--port", str(port),
+        "--http", BOUNDED_HTTP, "--loop", "uvloop", "--no-proxy-headers",
+        "--no-server-header", "--no-access-log", "--log-level", "warning",
+    )  # fmt: skip
+
+
+def children(settings: Settings) -> list[Child]:
     return [
-        Child("ingest", uvicorn("services.ingest.app:app_from_env",
-                                settings.ingest_host, settings.ingest_port)),
-        Child("gateway", uvicorn("services.gateway.app:app_from_env",
-                                 settings.gateway_host, settings.gateway_port)),
+        Child("ingest", uvicorn_argv("services.ingest.app:app_from_env",
+                                     settings.ingest_host, settings.ingest_port)),
+        Child("gateway", uvicorn_argv("services.gateway.app:app_from_env",
+                                      settings.gateway_host, settings.gateway_port)),
         Child("render", _python("services.cli", "worker", "render")),
         Child("feed", _python("services.cli", "worker", "feed", "--concurrency", "1")),
         Child("reconciler", _python("services.cli", "reconciler")),
@@ -74,6 +80,7 @@ def children(settings: Settings) -> list[Child]:
 def prepare(settings: Settings) -> str | None:
     """Create the schema; on first run create the demo agency and return its key."""
     create_schema(settings)
+    add_key_columns(engine_for(settings))  # a database made before keys had them
     with session_scope(settings) as session:
         if session.scalar(select(func.count()).select_from(Agency)):
             return None

@@ -1,23 +1,49 @@
-"""Agencies and their API keys. A key is shown once, at creation; only its digest is stored."""
+"""Agencies and their API keys. A key is shown once, at creation; only its digest is stored.
+
+Keys look like `bt_live_…` so people and secret scanners can tell them apart; keys issued
+before that (`bt_…`) keep working. Each key also keeps a short display prefix (not enough to
+use it) and, once revoked, `revoked_at`: a revoked key never authenticates again.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Engine, Table, func, inspect, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from shared.models import Agency, ApiKey
+from shared.models import Agency, ApiKey, utcnow
 from shared.sanitize import clean_text
 from shared.site import RESERVED_SLUGS
 from shared.slug import slugify
 
-KEY_PREFIX = "bt_"
+KEY_PREFIX = "bt_live_"
+LEGACY_KEY_PREFIX = "bt_"  # keys issued before KEY_PREFIX; still valid
+DISPLAY_CHARS = 16  # "bt_live_" + 8 random characters: tells keys apart, useless to an attacker
+MAX_ACTIVE_KEYS = 10  # per agency: a leaked key cannot mint keys without end
+_MAX_ROW_ID = 2**63 - 1  # larger ids name no row (and overflow the database driver)
 
 
 class AgencyError(ValueError):
     pass
+
+
+class KeyLimitError(AgencyError):
+    pass
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """Who a valid key belongs to, as plain data (ingest caches it across requests)."""
+
+    agency_id: int
+    slug: str
+    name: str
+    key_id: int
 
 
 def hash_key(key: str) -> str:
@@ -26,6 +52,14 @@ def hash_key(key: str) -> str:
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def display_prefix(key: str) -> str:
+    return key[:DISPLAY_CHARS]
+
+
+def _key_row(key: str) -> ApiKey:
+    return ApiKey(key_hash=hash_key(key), prefix=display_prefix(key))
 
 
 def create_agency(session: Session, *, name: str, slug: str | None = None) -> tuple[Agency, str]:
@@ -42,11 +76,103 @@ def create_agency(session: Session, *, name: str, slug: str | None = None) -> tu
         raise AgencyError(f"an agency with the slug {slug!r} already exists")
     agency = Agency(name=name, slug=slug)
     key = new_key()
-    agency.api_keys.append(ApiKey(key_hash=hash_key(key)))
+    agency.api_keys.append(_key_row(key))
     session.add(agency)
     session.flush()
     return agency, key
 
 
+def key_owner(session: Session, key: str) -> KeyOwner | None:
+    """The owner of a valid (not revoked) key: one query on the unique digest index."""
+    row = session.execute(
+        select(Agency.id, Agency.slug, Agency.name, ApiKey.id)
+        .join(ApiKey)
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    ).first()
+    return None if row is None else KeyOwner(*row)
+
+
 def agency_for_key(session: Session, key: str) -> Agency | None:
-    return session.scalar(select(Agency).join(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    owner = key_owner(session, key)
+    return None if owner is None else session.get(Agency, owner.agency_id)
+
+
+def list_keys(session: Session, agency_id: int) -> list[ApiKey]:
+    return list(
+        session.scalars(select(ApiKey).where(ApiKey.agency_id == agency_id).order_by(ApiKey.id))
+    )
+
+
+def issue_key(session: Session, agency_id: int) -> tuple[ApiKey, str]:
+    """A new key for the agency, in clear (shown once). At most MAX_ACTIVE_KEYS stay active:
+    the agency row is locked first (PostgreSQL; SQLite has one writer anyway), so two
+    simultaneous requests cannot both slip under the cap."""
+    session.execute(select(Agency.id).where(Agency.id == agency_id).with_for_update())
+    key = new_key()
+    row = _key_row(key)
+    row.agency_id = agency_id
+    session.add(row)
+    session.flush()
+    active = session.scalar(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(ApiKey.agency_id == agency_id, ApiKey.revoked_at.is_(None))
+    )
+    if (active or 0) > MAX_ACTIVE_KEYS:
+        raise KeyLimitError(
+            f"an agency can have at most {MAX_ACTIVE_KEYS} active keys; revoke one first"
+        )
+    return row, key
+
+
+def revoke_key(session: Session, agency_id: int, key_id: int) -> ApiKey | None:
+    """Revoke one of the agency's keys; None if it has no such key. A guarded update: of two
+    simultaneous revocations one sets `revoked_at`, and revoking again changes nothing."""
+    if not 0 < key_id <= _MAX_ROW_ID:
+        return None
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.agency_id == agency_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalar(
+        select(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.agency_id == agency_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+def keys_with_prefix(session: Session, prefix: str) -> list[ApiKey]:
+    """Active keys whose display prefix starts with `prefix` (operators name keys this way)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return list(
+        session.scalars(
+            select(ApiKey).where(
+                ApiKey.prefix.like(f"{escaped}%", escape="\\"), ApiKey.revoked_at.is_(None)
+            )
+        )
+    )
+
+
+def add_key_columns(engine: Engine) -> list[str]:
+    """Add the api_keys columns a database created before them lacks (`create_all` adds
+    tables, never columns; proper migrations come later). Both are nullable: old keys get
+    no display prefix and stay valid. Idempotent; returns the columns it added."""
+    table = cast(Table, ApiKey.__table__)
+    present = {column["name"] for column in inspect(engine).get_columns(table.name)}
+    added = []
+    for column in (table.c.prefix, table.c.revoked_at):
+        if column.name in present:
+            continue
+        ddl = column.type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}"))
+        except DBAPIError:
+            # Another process added it first; anything else still fails below.
+            if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                raise
+            continue
+        added.append(column.name)
+    return added

@@ -78,7 +78,12 @@ class ApiKey(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The key's first characters, to tell keys apart in listings (never enough to use one).
+    # NULL for keys issued before it was kept.
+    prefix: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set once, never cleared: a revoked key is refused by every ingest process within a second.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     agency: Mapped[Agency] = relationship(back_populates="api_keys")
 

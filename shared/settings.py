@@ -6,6 +6,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import limits
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +41,32 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1_048_576, description="Largest request body the ingest API reads (413 above it)."
     )
+    rate_limit: str = Field(
+        "50/second",
+        description="Per agency, shared by every ingest process (held in Redis): submissions, "
+        "corrections, withdrawals and key changes. Over it: `429` with `Retry-After`. Syntax "
+        "of the `limits` package: `50/second`, `600 per minute`.",
+    )
+    batch_rate_limit: str = Field(
+        "200/second",
+        description="Per agency, for `POST /v1/bulletins:batch`, counted per bulletin (a batch "
+        "of 40 uses 40), separate from `BANTIN_RATE_LIMIT`.",
+    )
+    max_header_bytes: int = Field(
+        32_768,
+        description="Largest request head (request line and headers) the HTTP servers read; "
+        "`431` above it.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        description="A request head must arrive within this long (from the connection's start "
+        "or the request's first byte), or the HTTP servers close the connection.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        description="A request body must arrive within this long after its head, or the HTTP "
+        "servers close the connection.",
+    )
     feed_items: int = Field(50, description="Items per feed (the newest ones).")
     index_items: int = Field(30, description="Bulletins listed on the home and index pages.")
     requeue_after_seconds: float = Field(
@@ -71,6 +98,12 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("rate_limit", "batch_rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        limits.parse(value)  # raises on a typo: fail at start-up, not at the first write
+        return value
 
     @field_validator("timezone")
     @classmethod

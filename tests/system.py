@@ -148,6 +148,10 @@ def start_system(
         "BANTIN_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
         "BANTIN_REQUEUE_AFTER_SECONDS": "10",
         "BANTIN_RECONCILE_INTERVAL_SECONDS": "1",
+        # Tests and benchmarks write faster than any agency may: they get limits of their
+        # own; tests/integration/test_tenancy.py sets low ones to test them.
+        "BANTIN_RATE_LIMIT": "5000/second",
+        "BANTIN_BATCH_RATE_LIMIT": "50000/second",
     }
     if database_url:
         env["BANTIN_DATABASE_URL"] = database_url

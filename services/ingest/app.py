@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from services.ingest.bulletins import router as bulletins_router
 from services.ingest.deps import KeyCache
+from services.ingest.keys import router as keys_router
 from services.ingest.problems import BodyLimitMiddleware, install_problem_handlers, problem_response
 from services.ingest.writer import GroupWriter
 from shared.celery_app import create_celery_app
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.include_router(bulletins_router)
+    app.include_router(keys_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and dependencies")
     def healthz() -> JSONResponse:

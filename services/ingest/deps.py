@@ -1,9 +1,11 @@
-"""FastAPI dependencies: settings, a database session, the calling agency, the queue check."""
+"""FastAPI dependencies: settings, a database session, the calling agency, the queue check,
+the rate limit."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,13 +14,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
 from services.ingest.problems import Problem
-from shared.agencies import agency_for_key, hash_key
+from shared.agencies import hash_key, key_owner
 from shared.db import session_factory
+from shared.ratelimit import BATCH, WRITE, AgencyLimiter, storage_url
 from shared.settings import Settings
 
-KEY_CACHE_SECONDS = 60.0  # a key lookup costs a query; agencies send bursts with one key
+# How long a process trusts a key it has looked up. A revoked (or deleted) key stops working
+# on every ingest process within this long, with no message to miss and whether Redis is up
+# or not; the price is one indexed query per key in use, per process, twice a second.
+KEY_CACHE_SECONDS = 0.5
 QUEUE_CHECK_SECONDS = 1.0  # at most one Redis ping per second; a send failure is caught anyway
 
 
@@ -42,18 +49,23 @@ _bearer = HTTPBearer(auto_error=False, description="The agency's API key.")
 
 @dataclass(frozen=True)
 class Caller:
-    """The authenticated agency, as plain data (cached across requests)."""
+    """The authenticated agency and the key it called with, as plain data (cached)."""
 
     id: int
     slug: str
     name: str
+    key_id: int
 
 
 class KeyCache:
-    """Key digest → agency, for KEY_CACHE_SECONDS; keys never change owner once issued."""
+    """Key digest → caller, each entry trusted for `ttl` seconds from the start of the lookup
+    that made it (so a lookup racing a revocation is trusted no longer than `ttl` after it).
+    Concurrent requests with the same key share one lookup."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl: float = KEY_CACHE_SECONDS) -> None:
+        self.ttl = ttl
         self._entries: dict[str, tuple[Caller, float]] = {}
+        self._lookups: dict[str, asyncio.Task[tuple[Caller | None, float]]] = {}
 
     def get(self, digest: str) -> Caller | None:
         entry = self._entries.get(digest)
@@ -61,16 +73,50 @@ class KeyCache:
             return None
         return entry[0]
 
-    def put(self, digest: str, caller: Caller) -> None:
-        if len(self._entries) > 10_000:  # bounded: a flood of random keys cannot grow it
+    async def resolve(
+        self, digest: str, lookup: Callable[[], Awaitable[Caller | None]]
+    ) -> Caller | None:
+        caller = self.get(digest)
+        if caller is not None:
+            return caller
+        task = self._lookups.get(digest)
+        if task is None:
+            task = asyncio.ensure_future(self._timed(lookup))
+            self._lookups[digest] = task
+            task.add_done_callback(lambda done: self._store(digest, done))
+        # shield: a client that hangs up must not cancel the lookup others wait for.
+        caller, _started = await asyncio.shield(task)
+        return caller
+
+    @staticmethod
+    async def _timed(
+        lookup: Callable[[], Awaitable[Caller | None]],
+    ) -> tuple[Caller | None, float]:
+        started = time.monotonic()
+        return await lookup(), started
+
+    def _store(self, digest: str, task: asyncio.Task[tuple[Caller | None, float]]) -> None:
+        self._lookups.pop(digest, None)
+        if task.cancelled() or task.exception() is not None:
+            return  # every waiter got the exception; the next request looks up again
+        caller, started = task.result()
+        if caller is None:
+            return
+        if len(self._entries) > 10_000:  # bounded: a flood of keys cannot grow it
             self._entries.clear()
-        self._entries[digest] = (caller, time.monotonic() + KEY_CACHE_SECONDS)
+        self._entries[digest] = (caller, started + self.ttl)
+
+    def forget(self, key_id: int) -> None:
+        """Drop a key at once in this process (it was just revoked here)."""
+        for digest, (caller, _expires) in list(self._entries.items()):
+            if caller.key_id == key_id:
+                del self._entries[digest]
 
 
 def _lookup(settings: Settings, key: str) -> Caller | None:
     with session_factory(settings)() as session:
-        agency = agency_for_key(session, key)
-        return None if agency is None else Caller(agency.id, agency.slug, agency.name)
+        owner = key_owner(session, key)
+    return None if owner is None else Caller(owner.agency_id, owner.slug, owner.name, owner.key_id)
 
 
 async def get_agency(
@@ -81,16 +127,14 @@ async def get_agency(
         raise Problem(
             401, "Unauthorized", "Send the agency's key as `Authorization: Bearer <key>`."
         )
-    cache: KeyCache = request.app.state.key_cache
-    digest = hash_key(credentials.credentials)
-    caller = cache.get(digest)
+    state = request.app.state
+    key = credentials.credentials
+    cache: KeyCache = state.key_cache
+    caller = await cache.resolve(
+        hash_key(key), lambda: run_in_threadpool(_lookup, state.settings, key)
+    )
     if caller is None:
-        caller = await run_in_threadpool(
-            _lookup, request.app.state.settings, credentials.credentials
-        )
-        if caller is None:
-            raise Problem(401, "Unauthorized", "The API key is not valid.")
-        cache.put(digest, caller)
+        raise Problem(401, "Unauthorized", "The API key is not valid (or was revoked).")
     return caller
 
 
@@ -101,14 +145,73 @@ async def get_writing_agency(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The caller of a write: authenticated, and the queue is up. One dependency instead of
-    two: FastAPI's dependency solving was a fifth of ingest's CPU (profiled)."""
+    """The caller of a write: authenticated, the queue is up, and within its rate limit. One
+    dependency instead of three: FastAPI's dependency solving was a fifth of ingest's CPU
+    (profiled)."""
     caller = await get_agency(request, credentials)
     require_queue(request)
+    await enforce_rate_limit(request, caller)
     return caller
 
 
 WritingAgencyDep = Annotated[Caller, Depends(get_writing_agency)]
+
+
+async def get_managing_agency(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The caller of a key change: authenticated and within its rate limit (no queue needed)."""
+    caller = await get_agency(request, credentials)
+    await enforce_rate_limit(request, caller)
+    return caller
+
+
+ManagingAgencyDep = Annotated[Caller, Depends(get_managing_agency)]
+
+
+def limiter(state: State) -> AgencyLimiter | None:
+    """The process's limiter, made on first use (it connects to nothing until then); None
+    without Redis."""
+    if not hasattr(state, "limiter"):
+        settings: Settings = state.settings
+        url = storage_url(settings.broker_url)
+        budgets = {WRITE: settings.rate_limit, BATCH: settings.batch_rate_limit}
+        state.limiter = None if url is None else AgencyLimiter(url, budgets)
+    found: AgencyLimiter | None = state.limiter
+    return found
+
+
+async def enforce_rate_limit(request: Request, caller: Caller) -> None:
+    """One Redis round trip. A batch is charged one unit per bulletin of its own budget;
+    FastAPI has parsed the body already, so counting its items costs no second parse."""
+    limits = limiter(request.app.state)
+    if limits is None:
+        return
+    budget, cost = WRITE, 1
+    if request.url.path.endswith(":batch"):
+        budget, cost = BATCH, await _batch_size(request)
+    verdict = limits.hit(budget, caller.id, cost)
+    if not verdict.allowed:
+        raise Problem(
+            429,
+            "Too many requests",
+            f"This agency is over its limit of {verdict.limit}"
+            f"{' bulletins in batches' if budget == BATCH else ' writes'}; "
+            f"retry after {verdict.retry_after} s.",
+            headers={"Retry-After": str(verdict.retry_after)},
+            limit=verdict.limit,
+            retry_after=verdict.retry_after,
+        )
+
+
+async def _batch_size(request: Request) -> int:
+    try:
+        body = await request.json()  # starlette caches the parse FastAPI already made
+    except ValueError:
+        return 1
+    items = body.get("bulletins") if isinstance(body, dict) else None
+    return max(1, len(items)) if isinstance(items, list) else 1
 
 
 def require_queue(request: Request) -> None:
