@@ -193,11 +193,11 @@ async def enforce_rate_limit(request: Request, caller: Caller) -> None:
         budget, cost = BATCH, await _batch_size(request)
     verdict = limits.hit(budget, caller.id, cost)
     if not verdict.allowed:
+        what = "bulletins sent in batches" if budget == BATCH else "writes"
         raise Problem(
             429,
             "Too many requests",
-            f"This agency is over its limit of {verdict.limit}"
-            f"{' bulletins in batches' if budget == BATCH else ' writes'}; "
+            f"Over this agency's limit for {what} ({verdict.limit}); "
             f"retry after {verdict.retry_after} s.",
             headers={"Retry-After": str(verdict.retry_after)},
             limit=verdict.limit,
@@ -208,7 +208,7 @@ async def enforce_rate_limit(request: Request, caller: Caller) -> None:
 async def _batch_size(request: Request) -> int:
     try:
         body = await request.json()  # starlette caches the parse FastAPI already made
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON after all: FastAPI will answer it
         return 1
     items = body.get("bulletins") if isinstance(body, dict) else None
     return max(1, len(items)) if isinstance(items, list) else 1

@@ -25,6 +25,7 @@ PROBLEMS = {
         401: "Missing, invalid or revoked API key",
         404: "No such key for this agency",
         409: f"The agency already has {MAX_ACTIVE_KEYS} active keys",
+        422: "The key id is not an integer",
         429: "Over the agency's rate limit; retry after `Retry-After` seconds",
         503: "Database unavailable; nothing was changed; retry after `Retry-After`",
     }.items()
@@ -93,7 +94,7 @@ def create_key(response: Response, session: SessionDep, agency: ManagingAgencyDe
 @router.delete(
     "/{key_id}",
     response_model=KeyPublic,
-    responses={c: PROBLEMS[c] for c in (401, 404, 429, 503)},  # type: ignore[misc]
+    responses={c: PROBLEMS[c] for c in (401, 404, 422, 429, 503)},  # type: ignore[misc]
     summary="Revoke a key",
 )
 def delete_key(

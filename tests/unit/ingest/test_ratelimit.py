@@ -151,6 +151,16 @@ def test_a_batch_is_charged_per_bulletin_from_its_own_budget(
     assert client.post("/v1/bulletins", json=BULLETIN, headers=auth).status_code == 202
 
 
+def test_a_batch_body_that_is_not_json_gets_its_4xx_not_a_crash(
+    client: TestClient, settings: Settings
+) -> None:
+    auth = auth_for(settings, "so-f")
+    for body in (b"[" * 100_000, b"not json", b'{"bulletins": [1, 2]}'):
+        headers = {**auth, "Content-Type": "text/plain"}  # FastAPI leaves it unparsed
+        answer = client.post("/v1/bulletins:batch", content=body, headers=headers)
+        assert 400 <= answer.status_code < 500, answer.text
+
+
 def test_two_ingest_processes_share_the_agency_limit(
     client: TestClient, settings: Settings
 ) -> None:
