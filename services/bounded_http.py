@@ -19,8 +19,8 @@ while a head is read: the gateway's fast path pays next to nothing.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
+import time
 from typing import Any
 
 from uvicorn.config import Config
@@ -29,11 +29,9 @@ from uvicorn.server import ServerState
 
 from shared.settings import get_settings
 
-
-class _Reading(enum.Enum):
-    HEAD = enum.auto()
-    BODY = enum.auto()
-    NOTHING = enum.auto()  # request read; the app (or the keep-alive timer) has the connection
+# What the connection is waiting for. Plain ints: this runs for every request of the gateway.
+HEAD, BODY, NOTHING = 0, 1, 2  # NOTHING: the request is read; the app has the connection
+_now = time.monotonic
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -47,12 +45,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         settings = get_settings()  # cached: read once per process
         self.max_head = settings.max_header_bytes
-        self.timeouts = {
-            _Reading.HEAD: settings.header_timeout_seconds,
-            _Reading.BODY: settings.body_timeout_seconds,
-            _Reading.NOTHING: settings.header_timeout_seconds,  # just a pace to look again
-        }
-        self.reading = _Reading.HEAD
+        # Per state: how long it may last (NOTHING's is only the pace of looking again).
+        self.timeouts = (
+            settings.header_timeout_seconds,
+            settings.body_timeout_seconds,
+            settings.header_timeout_seconds,
+        )
+        self.reading = HEAD
         self.reading_since = 0.0
         self.head_bytes = 0
         self.watchdog: asyncio.TimerHandle | None = None
@@ -60,8 +59,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # A connection that never sends a whole head is closed too, even one sending nothing.
-        self._start(_Reading.HEAD)
-        self._watch(self.timeouts[_Reading.HEAD])
+        self.reading_since = _now()
+        self._watch(self.timeouts[HEAD])
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.watchdog is not None:
@@ -76,50 +75,45 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def data_received(self, data: bytes) -> None:
+        if self.reading == NOTHING:  # the next request on a kept-alive connection begins
+            self.reading, self.reading_since, self.head_bytes = HEAD, _now(), 0
         super().data_received(data)
-        if self.reading is _Reading.HEAD and not self.transport.is_closing():
+        if self.reading == HEAD:
             # Counted after parsing: a chunk that completes its head is never refused, and one
             # chunk (the transport reads 256 KiB at most) is all a head can overshoot by.
             self.head_bytes += len(data)
-            if self.head_bytes > self.max_head:
+            if self.head_bytes > self.max_head and not self.transport.is_closing():
                 self._refuse(
                     431,
                     "Request header fields too large",
                     f"The request head is over {self.max_head} bytes.",
                 )
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self.reading is not _Reading.HEAD:  # a new request on a kept-alive connection
-            self._start(_Reading.HEAD)
-        self.head_bytes = 0
-
     def on_headers_complete(self) -> None:
-        self._start(_Reading.BODY)
+        self.reading, self.reading_since = BODY, _now()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._start(_Reading.NOTHING)
+        self.reading = NOTHING
         super().on_message_complete()
-
-    def _start(self, reading: _Reading) -> None:
-        self.reading, self.reading_since = reading, self.loop.time()
 
     def _watch(self, delay: float) -> None:
         self.watchdog = self.loop.call_later(delay, self._check)
 
     def _check(self) -> None:
+        """The one timer of the connection: act on an overdue head or body, else look again
+        when the current one would be due."""
         self.watchdog = None
         if self.transport.is_closing():
             return
         timeout = self.timeouts[self.reading]
-        overdue = self.loop.time() - self.reading_since - timeout
-        if self.reading is _Reading.NOTHING or overdue < 0:
-            self._watch(timeout if self.reading is _Reading.NOTHING else -overdue)
-        elif self.reading is _Reading.HEAD and self.head_bytes == 0 and self.cycle is None:
+        left = self.reading_since + timeout - _now()
+        if self.reading == NOTHING or left > 0:
+            self._watch(timeout if self.reading == NOTHING else left)
+        elif self.reading == HEAD and self.head_bytes == 0 and self.cycle is None:
             self.transport.close()  # never sent a byte: nobody to answer
         else:
-            what = "head" if self.reading is _Reading.HEAD else "body"
+            what = "head" if self.reading == HEAD else "body"
             self._refuse(
                 408, "Request timeout", f"The request {what} did not arrive within {timeout:g} s."
             )
@@ -128,7 +122,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """True if no response of ours is on the wire, so a whole one can be written."""
         if self.cycle is None:
             return True
-        if self.reading is _Reading.HEAD:
+        if self.reading == HEAD:
             return self.cycle.response_complete
         return not self.cycle.response_started
 

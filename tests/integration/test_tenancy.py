@@ -344,3 +344,27 @@ def test_slow_heads_and_bodies_are_cut_off_while_others_are_served(
     for sock in [*slow, *idle, body]:
         sock.close()
     print(f"\n56 slow connections closed by the server within {closed_after:.2f} s")
+
+
+def read_until_closed(sock: socket.socket, give_up: float) -> bytes:
+    sock.settimeout(give_up)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except OSError:
+        pass
+    return received
+
+
+def test_a_kept_alive_connection_gets_the_same_deadline_for_its_next_head(
+    server: tuple[int, str],
+) -> None:
+    _pid, url = server
+    with connect(url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(4096)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next head, never finished
+        rest = read_until_closed(sock, give_up=20)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 408 " in first + rest
