@@ -19,10 +19,13 @@ from markdown_it import MarkdownIt
 
 from shared.models import BodyFormat
 
-# XML 1.0 Char production, minus the discouraged C1 controls: what stays is safe in any feed.
-_XML_FORBIDDEN = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]"
+# What neither XML 1.0 nor HTML allows in text: controls but tab and newline, surrogates, and
+# the noncharacters (each a parse error in HTML, discouraged in XML). What stays is safe in
+# any feed and any page.
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17)
 )
+_FORBIDDEN = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{_NONCHARACTERS}]")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n+")
 
 ALLOWED_TAGS = frozenset(
@@ -53,9 +56,10 @@ _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typograp
 
 
 def clean_text(value: str) -> str:
-    """NFC, Unix newlines, and nothing an XML feed cannot carry."""
-    value = value.replace("\r\n", "\n").replace("\r", "\n")
-    return _XML_FORBIDDEN.sub("", unicodedata.normalize("NFC", value))
+    """NFC, Unix newlines, and nothing an XML feed or an HTML page cannot carry."""
+    # NEL is the line break of EBCDIC and of some Windows exports: a newline, not a control.
+    value = value.replace("\r\n", "\n").replace("\r", "\n").replace("\x85", "\n")
+    return _FORBIDDEN.sub("", unicodedata.normalize("NFC", value))
 
 
 def text_to_html(text: str) -> str:

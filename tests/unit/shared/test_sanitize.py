@@ -26,6 +26,12 @@ def test_clean_text_normalises_to_nfc_and_drops_xml_forbidden_characters() -> No
     etree.fromstring(f"<t>{cleaned}</t>".encode())
 
 
+def test_clean_text_drops_what_html_forbids_too() -> None:
+    # Noncharacters are allowed in XML but are parse errors in an HTML page; NEL is a newline.
+    cleaned = clean_text("a\x85b\x9fc\ufdd0d\ufdefe\U0001fffef\U0010ffffg")
+    assert cleaned == "a\nbcdefg"
+
+
 def test_clean_text_keeps_tabs_newlines_and_ordinary_unicode() -> None:
     text = "a\tb\nc — “trích dẫn” 😀 ₫"
     assert clean_text(text) == text
