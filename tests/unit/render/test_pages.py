@@ -18,7 +18,7 @@ from lxml.html import HtmlElement
 from services.render import pages
 from services.render.pages import STATIC_VERSION, PageRenderer, install_static, shorten
 from shared.models import Agency, Bulletin
-from shared.sanitize import text_to_html
+from shared.sanitize import sanitize_html, text_to_html
 from shared.settings import Settings
 from shared.site import ALL, Listing, ListingKind
 from shared.storage import LocalStorage
@@ -600,6 +600,16 @@ def _vnu_jar() -> Path | None:
     return jar if jar.is_file() else None
 
 
+HTML_BODY = (
+    "<h1>Mục một</h1><p>Xem <a href='/van-ban'>văn bản</a>, <a href='javascript:x()'>không</a>"
+    " và <a title='><img src=x onerror=alert(1)>'>tiêu đề</a>.</p>"
+    "<figure><img src='anh.png'><figcaption>Ảnh</figcaption></figure>"
+    "<p><img src='javascript:x()' alt='mất'><img src='b.png' alt='Bản đồ'></p>"
+    "<table><tr><th scope=col>A</th></tr><tr><td>1</td></tr></table>"
+    "<svg><style><img src=x onerror=alert(1)></style></svg><noscript><p title='</noscript>'>"
+)
+
+
 def test_pages_are_valid_html5(renderer: PageRenderer, tmp_path: Path) -> None:
     java = shutil.which("java")
     if java is None:
@@ -612,6 +622,10 @@ def test_pages_are_valid_html5(renderer: PageRenderer, tmp_path: Path) -> None:
         "article.html": renderer.article(make_bulletin()),
         "article-minimal.html": renderer.article(
             make_bulletin(summary=None, author=None, category=None, category_slug=None)
+        ),
+        # What the sanitiser leaves of an HTML body, broken links and hostile markup included.
+        "article-html-body.html": renderer.article(
+            make_bulletin(body_format="html", body_html=sanitize_html(HTML_BODY, base_url=PUBLIC))
         ),
         "article-corrected-en.html": renderer.article(
             make_bulletin(revision=3, language="en", title="Notice", category_slug=None)
