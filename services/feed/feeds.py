@@ -103,8 +103,8 @@ def _build(
     rss_url = absolute(settings.public_url, listing.feed_path("rss"))
     atom_url = absolute(settings.public_url, listing.feed_path("atom"))
 
-    # One generator serves both formats: the entries are built once and only the self link
-    # and the content type change between the two serialisations.
+    # One generator serves both formats: the entries are built once; the self link, the
+    # content type and how text is written change between the two serialisations.
     fg = FeedGenerator()
     # dc:creator carries the author's name in RSS, whose <author> must be an e-mail address.
     # Atom has its own <author><name>, so the extension stays out of it.
@@ -145,9 +145,9 @@ def _build(
         summary = clean(bulletin.summary) if bulletin.summary else excerpt(body, EXCERPT_CHARS)
         items.append(_Item(entry, clean(bulletin.title), summary, body))
 
-    # The RSS channel <link> is whichever link() came last, so self first, then the page.
     fg.title(_as_html(feed_title))
     fg.description(_as_html(feed_description))
+    # The RSS channel <link> is whichever link() came last, so self first, then the page.
     fg.link(href=rss_url, rel="self", type="application/rss+xml", replace=True)
     fg.link(href=page_url, rel="alternate", type="text/html")
     for item in items:
