@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, status
-from pydantic import AfterValidator, ValidationError
+from pydantic import ValidationError
 
 from services.ingest import service
 from services.ingest.deps import AgencyDep, SessionDep, SettingsDep, WritingAgencyDep
-from services.ingest.problems import Problem, item_problem
+from services.ingest.problems import Problem, item_problem, problem_responses
 from services.ingest.schemas import (
     BatchItem,
     BatchItemResult,
@@ -19,7 +19,7 @@ from services.ingest.schemas import (
     BulletinAccepted,
     BulletinCreate,
     BulletinPublic,
-    idempotency_key,
+    IdempotencyKey,
 )
 from services.ingest.writer import Accepted, GroupWriter
 from shared.models import Bulletin
@@ -29,9 +29,8 @@ from shared.site import absolute, article_path
 router = APIRouter(prefix="/v1/bulletins", tags=["bulletins"])
 
 IdempotencyKeyHeader = Annotated[
-    str | None,
+    IdempotencyKey | None,
     Header(description="1 to 200 visible ASCII characters; repeat it to retry safely."),
-    AfterValidator(idempotency_key),
 ]
 IfMatchHeader = Annotated[
     str | None,
@@ -39,19 +38,31 @@ IfMatchHeader = Annotated[
            "a bulletin changed since answers `412`."),
 ]  # fmt: skip
 
-PROBLEMS = {
-    code: {"description": text, "content": {"application/problem+json": {}}}
-    for code, text in {
-        400: "Malformed JSON",
-        401: "Missing or invalid API key",
-        404: "No such bulletin for this agency",
-        409: "Idempotency-Key reused with a different body, or the bulletin was withdrawn",
-        412: "`If-Match` names a revision that is no longer current",
-        413: "Request body over the size limit",
-        422: "Invalid fields (each listed with the reason)",
-        503: "Database or queue unavailable; nothing was stored; retry after `Retry-After`",
-    }.items()
+# The headers of the answers that name a bulletin's revision.
+_ETAG = {
+    "description": "The revision's entity tag: send it as `If-Match` to change this revision.",
+    "required": True,
+    "schema": {"type": "string", "pattern": '^"r[0-9]+"$'},
 }
+_LOCATION = {
+    "description": "The bulletin's status URL (`status_url`).",
+    "required": True,
+    "schema": {"type": "string", "format": "uri"},
+}
+_REPLAYED = {
+    "description": "`true` when an `Idempotency-Key` replay returned the original bulletin.",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
+def _responses(
+    success: int,
+    headers: dict[str, Any],
+    problems: tuple[int, ...],
+    meaning: dict[int, str] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """The headers of the success answer, and the problems the operation can answer."""
+    return {success: {"headers": headers}, **problem_responses(problems, meaning)}
 
 
 def _url(settings: Settings, bulletin: Bulletin) -> str:
@@ -73,7 +84,12 @@ def _changed(response: Response, settings: Settings, change: service.Change) -> 
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulletinAccepted,
-    responses=PROBLEMS,  # type: ignore[arg-type]
+    responses=_responses(
+        202,
+        {"Location": _LOCATION, "ETag": _ETAG, "Idempotent-Replayed": _REPLAYED},
+        (400, 401, 409, 413, 415, 422, 429, 503),
+        meaning={409: "This `Idempotency-Key` was used with a different body"},
+    ),
     summary="Submit a bulletin for publishing",
 )
 async def submit_bulletin(
@@ -102,7 +118,7 @@ async def submit_bulletin(
 @router.post(
     ":batch",
     response_model=BatchResult,
-    responses=PROBLEMS,  # type: ignore[arg-type]
+    responses=problem_responses((400, 401, 413, 415, 422, 429, 503)),
     summary="Submit up to 100 bulletins at once, each with its own result",
 )
 async def submit_batch(
@@ -158,7 +174,7 @@ def _answer(settings: Settings, agency_slug: str, accepted: Accepted) -> Bulleti
 @router.get(
     "/{bulletin_id}",
     response_model=BulletinPublic,
-    responses=PROBLEMS,  # type: ignore[arg-type]
+    responses=_responses(200, {"ETag": _ETAG}, (401, 404, 422, 503)),
     summary="Read a bulletin and its publishing status",
 )
 def get_bulletin(
@@ -200,7 +216,12 @@ def get_bulletin(
     "/{bulletin_id}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulletinAccepted,
-    responses=PROBLEMS,  # type: ignore[arg-type]
+    responses=_responses(
+        202,
+        {"Location": _LOCATION, "ETag": _ETAG},
+        (400, 401, 404, 409, 412, 413, 415, 422, 429, 503),
+        meaning={409: "The bulletin was withdrawn: it can no longer be corrected"},
+    ),
     summary="Correct a bulletin (a new revision replaces every field)",
 )
 def correct_bulletin(
@@ -233,7 +254,9 @@ def correct_bulletin(
     "/{bulletin_id}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulletinAccepted,
-    responses=PROBLEMS,  # type: ignore[arg-type]
+    responses=_responses(
+        202, {"Location": _LOCATION, "ETag": _ETAG}, (401, 404, 412, 422, 429, 503)
+    ),
     summary="Withdraw a bulletin",
 )
 def withdraw_bulletin(

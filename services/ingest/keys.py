@@ -13,23 +13,20 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
 
 from services.ingest.deps import AgencyDep, Caller, KeyCache, ManagingAgencyDep, SessionDep
-from services.ingest.problems import Problem
+from services.ingest.problems import Problem, problem_responses
 from shared.agencies import MAX_ACTIVE_KEYS, KeyLimitError, issue_key, list_keys, revoke_key
 from shared.models import ApiKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
-PROBLEMS = {
-    code: {"description": text, "content": {"application/problem+json": {}}}
-    for code, text in {
-        401: "Missing, invalid or revoked API key",
+PROBLEMS = problem_responses(
+    (401, 404, 409, 422, 429, 503),
+    {
         404: "No such key for this agency",
         409: f"The agency already has {MAX_ACTIVE_KEYS} active keys",
         422: "The key id is not an integer",
-        429: "Over the agency's rate limit; retry after `Retry-After` seconds",
-        503: "Database unavailable; nothing was changed; retry after `Retry-After`",
-    }.items()
-}
+    },
+)
 
 
 class KeyPublic(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import (
     JsonValue,
 )
 
+from services.ingest.problems import ProblemDocument
 from shared.models import BodyFormat
 from shared.sanitize import clean_text
 
@@ -48,11 +49,25 @@ def _at_most(limit: int) -> Any:
     return AfterValidator(check)
 
 
+# "Holds a character that is kept and is not white space": what `_not_blank` asks of the
+# cleaned text, as a JSON Schema pattern (unanchored: it only has to occur somewhere). The
+# class is what `str.strip` removes plus what `clean_text` drops (shared/sanitize.py), except
+# lone surrogates: the regex engines of JSON Schema validators cannot name them (clean_text
+# still drops them, and a text of nothing else gets its 422). The noncharacters beyond the
+# first plane are written as themselves: regex dialects disagree on escapes above U+FFFF.
+NOT_BLANK_PATTERN = (
+    r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    r"\ufdd0-\ufdef\ufffe\uffff"
+    + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(1, 17))
+    + "]"
+)
+
+
 def _text(max_length: int) -> Any:
     """A required string: cleaned, not blank, at most `max_length` characters once cleaned."""
     return Annotated[
         str,
-        Field(json_schema_extra={"maxLength": max_length}),
+        Field(json_schema_extra={"maxLength": max_length, "pattern": NOT_BLANK_PATTERN}),
         AfterValidator(_clean),
         AfterValidator(_not_blank),
         _at_most(max_length),
@@ -76,8 +91,14 @@ def _optional_text(max_length: int) -> Any:
 
 
 # RFC 3339 date-time with its offset, as OpenAPI's `date-time` means. Pydantic alone would
-# also take Unix times (numbers, or digit strings) and dates without seconds.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+# also take Unix times (numbers, or digit strings) and dates without seconds. The year is
+# 1001 to 9998 as written, so that any offset keeps it storable (see `_storable_date`); the
+# same pattern is in the OpenAPI document, so what it calls valid is what is accepted.
+_YEAR = "(100[1-9]|10[1-9][0-9]|1[1-9][0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+_RFC3339 = re.compile(
+    _YEAR + "-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
 # Dates the whole pipeline can carry: stored as UTC, then shown in the site's zone (up to
 # a day away) and formatted with four-digit years in pages and feeds.
 EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
@@ -89,7 +110,8 @@ def _rfc3339(value: object) -> object:
         return value
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError(
-            "must be an RFC 3339 date-time with an offset, e.g. 2020-07-31T08:00:00+07:00"
+            "must be an RFC 3339 date-time with an offset and a year from 1001 to 9998, "
+            "e.g. 2020-07-31T08:00:00+07:00"
         )
     return value
 
@@ -106,7 +128,12 @@ def _storable_date(value: datetime) -> datetime:
     return value
 
 
-PublishedAt = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_storable_date)]
+PublishedAt = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    AfterValidator(_storable_date),
+    Field(json_schema_extra={"pattern": f"^{_RFC3339.pattern}$"}),
+]
 
 LANGUAGE_MAX = 16  # the column's width
 
@@ -129,8 +156,9 @@ def idempotency_key(value: str | None) -> str | None:
 
 IdempotencyKey = Annotated[
     str,
+    # Anchored: a JSON Schema pattern only has to match somewhere in the value.
     Field(json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX,
-                             "pattern": _IDEMPOTENCY_KEY.pattern}),
+                             "pattern": f"^{_IDEMPOTENCY_KEY.pattern}$"}),
     AfterValidator(idempotency_key),
 ]  # fmt: skip
 
@@ -164,8 +192,9 @@ class BulletinCreate(BaseModel):
     category: _optional_text(200) = None  # type: ignore[valid-type]
     published_at: PublishedAt | None = Field(
         None,
-        description="RFC 3339 with an offset, e.g. 2020-07-31T08:00:00+07:00. Default: now "
-        "(on a correction: unchanged). In the future: embargoed until then.",
+        description="RFC 3339 with an offset and a year from 1001 to 9998, e.g. "
+        "2020-07-31T08:00:00+07:00. Default: now (on a correction: unchanged). In the future: "
+        "embargoed until then.",
     )
     language: str = Field(
         "vi", max_length=LANGUAGE_MAX, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
@@ -214,7 +243,9 @@ class BatchSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Items stay raw here and are validated one by one, so one bad item cannot sink the rest.
-    bulletins: list[dict[str, JsonValue]] = Field(
+    # Any, not JsonValue: the body is JSON already, and walking it here would fail the whole
+    # batch on one item nested deeper than pydantic's recursion limit.
+    bulletins: list[dict[str, Any]] = Field(
         min_length=1, max_length=MAX_BATCH_ITEMS, description="Up to 100 bulletins."
     )
 
@@ -224,7 +255,7 @@ class BatchItemResult(BaseModel):
     status: int = Field(description="202, or the error status this item would have had alone.")
     replayed: bool = False
     bulletin: BulletinAccepted | None = None
-    problem: dict[str, JsonValue] | None = None
+    problem: ProblemDocument | None = Field(None, description="Why this item was not stored.")
 
 
 class BatchResult(BaseModel):
