@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8000, description="Port of the public read side.")
     ingest_host: str = Field("127.0.0.1", description="Interface the ingest API listens on.")
     ingest_port: int = Field(8001, description="Port of the write API.")
+    ingest_public_url: str | None = Field(
+        None,
+        description="Base URL of the write API as clients reach it, used in `status_url` and "
+        "`Location`. Unset: `http://{ingest_host}:{ingest_port}`. Never taken from the "
+        "request's Host header.",
+    )
     timezone: str = Field("Asia/Ho_Chi_Minh", description="Zone for displayed dates and feeds.")
     site_title: str = Field("Bản tin", description="Site name in headers and feed titles.")
     site_dir: Path | None = Field(
@@ -94,10 +100,10 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of every process.")
 
-    @field_validator("public_url")
+    @field_validator("public_url", "ingest_public_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return None if value is None else value.rstrip("/")
 
     @field_validator("rate_limit", "batch_rate_limit")
     @classmethod
@@ -120,6 +126,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'bantin.db').resolve()}"
+
+    @property
+    def resolved_ingest_url(self) -> str:
+        return self.ingest_public_url or f"http://{self.ingest_host}:{self.ingest_port}"
 
     @property
     def resolved_site_dir(self) -> Path:

@@ -13,11 +13,17 @@ from sqlalchemy import text
 from services.ingest.bulletins import router as bulletins_router
 from services.ingest.deps import KeyCache
 from services.ingest.keys import router as keys_router
-from services.ingest.problems import BodyLimitMiddleware, install_problem_handlers, problem_response
+from services.ingest.problems import (
+    BodyLimitMiddleware,
+    install_problem_handlers,
+    problem_response,
+    problem_responses,
+)
 from services.ingest.writer import GroupWriter
 from shared.celery_app import create_celery_app
 from shared.db import engine_for
 from shared.refresh import Refresher
+from shared.security_headers import SecurityHeadersMiddleware
 from shared.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -33,8 +39,9 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         app.state.writer.close()  # finish the batch in hand before the process exits
 
+    # No slash redirects: their Location would be built from the client's Host header.
     app = FastAPI(title="Bantin ingest API", version="1", description=DESCRIPTION,
-                  lifespan=lifespan)  # fmt: skip
+                  lifespan=lifespan, redirect_slashes=False)  # fmt: skip
     app.state.settings = settings
     app.state.celery = create_celery_app(settings)
     app.state.writer = GroupWriter(settings, app.state.celery)
@@ -46,12 +53,23 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.refresher = Refresher(app.state.redis, app.state.celery) if app.state.redis else None
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)  # last added = outermost: the 413 gets them too
     app.include_router(bulletins_router)
     app.include_router(keys_router)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness and dependencies")
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="Liveness and dependencies",
+        responses=problem_responses((503,), {503: "A dependency is down: see `checks`"}),
+    )
     def healthz() -> JSONResponse:
-        checks = {"database": _check_database(settings), "redis": _check_redis(app)}
+        checks = {
+            "database": _check_database(settings),
+            "redis": _check_redis(app),
+            # The one thread that stores new bulletins: without it every submission would hang.
+            "writer": "ok" if app.state.writer.alive else "error: stopped",
+        }
         if all(value == "ok" for value in checks.values()):
             return JSONResponse({"status": "ok", **checks})
         return problem_response(
