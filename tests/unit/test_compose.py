@@ -265,6 +265,11 @@ def test_http_services_run_the_uvicorn_factories(services: dict[str, dict[str, A
         assert callable(getattr(importlib.import_module(module_name), attribute)), name
         assert argv[argv.index("--host") + 1] == "0.0.0.0", name
         assert argv[argv.index("--port") + 1] == port, name
+        # The head-size cap and read deadlines uvicorn lacks (services/bounded_http.py).
+        protocol = argv[argv.index("--http") + 1]
+        module_name, _, attribute = protocol.partition(":")
+        assert protocol == "services.bounded_http:BoundedHttpToolsProtocol", name
+        assert hasattr(importlib.import_module(module_name), attribute), name
 
 
 def test_dockerfile_builds_a_small_non_root_image() -> None:
