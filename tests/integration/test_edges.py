@@ -347,13 +347,16 @@ def correction(
 
 
 def test_simultaneous_corrections_both_count_and_the_higher_revision_wins(system: System) -> None:
-    slug, key = new_agency(system, "Sở Tư pháp")
-    with system.api(key) as api:
-        check_simultaneous_corrections(system, slug, api)
+    # 60 pairs, 30 per agency: an agency feed (50 items) then holds every one of them.
+    for _ in range(2):
+        slug, key = new_agency(system, "Sở Tư pháp")
+        with system.api(key) as api:
+            check_simultaneous_corrections(system, slug, api, pairs=30)
 
 
-def check_simultaneous_corrections(system: System, slug: str, api: httpx.Client) -> None:
-    pairs = 60
+def check_simultaneous_corrections(
+    system: System, slug: str, api: httpx.Client, pairs: int
+) -> None:
     made = published_bulletins(api, pairs)
 
     def pair(bulletin: dict[str, Any]) -> list[tuple[str, httpx.Response]]:
@@ -367,6 +370,7 @@ def check_simultaneous_corrections(system: System, slug: str, api: httpx.Client)
         sorted(answer.json()["revision"] for _t, answer in answers) for answers in answered
     ]
     lost = sum(first == second for first, second in revisions)
+    # Equal revisions: one correction was lost, or one answered with the other's revision.
     assert lost == 0, f"{lost} of {pairs} pairs were both answered the same revision: {revisions}"
     assert all(pair_revisions == [2, 3] for pair_revisions in revisions), revisions
     # (winner, loser) by the revision each was answered.
