@@ -58,7 +58,7 @@ from shared.slug import slugify
 
 SCENARIO = "5 gateway"
 ROOT = Path(__file__).resolve().parents[1]
-SEED = ROOT.parent / "shared" / "seeds" / "000_4fbfac1c975a2018.txt"
+SEED = ROOT / "samples" / "000_4fbfac1c975a2018.txt"
 PRODUCTION_NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 PUBLIC_URL = "https://bantin.example.gov.vn"
 AGENCY = ("UBND tỉnh Bắc Kạn", "bac-kan")

@@ -19,8 +19,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# The largest id any row can have (a signed 64-bit integer); larger ones name nothing.
-MAX_ID = 2**63 - 1
+# The largest id any row can have: ids are INTEGER columns, 32 bits on PostgreSQL (SQLite's
+# hold 64). A larger id names nothing, and binding it would be a database error.
+MAX_ID = 2**31 - 1
 
 
 def utcnow() -> datetime:

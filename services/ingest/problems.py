@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.security_headers import API_HEADERS
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -249,7 +251,11 @@ async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return problem_response(500, "Internal error", "An unexpected error occurred; it was logged.")
+    # Starlette answers this from outside the app's middleware: add the API's headers here.
+    return problem_response(
+        500, "Internal error", "An unexpected error occurred; it was logged.",
+        headers=dict(API_HEADERS),
+    )  # fmt: skip
 
 
 def install_problem_handlers(app: FastAPI) -> None:

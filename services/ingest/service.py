@@ -26,6 +26,7 @@ from sqlalchemy import CursorResult, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.ingest.problems import Problem
 from services.ingest.schemas import BulletinCreate
@@ -209,7 +210,9 @@ def _change(
         )
         if result.rowcount == 1:
             session.commit()
-            session.refresh(bulletin)
+            # What this change wrote, not a re-read: another change may already follow it.
+            for column, value in values.items():
+                set_committed_value(bulletin, column, value)
             return Change(bulletin, changed=True, left=left)
         session.rollback()  # someone else's change committed first: decide again
     raise Problem(

@@ -21,7 +21,7 @@ from tests.e2e.conftest import watch_context
 from tests.system import System, start_system, stop_system
 
 pytestmark = pytest.mark.e2e
-SEED = Path(__file__).resolve().parent / "data" / "seed_000_4fbfac1c975a2018.txt"
+SEED = Path(__file__).resolve().parents[2] / "samples" / "000_4fbfac1c975a2018.txt"
 
 
 @pytest.fixture(scope="module")

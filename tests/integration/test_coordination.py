@@ -11,6 +11,7 @@ from redis import Redis
 from sqlalchemy import select
 
 from services.reconciler.loop import Pass, reconcile_once, retry_failed_bulletins
+from services.render.jobs import give_up
 from shared.agencies import create_agency
 from shared.celery_app import create_celery_app
 from shared.db import create_schema, session_scope
@@ -20,7 +21,7 @@ from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import MIN_REBUILD_INTERVAL, Job
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
-from shared.site import ALL, Listing, ListingKind
+from shared.site import ALL, Listing, ListingKind, article_path, file_for
 
 LISTING = Listing(ListingKind.AGENCY, "so-y-te")
 
@@ -171,3 +172,71 @@ def test_retry_failed_gives_failed_bulletins_a_new_round(runtime: Runtime) -> No
     assert tuple(row) == ("queued", 0)
     assert queued_tasks(runtime.redis, "render") == ["render.bulletin"]
     assert retry_failed_bulletins(runtime) == 0
+
+
+def set_rows(runtime: Runtime, **changes: dict[str, object]) -> dict[str, int]:
+    """Apply column values to bulletins by title; returns title -> id."""
+    with session_scope(runtime.settings) as session:
+        for title, values in changes.items():
+            settled = {"pending_since": None, **values}  # no render owed unless said otherwise
+            session.execute(
+                Bulletin.__table__.update().where(Bulletin.title == title).values(**settled)
+            )
+        return {row.title: row.id for row in session.execute(select(Bulletin.title, Bulletin.id))}
+
+
+def test_the_page_check_repairs_exactly_the_pages_that_disagree_with_their_rows(
+    runtime: Runtime,
+) -> None:
+    minute = timedelta(minutes=-1)
+    add_bulletins(
+        runtime,
+        ("Missing", BulletinStatus.PUBLISHED, minute),  # published, its page is gone
+        ("Online", BulletinStatus.WITHDRAWN, minute),  # withdrawn, its page still served
+        ("Early", BulletinStatus.SCHEDULED, timedelta(hours=1)),  # embargoed, page public
+        ("Fine", BulletinStatus.PUBLISHED, minute),
+        ("Gone", BulletinStatus.WITHDRAWN, minute),
+    )
+    ids = set_rows(
+        runtime,
+        Missing={"revision": 1, "rendered_revision": 1},
+        Online={"revision": 2, "rendered_revision": 2},
+        Early={"revision": 2, "rendered_revision": 1},
+        Fine={"revision": 3, "rendered_revision": 3},
+        Gone={"revision": 2, "rendered_revision": 2},
+    )
+    pages = {title: file_for(article_path("so-y-te", title.lower(), ids[title])) for title in ids}
+    for title in ("Online", "Early", "Fine"):
+        runtime.storage.put(pages[title], b"<p>live</p>")
+
+    assert reconcile_once(runtime, verify=True).repaired == 3
+    with session_scope(runtime.settings) as session:
+        rows = {
+            row.title: (row.status, row.revision, row.rendered_revision, row.pending_since)
+            for row in session.execute(select(Bulletin)).scalars().all()
+        }
+    # A render of the current revision is owed again: the page, or the withdrawal's tombstone.
+    assert rows["Missing"][:3] == ("published", 1, 0) and rows["Missing"][3] is not None
+    assert rows["Online"][:3] == ("withdrawn", 2, 1) and rows["Online"][3] is not None
+    assert queued_tasks(runtime.redis, "render").count("render.bulletin") == 2
+    # The embargoed page is taken down at once; the rows that agree are left alone.
+    assert not runtime.storage.exists(pages["Early"]) and rows["Early"][:3] == ("scheduled", 2, 1)
+    assert runtime.storage.exists(pages["Fine"]) and rows["Fine"][3] is None
+    assert rows["Gone"][3] is None
+    # Repairs in flight are not repeated.
+    assert reconcile_once(runtime, verify=True).repaired == 0
+
+
+def test_a_withdrawal_whose_render_fails_for_good_stays_withdrawn(runtime: Runtime) -> None:
+    add_bulletins(runtime, ("Rút", BulletinStatus.WITHDRAWN, timedelta(minutes=-1)))
+    ids = set_rows(runtime, Rút={"revision": 2, "rendered_revision": 1})
+    give_up(runtime, ids["Rút"], 2, "disk full")
+    with session_scope(runtime.settings) as session:
+        row = session.execute(select(Bulletin.status, Bulletin.last_error)).one()
+    # Never "failed": `retry-failed` would then put a withdrawn bulletin back in the listings.
+    assert tuple(row) == ("withdrawn", "disk full")
+    assert retry_failed_bulletins(runtime) == 1
+    with session_scope(runtime.settings) as session:
+        status, pending = session.execute(select(Bulletin.status, Bulletin.pending_since)).one()
+    assert status == "withdrawn" and pending is not None
+    assert queued_tasks(runtime.redis, "render") == ["render.bulletin"]
