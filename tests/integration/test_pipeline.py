@@ -84,7 +84,13 @@ def test_seed_sample_published_with_cli_appears_as_page_and_in_feeds(system: Sys
     links = feed_links(page)
     assert len(links["application/rss+xml"]) >= 2 and len(links["application/atom+xml"]) >= 2
     published = datetime.fromisoformat(status["published_at"])
-    for feed_url in links["application/rss+xml"] + links["application/atom+xml"]:
+    # The sample is dated 2020: the site-wide and category feeds (shared with every other test
+    # of this system) list only their newest items, so the agency's own feeds are where it
+    # must be.
+    agency_feeds = [link for link in links["application/rss+xml"] + links["application/atom+xml"]
+                    if "/feeds/agency/" in link]  # fmt: skip
+    assert len(agency_feeds) == 2
+    for feed_url in agency_feeds:
         parsed, entry = wait_for_feed_entry(feed_url, url)
         assert parsed.bozo == 0, (feed_url, parsed.get("bozo_exception"))
         assert entry.id == status["guid"]
