@@ -9,53 +9,27 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from services.ingest.app import create_app
-from shared.agencies import create_agency
-from shared.db import create_schema, session_scope
+from shared.db import session_scope
 from shared.models import Bulletin
 from shared.settings import Settings
+from tests.unit.ingest.helpers import assert_problem, auth_for
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, redis_url="memory://", max_request_bytes=50_000)
-    create_schema(settings)
-    return settings
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-def new_key(settings: Settings, slug: str) -> dict[str, str]:
-    with session_scope(settings) as session:
-        _agency, key = create_agency(session, name=f"Sở {slug}", slug=slug)
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def auth(settings: Settings) -> dict[str, str]:
-    return new_key(settings, "so-noi-vu")
+def settings_overrides() -> dict[str, Any]:
+    return {"max_request_bytes": 50_000}
 
 
 def count_bulletins(settings: Settings) -> int:
     with session_scope(settings) as session:
         return int(session.scalar(select(func.count()).select_from(Bulletin)) or 0)
-
-
-def assert_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
 
 
 def test_accepts_a_bulletin_and_reports_its_status(
@@ -181,7 +155,7 @@ def test_idempotent_replay_and_conflict(client: TestClient, auth: dict, settings
     other = client.post(
         "/v1/bulletins",
         json={"title": "A", "body": "B"},
-        headers={**new_key(settings, "so-khac"), "Idempotency-Key": "lan-1"},
+        headers={**auth_for(settings, "so-khac"), "Idempotency-Key": "lan-1"},
     )
     assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
     assert count_bulletins(settings) == 2
@@ -192,7 +166,7 @@ def test_agencies_cannot_read_each_others_bulletins(
 ) -> None:
     mine = client.post("/v1/bulletins", json={"title": "A", "body": "B"}, headers=auth).json()
     assert_problem(
-        client.get(f"/v1/bulletins/{mine['id']}", headers=new_key(settings, "so-khac")), 404
+        client.get(f"/v1/bulletins/{mine['id']}", headers=auth_for(settings, "so-khac")), 404
     )
     assert_problem(client.get("/v1/bulletins/987654", headers=auth), 404)
     assert client.get(f"/v1/bulletins/{mine['id']}", headers=auth).status_code == 200

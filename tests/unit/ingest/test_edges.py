@@ -9,7 +9,6 @@ PostgreSQL side of these run against whole systems in tests/integration/test_edg
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from sqlalchemy import select
 
 from services.ingest.app import create_app
 from services.ingest.schemas import BulletinCreate
-from shared.agencies import create_agency
-from shared.db import create_schema, session_scope
+from shared.db import session_scope
 from shared.models import Bulletin
 from shared.settings import Settings
+from tests.unit.ingest.helpers import assert_problem, auth_for, bearer, make_settings, new_agency
 
 # Values that pass the API's validation today but cannot be stored: years 0 and 10000 once
 # converted to UTC, and a language tag longer than its 16-character column.
@@ -41,42 +40,9 @@ BAD_KEYS = ["", " ", "   ", "k" * 201]
 EVIL = "evil.example"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, redis_url="memory://")
-    create_schema(settings)
-    return settings
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-def new_agency(settings: Settings, slug: str) -> tuple[int, dict[str, str]]:
-    """(agency id, auth headers) of a fresh agency."""
-    with session_scope(settings) as session:
-        agency, key = create_agency(session, name=f"Sở {slug}", slug=slug)
-        return agency.id, {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def auth(settings: Settings) -> dict[str, str]:
-    return new_agency(settings, "so-tu-phap")[1]
-
-
 def stored_titles(settings: Settings) -> dict[int, str]:
     with session_scope(settings) as session:
         return {row.id: row.title for row in session.execute(select(Bulletin.id, Bulletin.title))}
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
 
 
 def fields_of(problem: dict[str, Any]) -> set[str]:
@@ -294,7 +260,8 @@ async def post_in_process(app: FastAPI, auth: dict[str, str], timeout: float) ->
 
 
 def test_cancelled_requests_never_kill_the_writer(settings: Settings) -> None:
-    agency_id, auth = new_agency(settings, "so-huy")
+    agency_id, key = new_agency(settings, "so-huy")
+    auth = bearer(key)
     app = create_app(settings)
     writer = app.state.writer
     try:
@@ -336,11 +303,8 @@ def assert_no_evil(answer: httpx.Response) -> None:
 
 
 def test_status_urls_and_locations_come_from_the_ingest_public_url(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path, redis_url="memory://", ingest_public_url="https://api.bantin.example/"
-    )
-    create_schema(settings)
-    _agency_id, auth = new_agency(settings, "so-host")
+    settings = make_settings(tmp_path, ingest_public_url="https://api.bantin.example/")
+    auth = auth_for(settings, "so-host")
     hostile = {**auth, "Host": EVIL, "X-Forwarded-Host": EVIL, "Forwarded": f"host={EVIL}"}
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         created = client.post(
@@ -375,11 +339,8 @@ def test_status_urls_and_locations_come_from_the_ingest_public_url(tmp_path: Pat
 
 
 def test_the_ingest_public_url_defaults_to_the_ingest_address(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path, redis_url="memory://", ingest_host="10.1.2.3", ingest_port=9123
-    )
-    create_schema(settings)
-    _agency_id, auth = new_agency(settings, "so-mac-dinh")
+    settings = make_settings(tmp_path, ingest_host="10.1.2.3", ingest_port=9123)
+    auth = auth_for(settings, "so-mac-dinh")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         created = client.post(
             "/v1/bulletins", json={"title": "Mặc định", "body": "B"}, headers={**auth, "Host": EVIL}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,13 @@ from shared.agencies import (
     KEY_PREFIX,
     MAX_ACTIVE_KEYS,
     add_key_columns,
-    create_agency,
     hash_key,
     key_owner,
 )
-from shared.db import create_schema, engine_for, session_scope
+from shared.db import engine_for, session_scope
 from shared.models import ApiKey
 from shared.settings import Settings, get_settings
+from tests.unit.ingest.helpers import assert_problem, bearer, new_key
 
 # The two tables as they were before keys had a display prefix and a revocation time.
 OLD_SCHEMA = [
@@ -40,36 +39,8 @@ OLD_SCHEMA = [
 ]
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, redis_url="memory://")
-    create_schema(settings)
-    return settings
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-def new_agency(settings: Settings, slug: str) -> str:
-    with session_scope(settings) as session:
-        _agency, key = create_agency(session, name=f"Sở {slug}", slug=slug)
-    return key
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def assert_problem(response: Any, status: int) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-
-
 def test_new_keys_carry_the_live_prefix_and_keep_a_display_prefix(settings: Settings) -> None:
-    key = new_agency(settings, "so-a")
+    key = new_key(settings, "so-a")
     assert key.startswith("bt_live_") and len(key) > len(KEY_PREFIX) + 40
     with session_scope(settings) as session:
         row = session.query(ApiKey).one()
@@ -80,7 +51,7 @@ def test_new_keys_carry_the_live_prefix_and_keep_a_display_prefix(settings: Sett
 def test_an_agency_lists_only_its_own_keys_and_sees_which_it_uses(
     client: TestClient, settings: Settings
 ) -> None:
-    key, other = new_agency(settings, "so-a"), new_agency(settings, "so-b")
+    key, other = new_key(settings, "so-a"), new_key(settings, "so-b")
     minted = client.post("/v1/keys", headers=bearer(key))
     assert minted.status_code == 201 and minted.headers["cache-control"] == "no-store"
     listed = client.get("/v1/keys", headers=bearer(key)).json()["keys"]
@@ -93,7 +64,7 @@ def test_an_agency_lists_only_its_own_keys_and_sees_which_it_uses(
 def test_a_minted_key_works_at_once_and_is_shown_once(
     client: TestClient, settings: Settings
 ) -> None:
-    key = new_agency(settings, "so-a")
+    key = new_key(settings, "so-a")
     created = client.post("/v1/keys", headers=bearer(key)).json()
     assert created["key"].startswith(KEY_PREFIX) and created["prefix"] == created["key"][:16]
     assert created["current"] is False and created["revoked_at"] is None
@@ -105,7 +76,7 @@ def test_a_minted_key_works_at_once_and_is_shown_once(
 def test_an_agency_cannot_revoke_another_agencys_key(
     client: TestClient, settings: Settings
 ) -> None:
-    key, other = new_agency(settings, "so-a"), new_agency(settings, "so-b")
+    key, other = new_key(settings, "so-a"), new_key(settings, "so-b")
     other_id = client.get("/v1/keys", headers=bearer(other)).json()["keys"][0]["id"]
     assert_problem(client.delete(f"/v1/keys/{other_id}", headers=bearer(key)), 404)
     for absent in ("987654", "0", "-1", str(2**64)):  # beyond 64 bits: still a 404
@@ -116,7 +87,7 @@ def test_an_agency_cannot_revoke_another_agencys_key(
 def test_revoking_the_calling_key_is_allowed_and_ends_it_at_once(
     client: TestClient, settings: Settings
 ) -> None:
-    key = new_agency(settings, "so-a")
+    key = new_key(settings, "so-a")
     spare = client.post("/v1/keys", headers=bearer(key)).json()
     mine = client.get("/v1/keys", headers=bearer(key)).json()["keys"][0]
     revoked = client.delete(f"/v1/keys/{mine['id']}", headers=bearer(key))
@@ -132,7 +103,7 @@ def test_revoking_the_calling_key_is_allowed_and_ends_it_at_once(
 def test_a_key_revoked_elsewhere_stops_working_here_within_the_cache_time(
     client: TestClient, settings: Settings
 ) -> None:
-    key = new_agency(settings, "so-a")
+    key = new_key(settings, "so-a")
     spare = client.post("/v1/keys", headers=bearer(key)).json()
     with TestClient(create_app(settings), raise_server_exceptions=False) as elsewhere:
         assert client.get("/v1/keys", headers=bearer(spare["key"])).status_code == 200  # cached
@@ -145,7 +116,7 @@ def test_a_key_revoked_elsewhere_stops_working_here_within_the_cache_time(
 def test_a_legacy_key_keeps_working_and_lists_without_prefix(
     client: TestClient, settings: Settings
 ) -> None:
-    key = new_agency(settings, "so-a")
+    key = new_key(settings, "so-a")
     legacy = "bt_" + "x" * 43
     with session_scope(settings) as session:
         agency_id = session.query(ApiKey).one().agency_id
@@ -156,7 +127,7 @@ def test_a_legacy_key_keeps_working_and_lists_without_prefix(
 
 
 def test_an_agency_has_at_most_a_few_active_keys(client: TestClient, settings: Settings) -> None:
-    key = new_agency(settings, "so-a")
+    key = new_key(settings, "so-a")
     statuses = [
         client.post("/v1/keys", headers=bearer(key)).status_code for _ in range(MAX_ACTIVE_KEYS)
     ]

@@ -9,16 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from services.ingest.app import create_app
-from shared.agencies import create_agency
-from shared.db import create_schema, session_scope
 from shared.embedded_redis import free_port, start_redis
 from shared.ratelimit import ALLOWED, BATCH, WRITE, AgencyLimiter, storage_url
 from shared.settings import Settings
+from tests.unit.ingest.helpers import assert_problem, auth_for, make_settings
 
 BULLETIN = {"title": "Thông báo", "body": "Nội dung."}
 
@@ -81,38 +81,19 @@ def test_storage_urls_follow_the_broker() -> None:
 # Through the API -------------------------------------------------------------------------
 
 
-def api_settings(tmp_path: Path, redis_url: str) -> Settings:
-    settings = Settings(
-        data_dir=tmp_path, redis_url=redis_url, rate_limit="3/minute", batch_rate_limit="5/minute"
-    )
-    create_schema(settings)
-    return settings
-
-
-def auth_for(settings: Settings, slug: str) -> dict[str, str]:
-    with session_scope(settings) as session:
-        _agency, key = create_agency(session, name=f"Sở {slug}", slug=slug)
-    return {"Authorization": f"Bearer {key}"}
+LIMITS = {"rate_limit": "3/minute", "batch_rate_limit": "5/minute"}
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str) -> Settings:
-    return api_settings(tmp_path, redis_url)
+def settings_overrides(redis_url: str) -> dict[str, Any]:
+    return {"redis_url": redis_url, **LIMITS}
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-def assert_too_many(response: Any, limit: str) -> None:
-    assert response.status_code == 429, response.text
-    assert response.headers["content-type"] == "application/problem+json"
+def assert_too_many(response: httpx.Response, limit: str) -> None:
+    body = assert_problem(response, 429)
     wait = int(response.headers["retry-after"])
-    body = response.json()
     assert 1 <= wait <= 60 and body["retry_after"] == wait
-    assert body["status"] == 429 and body["limit"] == limit and body["detail"]
+    assert body["limit"] == limit
 
 
 def test_writes_over_the_limit_get_429_with_retry_after(
@@ -176,7 +157,7 @@ def test_two_ingest_processes_share_the_agency_limit(
 def test_redis_down_gives_503_for_writes_and_never_a_500(tmp_path: Path) -> None:
     process, url = start_redis(tmp_path / "redis")
     try:
-        settings = api_settings(tmp_path, url)
+        settings = make_settings(tmp_path, redis_url=url, **LIMITS)
         auth = auth_for(settings, "so-e")
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             assert client.post("/v1/keys", headers=auth).status_code == 201  # limiter in use
