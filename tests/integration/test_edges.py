@@ -54,6 +54,22 @@ def summary(answers: list[httpx.Response]) -> Counter[int]:
     return Counter(answer.status_code for answer in answers)
 
 
+def post_singles(
+    system: System, key: str, tag: str, client: int, count: int
+) -> list[httpx.Response]:
+    """`count` valid bulletins from one client thread, titled by tag, client and index."""
+    with system.api(key) as api:
+        return [
+            send(
+                api,
+                "POST",
+                "/v1/bulletins",
+                json={"title": f"A {tag} {client}-{i}", "body": "Tốt."},
+            )
+            for i in range(count)
+        ]
+
+
 # Defect 1: one agency's unstorable value must not fail another agency's requests ---------
 
 
@@ -61,18 +77,7 @@ def test_unstorable_values_of_one_agency_never_fail_another(system: System) -> N
     slug_a, key_a = new_agency(system, "Sở Y tế")
     slug_b, key_b = new_agency(system, "Sở Xây dựng")
     tag, per_client = token(), 50
-
-    def normal(client: int) -> list[httpx.Response]:
-        with system.api(key_a) as api:
-            return [
-                send(
-                    api,
-                    "POST",
-                    "/v1/bulletins",
-                    json={"title": f"A {tag} {client}-{i}", "body": "Tốt."},
-                )
-                for i in range(per_client)
-            ]
+    normal = partial(post_singles, system, key_a, tag, count=per_client)
 
     def unstorable(client: int) -> list[tuple[str, httpx.Response]]:
         with system.api(key_b) as api:
@@ -132,17 +137,7 @@ def test_a_batch_with_unstorable_items_stores_the_rest_and_spares_other_agencies
                 )
             return sent
 
-    def normal(client: int) -> list[httpx.Response]:
-        with system.api(key_a) as api:
-            return [
-                send(
-                    api,
-                    "POST",
-                    "/v1/bulletins",
-                    json={"title": f"A {tag} {client}-{i}", "body": "Tốt."},
-                )
-                for i in range(singles)
-            ]
+    normal = partial(post_singles, system, key_a, tag, count=singles)
 
     a1, a2, b1, b2 = race(
         [partial(normal, 0), partial(normal, 1), partial(batching, 0), partial(batching, 1)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -24,14 +23,12 @@ from lxml import etree
 from services.feed.feeds import BuiltFeeds, build_feeds
 from services.render.pages import PageRenderer
 from shared.excerpt import shorten
-from shared.models import Agency, BodyFormat, Bulletin
-from shared.sanitize import body_to_html
+from shared.models import BodyFormat, Bulletin
 from shared.settings import Settings
 from shared.site import ALL, Listing, ListingKind
 from shared.slug import slugify
+from tests.unit.test_properties import AGENCY_SLUG, PUBLIC, stored_bulletin
 
-PUBLIC = "https://bantin.example.gov.vn"
-AGENCY_SLUG = "co-quan"
 HOSTILE_TEXTS = (
     "</script><script>alert(1)</script>",
     "<img src=x onerror=alert(1)>",
@@ -70,27 +67,17 @@ class Case:
         return Settings(public_url=PUBLIC, site_title=self.text, timezone="Asia/Ho_Chi_Minh")
 
     def bulletin(self, bulletin_id: int = 7) -> Bulletin:
-        moment = datetime(2024, 3, 9, 2, 5, 6, tzinfo=UTC)
-        bulletin = Bulletin(
-            id=bulletin_id,
-            guid=f"urn:uuid:4fbfac1c-975a-4018-8000-{bulletin_id:012d}",
-            agency_id=1,
-            slug=slugify(self.text),
+        return stored_bulletin(
             title=self.text,
+            body=self.text,
+            body_format=self.body_format,
+            agency_name=self.text,
             summary=self.text,
-            body_format=self.body_format.value,
-            body_source=self.text,
-            body_html=body_to_html(self.text, self.body_format, base_url=PUBLIC),
             author=self.text,
             category=self.text,
             category_slug=slugify(self.text),
-            language="vi",
-            published_at=moment,
-            updated_at=moment,
-            revision=1,
+            bulletin_id=bulletin_id,
         )
-        bulletin.agency = Agency(id=1, slug=AGENCY_SLUG, name=self.text)
-        return bulletin
 
 
 CASES = [

@@ -69,34 +69,61 @@ submissions = st.fixed_dictionaries(
 )
 
 
+def stored_bulletin(
+    *,
+    title: str,
+    body: str,
+    body_format: BodyFormat,
+    agency_name: str,
+    summary: str | None,
+    author: str | None,
+    category: str | None,
+    category_slug: str | None,
+    language: str = "vi",
+    bulletin_id: int = 7,
+) -> Bulletin:
+    """A bulletin row with its agency as the renderer and feed builder get it from the
+    database (test_hostile_text.py builds its rows here too)."""
+    bulletin = Bulletin(
+        id=bulletin_id,
+        guid=f"urn:uuid:4fbfac1c-975a-4018-8000-{bulletin_id:012d}",
+        agency_id=1,
+        slug=slugify(title),
+        title=title,
+        summary=summary,
+        body_format=body_format.value,
+        body_source=body,
+        body_html=body_to_html(body, body_format, base_url=PUBLIC),
+        author=author,
+        category=category,
+        category_slug=category_slug,
+        language=language,
+        published_at=MOMENT,
+        updated_at=MOMENT,
+        revision=1,
+    )
+    bulletin.agency = Agency(id=1, slug=AGENCY_SLUG, name=agency_name)
+    return bulletin
+
+
 def ingested(submission: dict[str, Any], agency_name: str) -> Bulletin:
     """The row ingest would store for `submission` (skipped if ingest would refuse it)."""
     try:
         valid = BulletinCreate.model_validate(submission)
     except ValidationError:
         reject()
-    # Agency names are cleaned the same way when an operator creates the agency.
-    name = clean_text(agency_name).strip() or "Cơ quan"
-    bulletin = Bulletin(
-        id=7,
-        guid="urn:uuid:4fbfac1c-975a-4018-8000-000000000007",
-        agency_id=1,
-        slug=slugify(valid.title),
+    return stored_bulletin(
         title=valid.title,
+        body=valid.body,
+        body_format=valid.body_format,
+        # Agency names are cleaned the same way when an operator creates the agency.
+        agency_name=clean_text(agency_name).strip() or "Cơ quan",
         summary=valid.summary,
-        body_format=valid.body_format.value,
-        body_source=valid.body,
-        body_html=body_to_html(valid.body, valid.body_format, base_url=PUBLIC),
         author=valid.author,
         category=valid.category,
         category_slug=slugify(valid.category, fallback="khac") if valid.category else None,
         language=valid.language,
-        published_at=MOMENT,
-        updated_at=MOMENT,
-        revision=1,
     )
-    bulletin.agency = Agency(id=1, slug=AGENCY_SLUG, name=name)
-    return bulletin
 
 
 def listings_and_names(bulletin: Bulletin, site_title: str) -> list[tuple[Listing, str]]:
