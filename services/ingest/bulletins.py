@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from services.ingest import service
 from services.ingest.deps import AgencyDep, SessionDep, SettingsDep, WritingAgencyDep
@@ -106,7 +107,12 @@ async def submit_bulletin(
     original bulletin; with a different body it is a `409`.
     """
     writer: GroupWriter = request.app.state.writer
-    accepted = await asyncio.wrap_future(writer.submit(agency.id, bulletin_in, idempotency_key))
+    body_html = await run_in_threadpool(
+        service.render_body, request.app.state.settings, bulletin_in
+    )
+    accepted = await asyncio.wrap_future(
+        writer.submit(agency.id, bulletin_in, body_html, idempotency_key)
+    )
     if not accepted.created:
         response.headers["Idempotent-Replayed"] = "true"
     answer = _answer(request.app.state.settings, agency.slug, accepted)
@@ -133,7 +139,7 @@ async def submit_batch(
     `idempotency_key` to make a retried batch safe."""
     writer: GroupWriter = request.app.state.writer
     results: list[BatchItemResult | None] = [None] * len(batch.bulletins)
-    pending: list[tuple[int, asyncio.Future[Accepted]]] = []
+    valid: list[tuple[int, BulletinCreate, str | None]] = []
     for index, raw in enumerate(batch.bulletins):
         try:
             item = BatchItem.model_validate(raw)
@@ -143,7 +149,15 @@ async def submit_batch(
         # Already validated: construct, so the content digest ignores the key as it does
         # for single submissions.
         bulletin_in = BulletinCreate.model_construct(**item.model_dump(exclude={"idempotency_key"}))
-        future = writer.submit(agency.id, bulletin_in, item.idempotency_key)
+        valid.append((index, bulletin_in, item.idempotency_key))
+    bodies = await run_in_threadpool(_render_bodies, settings, [v[1] for v in valid])
+    pending: list[tuple[int, asyncio.Future[Accepted]]] = []
+    for (index, bulletin_in, key), body_html in zip(valid, bodies, strict=True):
+        if isinstance(body_html, Problem):
+            results[index] = BatchItemResult(index=index, status=body_html.status,
+                                             problem=body_html.document())  # fmt: skip
+            continue
+        future = writer.submit(agency.id, bulletin_in, body_html, key)
         pending.append((index, asyncio.wrap_future(future)))
     for index, waiting in pending:
         try:
@@ -158,6 +172,17 @@ async def submit_batch(
         )  # fmt: skip
     done = [r for r in results if r is not None]
     return BatchResult(accepted=sum(r.status == 202 for r in done), results=done)
+
+
+def _render_bodies(settings: Settings, items: list[BulletinCreate]) -> list[str | Problem]:
+    """Each item's body as safe HTML, or the problem that refused it."""
+    bodies: list[str | Problem] = []
+    for bulletin_in in items:
+        try:
+            bodies.append(service.render_body(settings, bulletin_in))
+        except Problem as problem:
+            bodies.append(problem)
+    return bodies
 
 
 def _answer(settings: Settings, agency_slug: str, accepted: Accepted) -> BulletinAccepted:

@@ -31,9 +31,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from services.ingest.problems import Problem
 from services.ingest.schemas import BulletinCreate
 from shared.celery_app import RENDER_BULLETIN
-from shared.models import MAX_ID, Bulletin, BulletinStatus, Category, utcnow
+from shared.models import MAX_ID, BodyFormat, Bulletin, BulletinStatus, Category, utcnow
 from shared.refresh import Job, Refresher
-from shared.sanitize import body_to_html
+from shared.sanitize import MAX_NESTING, body_to_html, nesting_depth
 from shared.settings import Settings
 from shared.site import Listing, ListingKind
 from shared.slug import slugify
@@ -99,8 +99,25 @@ def _is_embargoed(published_at: datetime, now: datetime) -> bool:
     return published_at > now
 
 
+def render_body(settings: Settings, bulletin_in: BulletinCreate) -> str:
+    """The body as safe HTML. Costly (up to seconds for the largest bodies), so it runs in
+    the request's own thread before anything is stored: never in the writer thread every
+    agency's submissions share, nor inside a transaction."""
+    if (
+        bulletin_in.body_format == BodyFormat.HTML
+        and (depth := nesting_depth(bulletin_in.body)) > MAX_NESTING
+    ):
+        raise Problem(
+            422, "Invalid bulletin",
+            f"body: elements nest {depth} deep; at most {MAX_NESTING} are allowed",
+            errors=[{"field": "body", "message": f"elements must not nest more than "
+                     f"{MAX_NESTING} deep (they nest {depth} deep)"}],
+        )  # fmt: skip
+    return body_to_html(bulletin_in.body, bulletin_in.body_format, base_url=settings.public_url)
+
+
 def _content(
-    session: Session, settings: Settings, bulletin_in: BulletinCreate,
+    session: Session, bulletin_in: BulletinCreate, body_html: str,
     published_at: datetime | None, now: datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """The columns a submission or a correction sets (a new revision starts its attempts)."""
@@ -109,9 +126,7 @@ def _content(
         "summary": bulletin_in.summary,
         "body_format": bulletin_in.body_format,
         "body_source": bulletin_in.body,
-        "body_html": body_to_html(
-            bulletin_in.body, bulletin_in.body_format, base_url=settings.public_url
-        ),
+        "body_html": body_html,
         "author": bulletin_in.author,
         "category": bulletin_in.category,
         "category_slug": _ensure_category(session, bulletin_in.category),
@@ -125,11 +140,11 @@ def _content(
 
 
 def new_bulletin(
-    session: Session, settings: Settings, *, agency_id: int, bulletin_in: BulletinCreate,
+    session: Session, *, agency_id: int, bulletin_in: BulletinCreate, body_html: str,
     idempotency_key: str | None, now: datetime,
 ) -> Bulletin:  # fmt: skip
     """A new bulletin row, not yet added: queued for rendering, or scheduled when embargoed."""
-    values = _content(session, settings, bulletin_in, None, now)
+    values = _content(session, bulletin_in, body_html, None, now)
     embargoed = _is_embargoed(values["published_at"], now)
     return Bulletin(
         agency_id=agency_id,
@@ -191,6 +206,7 @@ def _change(
                 f"Bulletin {bulletin_id} is at revision {bulletin.revision} "
                 f"(ETag {etag(bulletin.revision)}), not the one If-Match names: read it again.",
                 revision=bulletin.revision,
+                headers={"ETag": etag(bulletin.revision)},
             )  # fmt: skip
         decision = decide(bulletin, utcnow())
         if decision is None:
@@ -226,6 +242,7 @@ def update_bulletin(
     bulletin_in: BulletinCreate, if_match: str | None = None,
 ) -> Change:  # fmt: skip
     """Store a correction as a new revision."""
+    body_html = render_body(settings, bulletin_in)  # once, before any transaction
 
     def decide(bulletin: Bulletin, now: datetime) -> Decision:
         if bulletin.status == BulletinStatus.WITHDRAWN:
@@ -243,9 +260,11 @@ def update_bulletin(
                 errors=[{"field": "published_at", "message": "must not be in the future for a "
                          "bulletin that is already public"}],
             )  # fmt: skip
-        values = _content(session, settings, bulletin_in, bulletin.published_at, now)
+        values = _content(session, bulletin_in, body_html, bulletin.published_at, now)
         values["revision"] = bulletin.revision + 1
-        if _is_embargoed(values["published_at"], now):
+        # Once public, never scheduled again (a kept date that looks future on a host whose
+        # clock runs behind included).
+        if _is_embargoed(values["published_at"], now) and not was_public:
             values["status"], values["pending_since"] = BulletinStatus.SCHEDULED, None
         else:
             values["status"] = BulletinStatus.PUBLISHED if was_public else BulletinStatus.QUEUED
@@ -273,8 +292,9 @@ def withdraw_bulletin(
             "attempts": 0,
             "last_error": None,
         }
-        if bulletin.rendered_revision == 0:
-            # Never public: nothing to take down, and no tombstone to reveal it existed.
+        if bulletin.rendered_revision == 0 and bulletin.status != BulletinStatus.PUBLISHED:
+            # Never public: nothing to take down, and no tombstone to reveal it existed. (A
+            # published row the reconciler is re-rendering has rendered_revision 0 too.)
             values["rendered_revision"], values["pending_since"] = values["revision"], None
         else:
             values["pending_since"] = now

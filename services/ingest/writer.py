@@ -57,6 +57,7 @@ class Accepted:
 class Submission:
     agency_id: int
     bulletin_in: BulletinCreate
+    body_html: str  # sanitised by the request beforehand: this thread only stores
     idempotency_key: str | None
     future: Future[Accepted]
 
@@ -109,13 +110,13 @@ class GroupWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, agency_id: int, bulletin_in: BulletinCreate,
+    def submit(self, agency_id: int, bulletin_in: BulletinCreate, body_html: str,
                idempotency_key: str | None) -> Future[Accepted]:  # fmt: skip
         future: Future[Accepted] = Future()
         if not self.alive:  # never queue work nobody will do
             future.set_exception(unavailable("The writer is not running; nothing was stored."))
             return future
-        self._queue.put(Submission(agency_id, bulletin_in, idempotency_key, future))
+        self._queue.put(Submission(agency_id, bulletin_in, body_html, idempotency_key, future))
         return future
 
     def close(self) -> None:
@@ -158,7 +159,7 @@ class GroupWriter:
             outcomes = self._write_together(batch)
         except Exception as exc:
             if _database_down(exc):
-                outcomes = [unavailable()] * len(batch)
+                outcomes = [unavailable() for _ in batch]  # one each: raising one alters it
             else:
                 # One item failed the group (a value the database refused, or another process
                 # took one of these idempotency keys since the lookup): write each alone, so an
@@ -213,8 +214,8 @@ class GroupWriter:
 
     def _new(self, session: Session, item: Submission, now: datetime) -> Bulletin:
         return service.new_bulletin(
-            session, self.settings, agency_id=item.agency_id, bulletin_in=item.bulletin_in,
-            idempotency_key=item.idempotency_key, now=now,
+            session, agency_id=item.agency_id, bulletin_in=item.bulletin_in,
+            body_html=item.body_html, idempotency_key=item.idempotency_key, now=now,
         )  # fmt: skip
 
     def _write_alone(self, item: Submission) -> Outcome:

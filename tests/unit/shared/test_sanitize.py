@@ -10,6 +10,7 @@ from shared.sanitize import (
     ALLOWED_TAGS,
     body_to_html,
     clean_text,
+    nesting_depth,
     sanitize_html,
     text_to_html,
 )
@@ -297,3 +298,19 @@ def test_links_and_images_become_absolute() -> None:
 def test_text_and_entities_survive_the_round_trip() -> None:
     fragment = "<p>a &lt;b&gt; &amp; c&nbsp;d “e” <code>x &lt; y</code></p><pre>  f\n g</pre>"
     assert sanitize_html(fragment, base_url=BASE) == fragment
+
+
+@pytest.mark.parametrize(
+    ("fragment", "depth"),
+    [
+        ("<p>a</p><p>b</p>", 0),  # paragraphs close themselves: never deep
+        ("<div><div><b>x</b></div></div>", 3),
+        ("<div>" * 50, 50),
+        ("<b><i><u>" * 10 + "</p>" * 30, 30),  # stray end tags do not reduce it
+        ("<ul><li>a<li>b<li>c</ul>", 1),
+        ("<br><img src=x><hr>" * 100, 0),
+        ("x < y and a<b", 1),  # text that looks like a tag counts: an upper estimate
+    ],
+)
+def test_nesting_depth_is_an_upper_estimate_from_the_tags(fragment: str, depth: int) -> None:
+    assert nesting_depth(fragment) == depth
