@@ -355,6 +355,17 @@ def test_ingest_down_is_a_problem_503_and_the_site_stays_up(site: Path) -> None:
         status, headers, body = fetch(front, "GET", "/healthz")
         assert status == 503 and headers["content-type"] == "application/problem+json"
         assert json.loads(body)["status"] == 503
+        assert headers["retry-after"] == "5"
+        assert_once(API)
+        # One address sending faster than the API's per-address limit (200/s, bursts of 400)
+        # is refused by nginx before any key is looked up, in ingest's language.
+        for _ in range(3000):  # bounded: about 600 are enough at any speed this machine has
+            status, headers, body = fetch(front, "GET", "/v1/bulletins/1")
+            if status == 429:
+                break
+        assert status == 429, "the per-address limit never refused"
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["retry-after"] == "1" and json.loads(body)["status"] == 429
         assert_once(API)
     finally:
         harness.stop(nginx.process)
