@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from services.up import uvicorn_argv
-from shared.embedded_redis import free_port
+from shared.embedded_redis import free_port, start_redis
 from tests.system import System, start_system, stop_system, wait_healthy
 
 WRITES_PER_SECOND = 20
@@ -240,11 +240,22 @@ CONNECTION_LIMITS = {
 }
 
 
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis of the module's own (never the shared one on 6379)."""
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
 @pytest.fixture(params=[INGEST, GATEWAY], ids=["ingest", "gateway"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int, str]]:
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, private_redis: str
+) -> Iterator[tuple[int, str]]:
     (tmp_path / "site").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")}
-    env |= {"BANTIN_DATA_DIR": str(tmp_path), "BANTIN_REDIS_URL": "memory://"}
+    env |= {"BANTIN_DATA_DIR": str(tmp_path), "BANTIN_REDIS_URL": private_redis}
     process, url = start_server(request.param, env | CONNECTION_LIMITS, tmp_path / "server.log")
     yield process.pid, url
     process.terminate()
