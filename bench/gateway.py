@@ -47,7 +47,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bench.core import Options, Result, table
-from services.client import load_bulletin
+from services.cli.client import load_bulletin
 from services.feed.feeds import build_feeds
 from services.render.pages import PageRenderer
 from shared.models import Agency, BodyFormat, Bulletin
@@ -58,7 +58,7 @@ from shared.slug import slugify
 
 SCENARIO = "5 gateway"
 ROOT = Path(__file__).resolve().parents[1]
-SEED = ROOT / "samples" / "000_4fbfac1c975a2018.txt"
+SEED = ROOT / "examples" / "000_4fbfac1c975a2018.txt"
 PRODUCTION_NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 PUBLIC_URL = "https://bantin.example.gov.vn"
 AGENCY = ("UBND tỉnh Bắc Kạn", "bac-kan")
@@ -69,7 +69,7 @@ WORKERS = 2
 HOST = "127.0.0.1"  # never anything else: this benchmark only talks to itself
 GZIP = {"Accept-Encoding": "gzip"}
 
-# How production runs the gateway (services/up.py and the README should say the same).
+# How production runs the gateway (services/cli/up.py and the README should say the same).
 # httptools + uvloop: uvicorn picks them when installed, but naming them makes a missing extra
 # fail loudly instead of silently running on the pure-Python h11 parser at a fraction of the
 # speed. --no-proxy-headers: the gateway never looks at the client address or scheme (its

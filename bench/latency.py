@@ -22,7 +22,7 @@ from bench.core import Options, Result
 from bench.system import rss_mib, running_system
 from shared.db import session_scope
 from shared.models import Bulletin
-from tests.system import System
+from shared.testing import System
 
 NAME = "2 publish latency"
 MEMORY = "7 memory"

@@ -19,10 +19,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from services.client import load_bulletin
-from tests.system import start_system, stop_system
+from services.cli.client import load_bulletin
+from shared.testing import start_system, stop_system
 
-SEED = Path(__file__).resolve().parents[1] / "samples" / "000_4fbfac1c975a2018.txt"
+SEED = Path(__file__).resolve().parents[1] / "examples" / "000_4fbfac1c975a2018.txt"
 POLL_SECONDS = 0.002
 
 

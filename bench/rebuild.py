@@ -25,8 +25,8 @@ import httpx
 from bench.archive import populate
 from bench.core import Options, Result, table
 from bench.system import running_system
-from services.rebuild import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW, run_rebuild
-from tests.system import System
+from services.cli.rebuild import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW, run_rebuild
+from shared.testing import System
 
 NAME = "3 rebuild"
 TARGET = 2_000  # pages/s

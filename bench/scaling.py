@@ -18,7 +18,7 @@ from bench.core import Options, Result
 from bench.system import pause, resume, running_system
 from shared.db import session_scope
 from shared.models import Bulletin, BulletinStatus
-from tests.system import System
+from shared.testing import System
 
 NAME = "6 scaling"
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.core import Options
-from tests.system import System, start_system, stop_system
+from shared.testing import System, start_system, stop_system
 
 POSTGRES_ADMIN_URL = os.environ.get("BANTIN_BENCH_POSTGRES_URL",
                                     "postgresql://postgres@127.0.0.1:5432/test")  # fmt: skip

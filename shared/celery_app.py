@@ -13,6 +13,7 @@ FEED_QUEUE = "feed"
 # Stable task names: queued messages name tasks by these strings, so they must survive renames.
 RENDER_BULLETIN = "render.bulletin"
 RENDER_LISTING = "render.listing"
+RENDER_BATCH = "render.batch"  # `bantin rebuild`: many pages per task
 BUILD_FEEDS = "feed.listing"
 
 TASK_TIME_LIMIT = 60

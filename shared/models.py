@@ -70,6 +70,9 @@ class Agency(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set by an operator: the agency's keys are refused (within a second, on every ingest
+    # process); its published bulletins stay online. NULL: active.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="agency")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import limits
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -99,6 +100,22 @@ class Settings(BaseSettings):
         "at named points). Never set in production.",
     )
     log_level: str = Field("INFO", description="Log level of every process.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text`: one readable line per event; `json`: one JSON object per line. "
+        "Events about a bulletin carry `bulletin_id`, `agency` and `revision` in both.",
+    )
+    operator_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the operators' API (`/v1/admin/...` on ingest). Unset: "
+        "that API answers 404, and operators use the `bantin` command.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        description="Port a worker or the reconciler serves Prometheus `/metrics` on (ingest "
+        "and the gateway serve it on their own port). `0`: any free port, shown by `bantin "
+        "status`. Unset: no metrics server.",
+    )
 
     @field_validator("public_url", "ingest_public_url")
     @classmethod

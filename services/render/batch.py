@@ -24,19 +24,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePosixPath
-from typing import Any
 
 from celery import Task, shared_task
-from redis import Redis
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import defer
 
 from services.render.pages import PageRenderer
+from shared.celery_app import RENDER_BATCH
 from shared.db import engine_for, session_factory
 from shared.models import Bulletin, BulletinStatus
+from shared.rebuild_progress import BatchReport, record_batch
 from shared.runtime import worker_runtime
 from shared.settings import Settings
 from shared.site import article_path, file_for, tombstone_for
@@ -44,27 +44,11 @@ from shared.storage import Storage
 
 log = logging.getLogger(__name__)
 
-RENDER_BATCH = "render.batch"  # stable: queued messages name the task by this string
 # Pages written per locked transaction. On SQLite the lock is the whole database's: 100
 # pages hold it ~11 ms (a 1 ms check, then ~0.1 ms a page write; measured), so an ingest
 # commit waits at most that long, where a whole batch would hold it for ~30 ms.
 WRITE_CHUNK = 100
-PROGRESS_TTL_SECONDS = 24 * 3600
 MAX_RETRIES = 4
-
-
-@dataclass
-class BatchReport:
-    """What one batch (or a whole rebuild, summed) did with its bulletins."""
-
-    pages: int = 0  # article pages rewritten
-    tombstones: int = 0  # withdrawal notices rewritten
-    skipped: int = 0  # not rebuilt: a render owed, failed, never public, or gone
-    failed: int = 0  # in batches that raised until their retries ran out
-
-    @property
-    def done(self) -> int:
-        return self.pages + self.tombstones + self.skipped + self.failed
 
 
 @dataclass(frozen=True)
@@ -168,51 +152,6 @@ def rebuild_pages(
                     storage.delete(page.remove)
                     report.tombstones += 1
     return report
-
-
-# -- progress, counted in Redis -------------------------------------------------------------
-
-
-def progress_keys(run_id: str) -> tuple[str, str]:
-    """(set of finished batch numbers, hash of counts) of one rebuild run."""
-    base = f"bantin:rebuild:{run_id}"
-    return f"{base}:batches", f"{base}:counts"
-
-
-# Count a batch once, however often it runs: a redelivered message (a worker killed after
-# the writes, before the ack) must not count its pages twice.
-_RECORD = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-    for i = 3, #ARGV, 2 do
-        redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
-    end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
-
-
-def record_batch(redis: Redis, run_id: str, batch_no: int, report: BatchReport) -> None:
-    counts: list[Any] = []
-    for field in fields(report):
-        counts += [field.name, getattr(report, field.name)]
-    redis.eval(_RECORD, 2, *progress_keys(run_id), batch_no, PROGRESS_TTL_SECONDS, *counts)
-
-
-def read_progress(redis: Redis, run_id: str) -> tuple[int, BatchReport]:
-    """(batches finished, their counts summed)."""
-    batches, counts = progress_keys(run_id)
-    pipe = redis.pipeline()
-    pipe.scard(batches)
-    pipe.hgetall(counts)
-    finished, values = pipe.execute()
-    report = BatchReport()
-    for name, value in values.items():
-        key = name.decode() if isinstance(name, bytes) else str(name)
-        if key in {field.name for field in fields(report)}:
-            setattr(report, key, int(value))
-    return int(finished), report
 
 
 # -- the task -------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import feedparser
 import httpx
 import pytest
 
-from services.client import load_bulletin, publish
+from services.cli.client import load_bulletin, publish
 from shared.security_headers import SITE_HEADERS
+from shared.testing import System, start_system, stop_system
 from tests.e2e.conftest import watch_context
-from tests.system import System, start_system, stop_system
 
 pytestmark = pytest.mark.e2e
-SEED = Path(__file__).resolve().parents[2] / "samples" / "000_4fbfac1c975a2018.txt"
+SEED = Path(__file__).resolve().parents[2] / "examples" / "000_4fbfac1c975a2018.txt"
 
 
 @pytest.fixture(scope="module")

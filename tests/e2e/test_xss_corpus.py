@@ -37,8 +37,8 @@ import httpx
 import pytest
 
 from shared.security_headers import SITE_CSP
+from shared.testing import System, start_system, stop_system
 from tests.e2e.conftest import _CSP_CONSOLE, CHROMIUM, CSP_RECORDER, LAUNCH_ARGS
-from tests.system import System, start_system, stop_system
 
 pytestmark = pytest.mark.e2e
 

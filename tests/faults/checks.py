@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import Bulletin
-from tests.system import System
+from shared.testing import System
 
 
 def report(name: str, **figures: Any) -> None:

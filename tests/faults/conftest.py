@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import System, start_system, stop_system
+from shared.testing import System, start_system, stop_system
 
 # Short clocks so recovery is quick to observe; feeds long enough to hold every test bulletin,
 # so "exactly once in each feed" can be checked for all of them.

@@ -20,8 +20,8 @@ from shared.db import create_schema, engine_for, session_scope
 from shared.embedded_redis import free_port, start_redis
 from shared.models import Base, Bulletin
 from shared.settings import Settings
+from shared.testing import wait_healthy
 from tests.faults.proxy import CuttableProxy
-from tests.system import wait_healthy
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from shared import faults
+from shared.testing import System
 from tests.faults.checks import report, wait_for
-from tests.system import System
 
 
 @pytest.mark.parametrize(

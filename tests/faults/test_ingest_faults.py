@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from shared import faults
 from shared.db import session_scope
 from shared.models import Bulletin
+from shared.testing import System
 from tests.faults.checks import report, wait_for
-from tests.system import System
 
 
 def count_with_key(system: System, key: str) -> int:

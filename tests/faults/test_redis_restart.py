@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared import faults
+from shared.testing import System
 from tests.faults.checks import report, statuses, wait_for, wait_until_complete
-from tests.system import System
 
 BULLETINS = 200
 

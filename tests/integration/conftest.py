@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.system import System, start_system, stop_system
+from shared.testing import System, start_system, stop_system
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

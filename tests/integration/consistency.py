@@ -22,7 +22,7 @@ from sqlalchemy import select
 from shared.agencies import create_agency
 from shared.db import session_scope
 from shared.models import Agency, Bulletin
-from tests.system import System
+from shared.testing import System
 
 T = TypeVar("T")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from shared.testing import System
 from tests.integration.consistency import (
     Staircase,
     feed_entries,
@@ -35,7 +36,6 @@ from tests.integration.consistency import (
     until_consistent,
     wait_settled,
 )
-from tests.system import System
 from tests.unit.ingest.test_edges import BEYOND_64_BITS, EVIL, UNSTORABLE
 
 CLIENTS = 4  # client threads per test; the machine has 2 cores

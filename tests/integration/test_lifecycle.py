@@ -10,7 +10,7 @@ from typing import Any
 import feedparser
 import httpx
 
-from tests.system import System
+from shared.testing import System
 
 WAIT = 30.0
 

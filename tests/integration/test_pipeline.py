@@ -17,10 +17,10 @@ import lxml.html
 
 from shared.refresh import Job, Refresher
 from shared.site import Listing, ListingKind
-from tests.system import System
+from shared.testing import System
 
 # The real sample an agency published, shipped with the project (a user's clone has nothing else).
-SEED = Path(__file__).resolve().parents[2] / "samples" / "000_4fbfac1c975a2018.txt"
+SEED = Path(__file__).resolve().parents[2] / "examples" / "000_4fbfac1c975a2018.txt"
 SEED_TITLE = (
     "Ban hành Kế hoạch hành động thực hiện Quyết định số 628/QĐ-TTg ngày 11/5/2020 "
     "của Thủ tướng Chính phủ"

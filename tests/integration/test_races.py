@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from shared.testing import System
 from tests.integration.consistency import (
     feed_entries,
     in_parallel,
@@ -36,7 +37,6 @@ from tests.integration.consistency import (
     until_consistent,
     wait_settled,
 )
-from tests.system import System
 
 ROUNDS = 200  # per database
 AGENCIES = 8  # 25 bulletins each: an agency page (30) and its feed (50) list all of them

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import feedparser
 import httpx
 
-from services.rebuild import run_rebuild
+from services.cli.rebuild import run_rebuild
 from shared.site import Listing, ListingKind, file_for, tombstone_for
-from tests.system import System
+from shared.testing import System
 
 
 def test_rebuild_brings_back_every_page_notice_index_and_feed(system: System) -> None:
@@ -50,7 +50,7 @@ def test_rebuild_brings_back_every_page_notice_index_and_feed(system: System) ->
         assert httpx.get(published[0]["url"]).status_code == 404
 
         # A short stall limit: workers that do not load services.render.batch (see
-        # services/worker.py) drop its messages, and the rebuild says so instead of hanging.
+        # services/cli/worker.py) drop its messages, and the rebuild says so instead of hanging.
         report = run_rebuild(system.settings(), batch_size=2, progress=False, stall_seconds=10)
 
         assert report.counts.failed == 0

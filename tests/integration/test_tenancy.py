@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.up import uvicorn_argv
+from services.cli.up import uvicorn_argv
 from shared.embedded_redis import free_port
-from tests.system import System, start_system, stop_system, wait_healthy
+from shared.testing import System, start_system, stop_system, wait_healthy
 
 WRITES_PER_SECOND = 20
 BATCH_PER_MINUTE = 150

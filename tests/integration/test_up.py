@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import alive, descendants, start_system, stop_system
+from shared.testing import alive, descendants, start_system, stop_system
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])

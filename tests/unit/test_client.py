@@ -3,10 +3,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.client import PublishError, parse_text_bulletin
+from services.cli.client import PublishError, parse_text_bulletin
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
-SEED = Path(__file__).resolve().parents[2] / "samples" / "000_4fbfac1c975a2018.txt"
+SEED = Path(__file__).resolve().parents[2] / "examples" / "000_4fbfac1c975a2018.txt"
 
 
 def test_the_seed_sample_parses_into_its_parts() -> None:

@@ -151,7 +151,7 @@ def test_healthchecks_probe_the_right_thing(services: dict[str, dict[str, Any]])
         assert f"127.0.0.1:{port}/healthz" in _healthcheck_text(services[name]), name
     for name in WORKERS:
         text = _healthcheck_text(services[name])
-        assert "celery -A services.worker inspect ping" in text, name
+        assert "celery -A services.cli.worker inspect ping" in text, name
         # Only this container's node counts; `$$` is compose's escape for the shell's `$`.
         assert "@$$HOSTNAME" in text, name
 

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, update
 
-from services.rebuild import count_rebuilt, id_batches
-from services.render.batch import BatchReport, read_progress, rebuild_pages, record_batch
+from services.cli.rebuild import count_rebuilt, id_batches
+from services.render.batch import rebuild_pages
 from services.render.pages import PageRenderer
 from shared.db import create_schema, session_scope
 from shared.embedded_redis import start_redis
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
+from shared.rebuild_progress import BatchReport, read_progress, record_batch
 from shared.settings import Settings
 from shared.site import article_path, file_for, tombstone_for
 from shared.storage import LocalStorage

@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     from celery import Celery
     from redis import Redis
 
-    from services.render.batch import BatchReport
+    from shared.rebuild_progress import BatchReport
     from shared.settings import Settings
 
-# services/cli.py imports this module on every `bantin` command: what it needs from
+# services/cli/__init__.py imports this module on every `bantin` command: what it needs from
 # SQLAlchemy, Celery, Redis and the render package is imported where it is used (0.3 s).
 
 DEFAULT_BATCH_SIZE = 250
@@ -91,7 +91,7 @@ class RebuildReport:
 
 
 def _batch_report() -> BatchReport:
-    from services.render.batch import BatchReport
+    from shared.rebuild_progress import BatchReport
 
     return BatchReport()
 
@@ -194,7 +194,8 @@ def _send_and_follow(
 ) -> int:
     """Send batches, at most `window` unfinished at once, until all are done; returns the
     count the progress bar shows."""
-    from services.render.batch import RENDER_BATCH, read_progress
+    from shared.celery_app import RENDER_BATCH
+    from shared.rebuild_progress import read_progress
 
     batches = id_batches(settings, batch_size)
     exhausted = False
@@ -272,3 +273,6 @@ def rebuild(batch_size: int, no_progress: bool) -> None:
     click.echo(report.summary())
     if report.counts.failed:
         raise SystemExit(1)
+
+
+COMMANDS = [rebuild]

@@ -1,4 +1,4 @@
-"""`bantin up` as a real process tree, and the ways tests talk to it."""
+"""`bantin up` as a real process tree, and the ways tests and benchmarks talk to it."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class System:
         """The system's own settings, for reading its database directly."""
         values = {k.removeprefix("BANTIN_").lower(): v for k, v in self.env.items()
                   if k.startswith("BANTIN_")}  # fmt: skip
-        return Settings(**values)
+        return Settings.model_validate(values)
 
     def processes(self, role: str) -> list[tuple[int, int]]:
         """(pid, parent pid) of live processes under `bantin up` whose command line has `role`

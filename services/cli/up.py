@@ -13,13 +13,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from sqlalchemy import func, select
+import click
 
-from shared.agencies import add_key_columns, create_agency
-from shared.db import create_schema, engine_for, session_scope
 from shared.embedded_redis import start_redis
-from shared.models import Agency
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 STOP_GRACE_SECONDS = 10
 RESTARTS_PER_MINUTE = 10  # beyond this, a child is restarted only every CRASH_LOOP_PAUSE
@@ -31,6 +28,7 @@ DEMO_AGENCY = ("UBND tỉnh Bắc Kạn", "bac-kan")
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
     restart_at: float | None = None
@@ -66,21 +64,30 @@ def uvicorn_argv(factory: str, host: str, port: int) -> list[str]:
 
 
 def children(settings: Settings) -> list[Child]:
+    # Workers and the reconciler serve /metrics on a free port each (listed by `bantin
+    # status`); ingest and the gateway serve it on their own ports.
+    metrics = {"BANTIN_METRICS_PORT": "0"}
     return [
         Child("ingest", uvicorn_argv("services.ingest.app:app_from_env",
                                      settings.ingest_host, settings.ingest_port)),
         Child("gateway", uvicorn_argv("services.gateway.app:app_from_env",
                                       settings.gateway_host, settings.gateway_port)),
-        Child("render", _python("services.cli", "worker", "render")),
-        Child("feed", _python("services.cli", "worker", "feed", "--concurrency", "1")),
-        Child("reconciler", _python("services.cli", "reconciler")),
+        Child("render", _python("services.cli", "worker", "render"), metrics),
+        Child("feed", _python("services.cli", "worker", "feed", "--concurrency", "1"), metrics),
+        Child("reconciler", _python("services.cli", "reconciler"), metrics),
     ]  # fmt: skip
 
 
 def prepare(settings: Settings) -> str | None:
-    """Create the schema; on first run create the demo agency and return its key."""
-    create_schema(settings)
-    add_key_columns(engine_for(settings))  # a database made before keys had them
+    """Upgrade the schema; on first run create the demo agency and return its key."""
+    from sqlalchemy import func, select
+
+    from shared.agencies import create_agency
+    from shared.db import session_scope
+    from shared.migrations import upgrade
+    from shared.models import Agency
+
+    upgrade(settings)
     with session_scope(settings) as session:
         if session.scalar(select(func.count()).select_from(Agency)):
             return None
@@ -113,7 +120,7 @@ class Supervisor:
     def spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
             child.argv,
-            env=self.env,
+            env=self.env | child.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             # Own session: a Ctrl-C reaches only the supervisor, which then stops each child
@@ -213,3 +220,17 @@ def banner(settings: Settings, demo_key: str | None, data_dir: Path) -> None:
         ]
     for line in lines:
         _say("bantin", line)
+
+
+@click.command()
+def up() -> None:
+    """Start everything: embedded Redis (unless BANTIN_REDIS_URL is set), database, ingest,
+    gateway, render and feed workers, reconciler. Ctrl-C stops it all."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    demo_key = prepare(settings)
+    banner(settings, demo_key, settings.data_dir)
+    sys.exit(Supervisor(settings).run())
+
+
+COMMANDS = [up]

@@ -1,4 +1,4 @@
-"""Celery entry point: `celery -A services.worker worker -Q render` (or `bantin worker`)."""
+"""Celery entry point: `celery -A services.cli.worker worker -Q render` (or `bantin worker`)."""
 
 from shared.celery_app import create_celery_app
 from shared.settings import get_settings
