@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from redis import Redis
 from sqlalchemy import text
 
+from services.ingest.admin import router as admin_router
 from services.ingest.bulletins import router as bulletins_router
 from services.ingest.deps import KeyCache
 from services.ingest.keys import router as keys_router
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)  # last added = outermost: the 413 gets them too
     app.include_router(bulletins_router)
     app.include_router(keys_router)
+    app.include_router(admin_router)
 
     @app.get(
         "/healthz",
