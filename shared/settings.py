@@ -8,7 +8,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 import limits
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,7 +28,9 @@ class Settings(BaseSettings):
         "in the data dir and hands its URL to every child process.",
     )
     public_url: str = Field(
-        "http://127.0.0.1:8000", description="Base URL used in pages, feeds and API answers."
+        "",
+        description="Base URL used in pages, feeds and API answers. Unset: the gateway's own "
+        "address, `http://{gateway_host}:{gateway_port}` (127.0.0.1 for a wildcard host).",
     )
     gateway_host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
     gateway_port: int = Field(8000, description="Port of the public read side.")
@@ -37,8 +39,8 @@ class Settings(BaseSettings):
     ingest_public_url: str | None = Field(
         None,
         description="Base URL of the write API as clients reach it, used in `status_url` and "
-        "`Location`. Unset: `http://{ingest_host}:{ingest_port}`. Never taken from the "
-        "request's Host header.",
+        "`Location`. Unset: `http://{ingest_host}:{ingest_port}` (127.0.0.1 for a wildcard "
+        "host). Never taken from the request's Host header.",
     )
     timezone: str = Field("Asia/Ho_Chi_Minh", description="Zone for displayed dates and feeds.")
     site_title: str = Field("Bản tin", description="Site name in headers and feed titles.")
@@ -117,6 +119,14 @@ class Settings(BaseSettings):
         "status`. Unset: no metrics server.",
     )
 
+    @model_validator(mode="after")
+    def _default_public_url(self) -> Settings:
+        # From the gateway's port unless given: changing BANTIN_GATEWAY_PORT alone must not
+        # leave every printed and published URL pointing at the old one.
+        if not self.public_url:
+            self.public_url = local_url(self.gateway_host, self.gateway_port)
+        return self
+
     @field_validator("public_url", "ingest_public_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -146,7 +156,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_ingest_url(self) -> str:
-        return self.ingest_public_url or f"http://{self.ingest_host}:{self.ingest_port}"
+        return self.ingest_public_url or local_url(self.ingest_host, self.ingest_port)
 
     @property
     def resolved_site_dir(self) -> Path:
@@ -169,6 +179,15 @@ class Settings(BaseSettings):
                 "BANTIN_REDIS_URL is not set and no embedded Redis is running for data dir "
                 f"{self.data_dir.resolve()}: start `bantin up` or set BANTIN_REDIS_URL"
             ) from None
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL of a server listening on host:port, as a client on this machine reaches it."""
+    if host in ("0.0.0.0", "::", ""):  # every interface: loopback is one of them
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{port}"
 
 
 @lru_cache
