@@ -1,17 +1,42 @@
 """How much work waits on each queue, and for how long: what `bantin status`, the metrics and
 an autoscaler read.
 
-Stub with the agreed interface; the observability work fills in the implementation.
+Depth is what waits in Redis for a worker to take it. Kombu's Redis transport keeps a queue
+as a list named after it, plus one list per priority step (`render\\x06\\x163`, …) when
+messages carry priorities; it counts a queue's size as the sum of those lists (its
+`Channel._size`), and so do we. Messages a worker has taken but not yet acknowledged sit in
+Kombu's `unacked` hash, not in these lists: they are being worked on, not waiting.
+
+Oldest age is the age of the oldest piece of work owed, whichever message (if any) carries it:
+- render: the oldest `bulletins.pending_since` (indexed) of a row whose render is owed and
+  not embargoed (scheduled rows have none), and the oldest listing page build requested and
+  not yet started (shared/refresh.py's `since`). The database, not the queue, is the truth:
+  a message Redis lost still counts as owed. One caveat: when the reconciler re-sends a render
+  owed for over `requeue_after_seconds` it restarts that row's clock, so a render that keeps
+  failing shows an age of at most that long; the reconciler's re-sent counter says so.
+- feed: the oldest feed build requested and not yet started (shared/refresh.py's `since`).
+  Feed messages carry a listing, not a bulletin, and many requests coalesce into one build,
+  so the request times are the only honest measure of how long a feed has been waiting.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from redis import Redis
+from sqlalchemy import func, select
 
 from shared.celery_app import FEED_QUEUE, RENDER_QUEUE
+from shared.db import session_factory
+from shared.models import Bulletin, BulletinStatus
+from shared.refresh import Job, owed_since
 from shared.settings import Settings
+
+# Kombu's Redis transport: separator and steps of its per-priority lists (kombu.transport.redis
+# Channel.sep and PRIORITY_STEPS); step 0 is the bare queue name.
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 @dataclass(frozen=True)
@@ -21,7 +46,51 @@ class QueueStats:
     oldest_age_seconds: float | None  # age of the oldest work owed on this queue; None: none
 
 
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists Kombu keeps a queue's waiting messages in."""
+    return [queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}"
+            for step in KOMBU_PRIORITY_STEPS]  # fmt: skip
+
+
+def queue_depths(
+    redis: Redis, queues: tuple[str, ...] = (RENDER_QUEUE, FEED_QUEUE)
+) -> dict[str, int]:
+    """Messages waiting per queue, in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for queue in queues:
+        for name in queue_lists(queue):
+            pipe.llen(name)
+    sizes = pipe.execute()
+    steps = len(KOMBU_PRIORITY_STEPS)
+    return {
+        q: sum(int(n) for n in sizes[i * steps : (i + 1) * steps]) for i, q in enumerate(queues)
+    }
+
+
+def oldest_render_owed(settings: Settings) -> float | None:
+    """Unix time of the oldest render owed in the database (None: none is owed)."""
+    with session_factory(settings)() as session:
+        oldest = session.scalar(
+            select(func.min(Bulletin.pending_since)).where(
+                Bulletin.pending_since.is_not(None), Bulletin.status != BulletinStatus.SCHEDULED
+            )
+        )
+    return None if oldest is None else oldest.timestamp()
+
+
+def _age(now: float, *since: float | None) -> float | None:
+    times = [t for t in since if t is not None]
+    return max(0.0, now - min(times)) if times else None
+
+
 def queue_stats(settings: Settings, redis: Redis) -> list[QueueStats]:
     """One entry per queue (render, feed). Raises RedisError / SQLAlchemyError when a
     backend is unreachable."""
-    return [QueueStats(queue, int(redis.llen(queue)), None) for queue in (RENDER_QUEUE, FEED_QUEUE)]
+    depths = queue_depths(redis)
+    render_since = oldest_render_owed(settings), owed_since(redis, Job.PAGE)
+    feed_since = owed_since(redis, Job.FEED)
+    now = time.time()
+    return [
+        QueueStats(RENDER_QUEUE, depths[RENDER_QUEUE], _age(now, *render_since)),
+        QueueStats(FEED_QUEUE, depths[FEED_QUEUE], _age(now, feed_since)),
+    ]

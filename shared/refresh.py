@@ -15,6 +15,9 @@ publish; single-flight does not:
 - each build records the fingerprint of the rows it showed (`built`); the reconciler compares
   it with the database now and then, which catches whatever the counters cannot (a trigger
   lost between a commit and its request, a Redis restart that wiped the counters).
+- `since` holds the time of the oldest request no build has started to cover yet (set by the
+  first request, cleared by the build that starts covering it): `owed_since` gives the age
+  of the oldest listing build owed, which shared/queues.py reports per queue.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ _TASK_FOR_JOB = {Job.PAGE: RENDER_LISTING, Job.FEED: BUILD_FEEDS}
 TARGETS_KEY = "bantin:refresh:targets"
 
 # Atomically: record `done`, then either release the lock (nothing new wanted) or keep it
-# (and its TTL fresh) and tell the builder to go round again.
+# (and its TTL fresh) and tell the builder to go round again. Releasing also clears `since`:
+# a request whose INCR the build covered may have set it just after the build started.
 _FINISH = """
 redis.call('SET', KEYS[2], ARGV[1])
 local wanted = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -55,7 +59,7 @@ if wanted > tonumber(ARGV[1]) then
     redis.call('EXPIRE', KEYS[3], ARGV[2])
     return 1
 end
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 return 0
 """
 
@@ -63,6 +67,10 @@ return 0
 def _keys(job: Job, listing: Listing) -> tuple[str, str, str]:
     base = _base(job, listing)
     return f"{base}:wanted", f"{base}:done", f"{base}:lock"
+
+
+def _since_key(job: Job, listing: Listing) -> str:
+    return f"{_base(job, listing)}:since"
 
 
 def _base(job: Job, listing: Listing) -> str:
@@ -82,14 +90,16 @@ class Refresher:
     def request_many(self, wanted_builds: list[tuple[Job, Listing]]) -> int:
         """Ask for several rebuilds in one round trip; returns how many builds this started."""
         pipe = self.redis.pipeline(transaction=False)
+        now = repr(time.time())
         for job, listing in wanted_builds:
             wanted, _done, lock = _keys(job, listing)
             pipe.incr(wanted)
             pipe.sadd(TARGETS_KEY, f"{job.value}|{listing.target}")
             pipe.set(lock, "1", nx=True, ex=LOCK_TTL_SECONDS)
+            pipe.set(_since_key(job, listing), now, nx=True)  # the oldest uncovered request
         replies = pipe.execute()
         started = 0
-        for (job, listing), acquired in zip(wanted_builds, replies[2::3], strict=True):
+        for (job, listing), acquired in zip(wanted_builds, replies[2::4], strict=True):
             if acquired:
                 self._send_or_unlock(job, listing)
                 started += 1
@@ -117,13 +127,18 @@ class Refresher:
         """
         wanted, done, lock = _keys(job, listing)
         started = time.monotonic()
-        generation = int(self.redis.get(wanted) or 0)
+        # This build covers every request counted so far: they are no longer waiting.
+        start = self.redis.pipeline()
+        start.get(wanted)
+        start.delete(_since_key(job, listing))
+        generation = int(start.execute()[0] or 0)
         built = build()
         pipe = self.redis.pipeline()
         pipe.set(f"{_base(job, listing)}:built", built)
         pipe.incr(f"bantin:stats:builds:{job.value}:{listing.target}")
         pipe.execute()
-        if not self._finish(keys=[wanted, done, lock], args=[generation, LOCK_TTL_SECONDS]):
+        keys = [wanted, done, lock, _since_key(job, listing)]
+        if not self._finish(keys=keys, args=[generation, LOCK_TTL_SECONDS]):
             return None
         return max(0.0, MIN_REBUILD_INTERVAL - (time.monotonic() - started))
 
@@ -159,6 +174,24 @@ class Refresher:
             self._send_or_unlock(job, listing)
             return True
         return False
+
+
+def owed_since(redis: Redis, job: Job) -> float | None:
+    """Unix time of the oldest request for a `job` build that no build covers yet (None:
+    nothing waits). Reads one key per listing in one round trip."""
+    prefix = f"{job.value}|"
+    targets = [
+        text
+        for member in redis.smembers(TARGETS_KEY)
+        if (text := member.decode() if isinstance(member, bytes) else str(member)).startswith(
+            prefix
+        )
+    ]
+    if not targets:
+        return None
+    keys = [f"bantin:refresh:{job.value}:{t.partition('|')[2]}:since" for t in targets]
+    times = [float(value) for value in redis.mget(keys) if value is not None]
+    return min(times, default=None)
 
 
 def build_in_task(
