@@ -1,5 +1,9 @@
 """Agencies and their API keys. A key is shown once, at creation; only its digest is stored.
 
+An operator can disable an agency (its keys are refused, its published bulletins stay online)
+and enable it again, and rotate its key. Every such change is one guarded UPDATE (or runs
+under the agency row's lock), so simultaneous changes from several clients end consistent.
+
 Keys look like `bt_live_…` so people and secret scanners can tell them apart; keys issued
 before that (`bt_…`) keep working. Each key also keeps a short display prefix (not enough to
 use it) and, once revoked, `revoked_at`: a revoked key never authenticates again.
@@ -10,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import cast
+from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import Engine, Table, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from shared.models import Agency, ApiKey, utcnow
+from shared.models import Agency, ApiKey, Bulletin, BulletinStatus, utcnow
 from shared.sanitize import clean_text
 from shared.site import RESERVED_SLUGS
 from shared.slug import slugify
@@ -36,6 +41,14 @@ class KeyLimitError(AgencyError):
     pass
 
 
+class AgencyExistsError(AgencyError):
+    pass
+
+
+class UnknownAgencyError(AgencyError):
+    pass
+
+
 @dataclass(frozen=True)
 class KeyOwner:
     """Who a valid key belongs to, as plain data (ingest caches it across requests)."""
@@ -44,6 +57,7 @@ class KeyOwner:
     slug: str
     name: str
     key_id: int
+    disabled: bool = False  # part of the cached lookup: a disable reaches every process in time
 
 
 def hash_key(key: str) -> str:
@@ -73,7 +87,7 @@ def create_agency(session: Session, *, name: str, slug: str | None = None) -> tu
     if slug in RESERVED_SLUGS:
         raise AgencyError(f"the slug {slug!r} is reserved for the site itself")
     if session.scalar(select(Agency.id).where(Agency.slug == slug)) is not None:
-        raise AgencyError(f"an agency with the slug {slug!r} already exists")
+        raise AgencyExistsError(f"an agency with the slug {slug!r} already exists")
     agency = Agency(name=name, slug=slug)
     key = new_key()
     agency.api_keys.append(_key_row(key))
@@ -83,13 +97,17 @@ def create_agency(session: Session, *, name: str, slug: str | None = None) -> tu
 
 
 def key_owner(session: Session, key: str) -> KeyOwner | None:
-    """The owner of a valid (not revoked) key: one query on the unique digest index."""
+    """The owner of a valid (not revoked) key, and whether the agency is disabled: one query
+    on the unique digest index."""
     row = session.execute(
-        select(Agency.id, Agency.slug, Agency.name, ApiKey.id)
+        select(Agency.id, Agency.slug, Agency.name, ApiKey.id, Agency.disabled_at)
         .join(ApiKey)
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     ).first()
-    return None if row is None else KeyOwner(*row)
+    if row is None:
+        return None
+    agency_id, slug, name, key_id, disabled_at = row
+    return KeyOwner(agency_id, slug, name, key_id, disabled=disabled_at is not None)
 
 
 def agency_for_key(session: Session, key: str) -> Agency | None:
@@ -153,6 +171,144 @@ def keys_with_prefix(session: Session, prefix: str) -> list[ApiKey]:
             )
         )
     )
+
+
+def keys_by_id(session: Session, key_id: int) -> ApiKey | None:
+    """Any agency's key by its id (keys issued before prefixes were kept have only that)."""
+    if not 0 < key_id <= _MAX_ROW_ID:
+        return None
+    return session.get(ApiKey, key_id)
+
+
+# Operators' administration ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgencySummary:
+    """What an operator sees of an agency: `bantin agency list` and GET /v1/admin/agencies."""
+
+    id: int
+    slug: str
+    name: str
+    created_at: datetime
+    disabled_at: datetime | None
+    active_keys: int
+    bulletins: dict[str, int]  # count per status, every status present
+
+    @property
+    def status(self) -> str:
+        return "active" if self.disabled_at is None else "disabled"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, as `--json` prints it and the API answers it."""
+        return {
+            "slug": self.slug,
+            "name": self.name,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "disabled_at": None if self.disabled_at is None else self.disabled_at.isoformat(),
+            "active_keys": self.active_keys,
+            "bulletins": dict(self.bulletins),
+        }
+
+
+def list_agencies(session: Session, slug: str | None = None) -> list[AgencySummary]:
+    """Every agency (or the one with `slug`) by slug, with its active keys and bulletins
+    counted: three queries, whatever the number of agencies."""
+    agencies = select(Agency).order_by(Agency.slug)
+    if slug is not None:
+        agencies = agencies.where(Agency.slug == slug)
+    rows = list(session.scalars(agencies))
+    ids = [row.id for row in rows]
+    keys: dict[int, int] = {}
+    counts: dict[int, dict[str, int]] = {}
+    if ids:
+        key_rows = session.execute(
+            select(ApiKey.agency_id, func.count())
+            .where(ApiKey.agency_id.in_(ids), ApiKey.revoked_at.is_(None))
+            .group_by(ApiKey.agency_id)
+        )
+        keys = dict(key_rows.tuples())
+        bulletin_rows = session.execute(
+            select(Bulletin.agency_id, Bulletin.status, func.count())
+            .where(Bulletin.agency_id.in_(ids))
+            .group_by(Bulletin.agency_id, Bulletin.status)
+        )
+        for agency_id, status, count in bulletin_rows:
+            counts.setdefault(agency_id, {})[status] = count
+    return [
+        AgencySummary(
+            id=row.id,
+            slug=row.slug,
+            name=row.name,
+            created_at=row.created_at,
+            disabled_at=row.disabled_at,
+            active_keys=keys.get(row.id, 0),
+            bulletins={s.value: counts.get(row.id, {}).get(s.value, 0) for s in BulletinStatus},
+        )
+        for row in rows
+    ]
+
+
+def agency_summary(session: Session, slug: str) -> AgencySummary:
+    found = list_agencies(session, slug)
+    if not found:
+        raise UnknownAgencyError(f"no agency with the slug {slug!r}")
+    return found[0]
+
+
+def agency_id_for(session: Session, slug: str) -> int:
+    agency_id = session.scalar(select(Agency.id).where(Agency.slug == slug))
+    if agency_id is None:
+        raise UnknownAgencyError(f"no agency with the slug {slug!r}")
+    return agency_id
+
+
+def set_disabled(session: Session, slug: str, disabled: bool) -> bool:
+    """Disable (or enable) an agency; True if this call changed it, False if it already was.
+    One guarded UPDATE: of simultaneous calls exactly one changes the state, so a series of
+    racing disables and enables ends in the state of the last one to change it."""
+    guard = Agency.disabled_at.is_(None) if disabled else Agency.disabled_at.is_not(None)
+    result = session.execute(
+        update(Agency)
+        .where(Agency.slug == slug, guard)
+        .values(disabled_at=utcnow() if disabled else None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        return True
+    agency_id_for(session, slug)  # raises for an unknown slug
+    return False
+
+
+@dataclass(frozen=True)
+class Rotation:
+    key: ApiKey
+    secret: str  # the new key, in clear: shown once
+    revoked: list[int]  # ids of the keys this rotation revoked
+
+
+def rotate_key(session: Session, slug: str, *, keep_old: bool = False) -> Rotation:
+    """A new key for the agency and, unless `keep_old`, every other key of it revoked (keep
+    them to let the agency switch over, then revoke them). Under the agency row's lock
+    (PostgreSQL; SQLite has one writer): simultaneous rotations leave exactly one active key."""
+    agency_id = session.scalar(select(Agency.id).where(Agency.slug == slug).with_for_update())
+    if agency_id is None:
+        raise UnknownAgencyError(f"no agency with the slug {slug!r}")
+    revoked: list[int] = []
+    if not keep_old:
+        # Revoke first, so an agency at its key limit can still rotate.
+        revoked = sorted(
+            session.scalars(
+                update(ApiKey)
+                .where(ApiKey.agency_id == agency_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+                .returning(ApiKey.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    row, secret = issue_key(session, agency_id)
+    return Rotation(row, secret, revoked)
 
 
 def add_key_columns(engine: Engine) -> list[str]:

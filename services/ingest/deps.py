@@ -1,9 +1,11 @@
-"""FastAPI dependencies: settings, a database session, the calling agency, the queue check,
-the rate limit."""
+"""FastAPI dependencies: settings, a database session, the calling agency (or operator), the
+queue check, the rate limit."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +24,10 @@ from shared.db import session_factory
 from shared.ratelimit import BATCH, WRITE, AgencyLimiter, storage_url
 from shared.settings import Settings
 
-# How long a process trusts a key it has looked up. A revoked (or deleted) key stops working
-# on every ingest process within this long, with no message to miss and whether Redis is up
-# or not; the price is one indexed query per key in use, per process, twice a second.
+# How long a process trusts a key it has looked up. A revoked (or deleted) key, or one of a
+# disabled agency, stops working on every ingest process within this long, with no message to
+# miss and whether Redis is up or not; the price is one indexed query per key in use, per
+# process, twice a second.
 KEY_CACHE_SECONDS = 0.5
 QUEUE_CHECK_SECONDS = 1.0  # at most one Redis ping per second; a send failure is caught anyway
 
@@ -45,6 +48,11 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False, description="The agency's API key.")
+_operator_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorToken",
+    description="The operators' token, `BANTIN_OPERATOR_TOKEN` (never an agency's key).",
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class Caller:
     slug: str
     name: str
     key_id: int
+    disabled: bool = False  # the key is right, but an operator disabled the agency
 
 
 class KeyCache:
@@ -112,11 +121,20 @@ class KeyCache:
             if caller.key_id == key_id:
                 del self._entries[digest]
 
+    def forget_agency(self, agency_id: int) -> None:
+        """Drop every key of an agency at once in this process (it was disabled or enabled
+        here); a lookup already under way is trusted no longer than `ttl` anyway."""
+        for digest, (caller, _expires) in list(self._entries.items()):
+            if caller.id == agency_id:
+                del self._entries[digest]
+
 
 def _lookup(settings: Settings, key: str) -> Caller | None:
     with session_factory(settings)() as session:
         owner = key_owner(session, key)
-    return None if owner is None else Caller(owner.agency_id, owner.slug, owner.name, owner.key_id)
+    if owner is None:
+        return None
+    return Caller(owner.agency_id, owner.slug, owner.name, owner.key_id, owner.disabled)
 
 
 async def get_agency(
@@ -135,6 +153,16 @@ async def get_agency(
     )
     if caller is None:
         raise Problem(401, "Unauthorized", "The API key is not valid (or was revoked).")
+    if caller.disabled:
+        # 403, not 401: the key is right, so the agency's developers need not hunt for another.
+        raise Problem(
+            403,
+            "Agency disabled",
+            f"The agency {caller.slug!r} was disabled by the operators of this Bantin: its key "
+            "is valid but refused until they enable the agency again; ask them to. Its "
+            "published bulletins stay online.",
+            agency=caller.slug,
+        )
     return caller
 
 
@@ -168,6 +196,42 @@ async def get_managing_agency(
 
 
 ManagingAgencyDep = Annotated[Caller, Depends(get_managing_agency)]
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def require_operator(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_bearer)],
+) -> None:
+    """The caller holds BANTIN_OPERATOR_TOKEN. Without that setting the operators' API does not
+    exist (404), so an installation that never set it exposes nothing."""
+    settings: Settings = request.app.state.settings
+    token = settings.operator_token.get_secret_value() if settings.operator_token else ""
+    if not token:
+        raise Problem(
+            404,
+            "Not found",
+            "The operators' API is off on this server: set BANTIN_OPERATOR_TOKEN to turn it on.",
+        )
+    challenge = {"WWW-Authenticate": 'Bearer realm="bantin-operators"'}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(
+            401,
+            "Unauthorized",
+            "Send the operator token as `Authorization: Bearer <BANTIN_OPERATOR_TOKEN>`.",
+            headers=challenge,
+        )
+    # Digests first: compare_digest takes constant time only between equal lengths.
+    if not hmac.compare_digest(_digest(credentials.credentials), _digest(token)):
+        raise Problem(
+            401,
+            "Unauthorized",
+            "The operator token is not valid (an agency's key never is).",
+            headers=challenge,
+        )
 
 
 def limiter(state: State) -> AgencyLimiter | None:
