@@ -3,6 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.runtime-stamp
 
 # The locks are written by pip-tools, kept in a venv of its own so it never mixes with Bantin's
 # packages; installing from them needs nothing but pip.
@@ -22,17 +23,23 @@ help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 # Exactly the locked versions, checked by hash; then Bantin itself, whose dependencies the
-# lock already holds.
-$(STAMP): pyproject.toml requirements-dev.lock
+# lock already holds. `make run` needs only the runtime lock; `make test` adds the test tools.
+$(RUN_STAMP): pyproject.toml requirements.lock
+	@echo "==> Installing Bantin's runtime dependencies (requirements.lock) into $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --progress-bar on --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) requirements-dev.lock
+	@echo "==> Installing the test tools (requirements-dev.lock) into $(VENV)"
+	$(BIN)/pip install --progress-bar on --require-hashes -r requirements-dev.lock
 	touch $(STAMP)
 
-install: $(STAMP)  ## Create the virtualenv and install the locked dependencies and Bantin
+install: $(STAMP)  ## Create the virtualenv with everything: runtime, test tools, Bantin
 
-run: $(STAMP)  ## Set up and start the whole system (embedded Redis and SQLite in ./var)
+run: $(RUN_STAMP)  ## Set up and start the whole system (embedded Redis and SQLite in ./var)
 	$(BIN)/bantin up
 
 test: $(STAMP)  ## Run the whole test suite (unit, integration, browser)
