@@ -127,6 +127,12 @@ class Settings(BaseSettings):
             self.public_url = local_url(self.gateway_host, self.gateway_port)
         return self
 
+    @field_validator("operator_token", "metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes `${VAR:-}` through as an empty string: that means "not set".
+        return None if value == "" else value
+
     @field_validator("public_url", "ingest_public_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
