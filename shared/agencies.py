@@ -228,7 +228,7 @@ def list_agencies(session: Session, slug: str | None = None) -> list[AgencySumma
             .where(ApiKey.agency_id.in_(ids), ApiKey.revoked_at.is_(None))
             .group_by(ApiKey.agency_id)
         )
-        keys = dict(key_rows.tuples())
+        keys = dict(key_rows.all())  # not dict(result): a Result has keys(), the columns
         bulletin_rows = session.execute(
             select(Bulletin.agency_id, Bulletin.status, func.count())
             .where(Bulletin.agency_id.in_(ids))
