@@ -8,7 +8,13 @@ of any uvicorn worker) sums them. Single processes use the default registry.
 
 from __future__ import annotations
 
+import atexit
+import glob
 import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +22,8 @@ from prometheus_client import (
     CollectorRegistry,
     generate_latest,
     multiprocess,
+    start_http_server,
+    values,
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -37,3 +45,66 @@ def exposition_registry() -> CollectorRegistry:
 def exposition() -> tuple[bytes, str]:
     """(body, content type) of a /metrics answer in the text format Prometheus scrapes."""
     return generate_latest(exposition_registry()), CONTENT_TYPE_LATEST
+
+
+def enable_multiprocess(parent: str | None = None) -> str:
+    """Point this process (and every process it forks) at a fresh, empty multiprocess
+    directory; returns it. Must run before the first metric is created.
+
+    A fresh directory per start, never a shared one: files left by an earlier run (or by a
+    replica sharing a volume) would be summed into this one's counters. The directory is
+    made inside `parent`, else inside PROMETHEUS_MULTIPROC_DIR if the operator set one (a
+    tmpfs, say), else in the system's temporary directory; it is removed at exit.
+    """
+    base = parent or os.environ.get(MULTIPROC_ENV) or None
+    if base:
+        os.makedirs(base, exist_ok=True)
+    directory = tempfile.mkdtemp(prefix="bantin-metrics-", dir=base)
+    os.environ[MULTIPROC_ENV] = directory
+    # prometheus-client picks its value class (memory or mmap files) when first imported,
+    # which may have happened before the variable was set: pick again.
+    values.ValueClass = values.get_value_class()
+    owner = os.getpid()
+
+    def _remove() -> None:
+        if os.getpid() == owner:  # forked pool processes must not remove it under the parent
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(_remove)
+    return directory
+
+
+def mark_dead_processes(alive: set[int]) -> None:
+    """Drop the live-gauge files of processes not in `alive` (exited pool processes), so a
+    `livesum` gauge stops counting them. Counters and histograms keep their files: what a dead
+    process counted stays counted."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
+        if pid not in alive:
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def serve(port: int, registry: CollectorRegistry | None = None) -> tuple[int, Callable[[], None]]:
+    """Serve /metrics on `port` (0: any free port) on every interface, from a daemon thread;
+    returns the port bound and a function that stops the server."""
+    server, thread = start_http_server(port, registry=registry or exposition_registry())
+
+    def _stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return int(server.server_port), _stop
+
+
+def metrics_url(port: int) -> str:
+    """How another machine (or `bantin status`) reaches this process's /metrics."""
+    host = socket.gethostname()
+    try:
+        socket.gethostbyname(host)
+    except OSError:
+        host = "127.0.0.1"  # a hostname nothing resolves: say what works here, at least
+    return f"http://{host}:{port}/metrics"

@@ -1,9 +1,102 @@
-"""Celery entry point: `celery -A services.cli.worker worker -Q render` (or `bantin worker`)."""
+"""Celery entry point: `celery -A services.cli.worker worker -Q render` (or `bantin worker`).
+
+Besides the app, this wires the worker's observability into Celery's signals, in the main
+process before the pool forks: our logging instead of Celery's (`setup_logging`), task
+metrics (`task_prerun`/`task_postrun`, inherited by every pool process), one /metrics server
+and one heartbeat per worker node (`worker_init`, `worker_ready`, `worker_shutdown`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
+from redis import Redis
 
 from shared.celery_app import create_celery_app
+from shared.heartbeat import Heartbeat, new_beat
+from shared.logs import configure_logging
+from shared.metrics import enable_multiprocess, mark_dead_processes, metrics_url, multiprocess_mode
 from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# `celery -A` without `bantin worker`: still one summed registry for the whole pool.
+if not multiprocess_mode():
+    enable_multiprocess()
+
+from shared import worker_metrics  # noqa: E402 - creates the metrics: multiprocess mode first
+
+worker_metrics.connect_task_signals()
 
 app = create_celery_app(
     get_settings(),
     include=["services.render.tasks", "services.render.batch", "services.feed.tasks"],
 )
+
+# Set by `bantin worker`: the queue this node serves (its role in logs and heartbeats).
+ROLE = os.environ.get("BANTIN_WORKER_ROLE", "worker")
+
+
+class _Node:
+    """What the main process runs beside Celery: the metrics server and the heartbeat."""
+
+    controller: Any = None
+    port: int | None = None
+    stop_server: Callable[[], None] | None = None
+    heartbeat: Heartbeat | None = None
+
+
+@setup_logging.connect(weak=False)
+def _setup_logging(**_: Any) -> None:
+    # Connected, so Celery installs no handler of its own; its banner is printed to stdout.
+    configure_logging(get_settings(), ROLE)
+
+
+@worker_init.connect(weak=False)
+def _start_metrics(sender: Any = None, **_: Any) -> None:
+    _Node.controller = sender
+    port = get_settings().metrics_port
+    if port is None:
+        return
+    from shared.metrics import serve
+
+    _Node.port, _Node.stop_server = serve(port)
+    log.info("metrics on %s", metrics_url(_Node.port))
+
+
+def _pool_pids() -> list[int]:
+    pool = getattr(_Node.controller, "pool", None)
+    try:
+        return sorted(int(pid) for pid in pool.info.get("processes", [])) if pool else []
+    except (AttributeError, TypeError):  # a pool being restarted, or not a prefork pool
+        return []
+
+
+def _info() -> dict[str, Any]:
+    pids = _pool_pids()
+    mark_dead_processes({os.getpid(), *pids})  # pool processes Celery replaced
+    return {
+        "queue": ROLE,
+        "concurrency": getattr(_Node.controller, "concurrency", None),
+        "pool_pids": pids,
+    }
+
+
+@worker_ready.connect(weak=False)
+def _start_heartbeat(**_: Any) -> None:
+    settings = get_settings()
+    redis = Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    url = metrics_url(_Node.port) if _Node.port is not None else None
+    _Node.heartbeat = Heartbeat(redis, new_beat(ROLE, url), _info).start()
+
+
+@worker_shutdown.connect(weak=False)
+def _stop(**_: Any) -> None:
+    if _Node.heartbeat is not None:
+        _Node.heartbeat.stop()
+    if _Node.stop_server is not None:
+        _Node.stop_server()

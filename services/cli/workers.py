@@ -14,6 +14,12 @@ from shared.settings import get_settings
 @click.option("--concurrency", "-c", type=int, default=None, help="Processes (default: cores).")
 def worker(kind: str, concurrency: int | None) -> None:
     """Run one worker; start several (on any machine) to scale out."""
+    from shared.metrics import enable_multiprocess
+
+    # Before any metric exists and before the pool forks: every pool process writes its
+    # samples to this fresh directory, and the worker's one /metrics sums them.
+    enable_multiprocess()
+    os.environ["BANTIN_WORKER_ROLE"] = kind  # names this node in logs and heartbeats
     settings = get_settings()
     if kind == "render":
         from services.render.pages import install_static
@@ -39,14 +45,34 @@ def worker(kind: str, concurrency: int | None) -> None:
 @click.command()
 def reconciler() -> None:
     """Re-send work Redis lost and restart stuck feed/page builds, every few seconds."""
-    from services.reconciler.loop import run_forever
+    from prometheus_client import REGISTRY
+
+    from services.reconciler.loop import LoopState, run_forever
+    from services.reconciler.metrics import QueueCollector
     from shared.celery_app import create_celery_app
+    from shared.heartbeat import Heartbeat, new_beat
     from shared.logs import configure_logging
+    from shared.metrics import metrics_url, serve
     from shared.runtime import build_runtime
 
     settings = get_settings()
     configure_logging(settings, "reconciler")
-    run_forever(build_runtime(settings, create_celery_app(settings)))
+    runtime = build_runtime(settings, create_celery_app(settings))
+    # One process, no fork: the default registry, plus the queue gauges that only this
+    # singleton serves (see services/reconciler/metrics.py).
+    url, stop_server = None, None
+    if settings.metrics_port is not None:
+        REGISTRY.register(QueueCollector(settings, runtime.redis))
+        port, stop_server = serve(settings.metrics_port, REGISTRY)
+        url = metrics_url(port)
+    state = LoopState()
+    heartbeat = Heartbeat(runtime.redis, new_beat("reconciler", url), state.info).start()
+    try:
+        run_forever(runtime, state)
+    finally:
+        heartbeat.stop()
+        if stop_server is not None:
+            stop_server()
 
 
 @click.command("retry-failed")

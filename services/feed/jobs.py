@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from services.feed.feeds import build_feeds
 from shared.db import session_factory
 from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
 from shared.runtime import Runtime
 from shared.site import Listing, file_for
+from shared.worker_metrics import log_build
+
+log = logging.getLogger(__name__)
 
 
 def write_feeds(runtime: Runtime, listing: Listing) -> str:
@@ -23,4 +28,5 @@ def write_feeds(runtime: Runtime, listing: Listing) -> str:
         built = build_feeds(listing, title, bulletins, settings)
     runtime.storage.put(file_for(listing.feed_path("rss")), built.rss)
     runtime.storage.put(file_for(listing.feed_path("atom")), built.atom)
+    log_build(log, "feeds built", listing, bulletins)
     return fingerprint(versions_of(bulletins))

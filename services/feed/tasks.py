@@ -9,6 +9,7 @@ from shared.celery_app import BUILD_FEEDS
 from shared.refresh import Job, build_in_task
 from shared.runtime import worker_runtime
 from shared.site import Listing
+from shared.worker_metrics import timed_build
 
 
 # feedgen sets the process-wide locale while it formats dates: feed workers must use the
@@ -17,6 +18,5 @@ from shared.site import Listing
 def build_listing_feeds(self: Task, target: str) -> None:
     listing = Listing.from_target(target)
     runtime = worker_runtime()
-    build_in_task(
-        self, runtime.refresher, Job.FEED, listing, lambda: jobs.write_feeds(runtime, listing)
-    )
+    build = timed_build(Job.FEED, listing, lambda: jobs.write_feeds(runtime, listing))
+    build_in_task(self, runtime.refresher, Job.FEED, listing, build)

@@ -18,16 +18,18 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from types import FrameType
 from typing import Any
 
 from sqlalchemy import CursorResult, and_, case, or_, select, update
 
+from services.reconciler import metrics as reconciler_metrics
 from shared.celery_app import RENDER_BULLETIN
 from shared.db import session_factory, session_scope
 from shared.listings import all_listings, fingerprint, newest_versions
+from shared.logs import bulletin_fields
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
@@ -53,13 +55,23 @@ class Pass:
         return any((self.released, self.requeued, self.restarted, self.stale, self.repaired))
 
 
-def _send_renders(runtime: Runtime, rows: Any) -> int:
-    """Send a render for each (id, revision) row; returns how many."""
-    sent = 0
-    for bulletin_id, revision in rows:
+def _send_renders(runtime: Runtime, rows: Any, action: str) -> int:
+    """Send a render for each (id, revision, agency_id) row, logging each as `action`;
+    returns how many."""
+    rows = list(rows)
+    agencies = _agency_slugs(runtime, {row[2] for row in rows})
+    for bulletin_id, revision, agency_id in rows:
         runtime.refresher.celery.send_task(RENDER_BULLETIN, args=[bulletin_id, revision])
-        sent += 1
-    return sent
+        log.info("%s: render sent", action,
+                 extra=bulletin_fields(bulletin_id, agencies.get(agency_id), revision))  # fmt: skip
+    return len(rows)
+
+
+def _agency_slugs(runtime: Runtime, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    with session_factory(runtime.settings)() as session:
+        return dict(session.execute(select(Agency.id, Agency.slug).where(Agency.id.in_(ids))).all())  # type: ignore[arg-type]
 
 
 def _ids(session: Any, query: Any) -> list[int]:
@@ -79,9 +91,9 @@ def release_embargoes(runtime: Runtime) -> int:
             update(Bulletin)
             .where(Bulletin.id.in_(ids), *due)
             .values(status=BulletinStatus.QUEUED, pending_since=now)
-            .returning(Bulletin.id, Bulletin.revision)
+            .returning(Bulletin.id, Bulletin.revision, Bulletin.agency_id)
         ).all() if ids else []  # fmt: skip
-    return _send_renders(runtime, released)
+    return _send_renders(runtime, released, "embargo released")
 
 
 def requeue_stale(runtime: Runtime) -> int:
@@ -100,9 +112,9 @@ def requeue_stale(runtime: Runtime) -> int:
             update(Bulletin)
             .where(Bulletin.id.in_(ids), stale)
             .values(pending_since=now)
-            .returning(Bulletin.id, Bulletin.revision)
+            .returning(Bulletin.id, Bulletin.revision, Bulletin.agency_id)
         ).all() if ids else []  # fmt: skip
-    return _send_renders(runtime, requeued)
+    return _send_renders(runtime, requeued, "re-sent a render owed too long")
 
 
 def retry_failed_bulletins(runtime: Runtime) -> int:
@@ -128,9 +140,9 @@ def retry_failed_bulletins(runtime: Runtime) -> int:
                 attempts=0,
                 pending_since=utcnow(),
             )
-            .returning(Bulletin.id, Bulletin.revision)
+            .returning(Bulletin.id, Bulletin.revision, Bulletin.agency_id)
         ).all()
-    return _send_renders(runtime, retried)
+    return _send_renders(runtime, retried, "retrying a failed bulletin")
 
 
 @dataclass
@@ -203,9 +215,9 @@ def _render_again(runtime: Runtime, row: Any) -> int:
                 attempts=0,
                 pending_since=utcnow(),
             )
-            .returning(Bulletin.id, Bulletin.revision)
+            .returning(Bulletin.id, Bulletin.revision, Bulletin.agency_id)
         ).all()
-    return _send_renders(runtime, again)
+    return _send_renders(runtime, again, "repair: page disagreed with the status, re-rendering")
 
 
 def _take_down(runtime: Runtime, row: Any, page: Any) -> int:
@@ -217,6 +229,8 @@ def _take_down(runtime: Runtime, row: Any, page: Any) -> int:
         if not held.rowcount:
             return 0
         runtime.storage.delete(page)
+    log.warning("repair: took down the page of an embargoed bulletin",
+                extra=bulletin_fields(row.id, row.agency, row.revision))  # fmt: skip
     return 1
 
 
@@ -235,6 +249,8 @@ def verify_listings(runtime: Runtime) -> int:
             for job, size in sizes.items():
                 if runtime.refresher.built(job, listing) != fingerprint(versions[:size]):
                     runtime.refresher.request(job, listing)
+                    log.info("stale %s of %s: rebuild requested", job.value, listing.target,
+                             extra={"listing": listing.target})  # fmt: skip
                     stale += 1
     return stale
 
@@ -251,8 +267,43 @@ def reconcile_once(runtime: Runtime, *, verify: bool = False, scan: PageScan | N
     return result
 
 
-def run_forever(runtime: Runtime) -> None:
+@dataclass
+class LoopState:
+    """What the reconciler tells its heartbeat (and so `bantin status`)."""
+
+    passes: int = 0
+    failed_passes: int = 0
+    last_pass_at: float | None = None  # Unix time the last pass finished
+    last_pass_seconds: float | None = None
+    last_pass: dict[str, int] = field(default_factory=dict)  # what it did
+    totals: dict[str, int] = field(default_factory=dict)  # what it did since it started
+    last_error: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _record(state: LoopState, done: Pass | None, seconds: float, error: str | None) -> None:
+    state.last_pass_at, state.last_pass_seconds = time.time(), seconds
+    reconciler_metrics.PASS_DURATION.observe(seconds)
+    reconciler_metrics.LAST_PASS.set(state.last_pass_at)
+    if done is None:
+        state.failed_passes += 1
+        state.last_error = error
+        reconciler_metrics.PASSES.labels("error").inc()
+        return
+    state.passes += 1
+    state.last_pass = asdict(done)
+    reconciler_metrics.PASSES.labels("ok").inc()
+    for action, count in state.last_pass.items():
+        state.totals[action] = state.totals.get(action, 0) + count
+        if count:
+            reconciler_metrics.ACTIONS.labels(action).inc(count)
+
+
+def run_forever(runtime: Runtime, state: LoopState | None = None) -> None:
     stop = threading.Event()
+    state = state or LoopState()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -264,6 +315,7 @@ def run_forever(runtime: Runtime) -> None:
     next_verify = 0.0  # verify at once: builds `/` and the feeds of a new site
     scan = PageScan()
     while not stop.is_set():
+        started = time.monotonic()
         try:
             verify = time.monotonic() >= next_verify
             done = reconcile_once(runtime, verify=verify, scan=scan)
@@ -271,7 +323,9 @@ def run_forever(runtime: Runtime) -> None:
                 next_verify = time.monotonic() + settings.verify_interval_seconds
             if done:
                 log.info("reconciled: %s", done)
-        except Exception:
+            _record(state, done, time.monotonic() - started, None)
+        except Exception as exc:
             # Redis or the database is down: say so, and try again next round.
             log.warning("reconcile pass failed", exc_info=True)
+            _record(state, None, time.monotonic() - started, f"{type(exc).__name__}: {exc}"[:500])
         stop.wait(settings.reconcile_interval_seconds)

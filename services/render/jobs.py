@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import CursorResult, case, select, update
 
 from services.render.pages import PageRenderer
-from shared import faults
+from shared import faults, worker_metrics
 from shared.db import session_factory, session_scope
 from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
-from shared.models import Bulletin, BulletinStatus, utcnow
+from shared.logs import bulletin_fields
+from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
 from shared.site import Listing, article_path, file_for, listings_of, tombstone_for
@@ -63,12 +64,21 @@ def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> Bulleti
     return None
 
 
+def _agency_of(session: Any, bulletin_id: int) -> str | None:
+    """The bulletin's agency slug, for the log line of a rare event (a failure)."""
+    return session.scalar(  # type: ignore[no-any-return]
+        select(Agency.slug).join(Bulletin, Bulletin.agency_id == Agency.id)
+        .where(Bulletin.id == bulletin_id)
+    )  # fmt: skip
+
+
 def give_up(runtime: Runtime, bulletin_id: int, revision: int, reason: str) -> None:
     """Stop retrying a revision. A withdrawal stays `withdrawn` (it must never look public
     again, nor be put back in listings by `retry-failed`); the reconciler's page check
     retries it while its page is still online."""
     with session_scope(runtime.settings) as session:
-        session.execute(
+        agency = _agency_of(session, bulletin_id)
+        gave_up: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(Bulletin)
             .where(_current(bulletin_id, revision))
             .values(
@@ -80,18 +90,28 @@ def give_up(runtime: Runtime, bulletin_id: int, revision: int, reason: str) -> N
                 last_error=reason,
             )
         )
-    log.error("bulletin %s revision %s failed: %s", bulletin_id, revision, reason)
+    if gave_up.rowcount:
+        worker_metrics.FAILED.inc()
+    log.error(
+        "render gave up on bulletin %s revision %s: %s", bulletin_id, revision, reason,
+        extra=bulletin_fields(bulletin_id, agency, revision),
+    )  # fmt: skip
 
 
 def record_error(runtime: Runtime, bulletin_id: int, revision: int, error: BaseException) -> None:
     """Keep the last error visible in the status API while retries go on."""
     reason = f"{type(error).__name__}: {error}"[:2000]
     with session_scope(runtime.settings) as session:
+        agency = _agency_of(session, bulletin_id)
         session.execute(
             update(Bulletin)
             .where(Bulletin.id == bulletin_id, Bulletin.revision == revision)
             .values(last_error=reason)
         )
+    log.warning(
+        "render of bulletin %s revision %s failed (retrying): %s", bulletin_id, revision, reason,
+        extra=bulletin_fields(bulletin_id, agency, revision),
+    )  # fmt: skip
 
 
 def publish_bulletin(
@@ -108,6 +128,8 @@ def publish_bulletin(
     bulletin = _claim_attempt(runtime, bulletin_id, revision)
     if bulletin is None:
         return False
+    fields = bulletin_fields(bulletin_id, bulletin.agency.slug, revision)
+    log.debug("render started", extra=fields)
     url_path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
     withdrawn = bulletin.status == BulletinStatus.WITHDRAWN
     html = renderer.withdrawn(bulletin) if withdrawn else renderer.article(bulletin)
@@ -133,8 +155,18 @@ def publish_bulletin(
             runtime.storage.delete(file_for(url_path))
         else:
             runtime.storage.put(file_for(url_path), html.encode())
+    if withdrawn:
+        worker_metrics.WITHDRAWN.inc()
+    else:
+        worker_metrics.observe_publish(bulletin.updated_at, bulletin.published_at)
 
     runtime.refresher.request_many([(job, listing) for listing in listings for job in Job])
+    # One line per publish, naming the listings asked to refresh: their builds log the
+    # listing too, so a bulletin can be followed to the feeds that show it.
+    log.info(
+        "withdrawn page written" if withdrawn else "published",
+        extra=fields | {"listing": ",".join(listing.target for listing in listings)},
+    )
     return True
 
 
@@ -146,4 +178,5 @@ def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -
         heading = listing_heading(session, listing, settings.site_title)
         html = renderer.listing(listing, heading, bulletins)
     runtime.storage.put(file_for(listing.page_path), html.encode())
+    worker_metrics.log_build(log, "index page built", listing, bulletins)
     return fingerprint(versions_of(bulletins))

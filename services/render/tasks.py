@@ -12,6 +12,7 @@ from shared.celery_app import RENDER_BULLETIN, RENDER_LISTING
 from shared.refresh import Job, build_in_task
 from shared.runtime import worker_runtime
 from shared.site import Listing
+from shared.worker_metrics import timed_build
 
 
 @cache
@@ -47,5 +48,5 @@ def render_listing(self: Task, target: str) -> None:
         runtime.refresher,
         Job.PAGE,
         listing,
-        lambda: jobs.render_listing(runtime, _renderer(), listing),
+        timed_build(Job.PAGE, listing, lambda: jobs.render_listing(runtime, _renderer(), listing)),
     )
