@@ -12,7 +12,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.models import Base
 from shared.settings import Settings
 
 
@@ -62,4 +61,7 @@ def session_scope(settings: Settings) -> Iterator[Session]:
 
 
 def create_schema(settings: Settings) -> None:
-    Base.metadata.create_all(engine_for(settings))
+    """The newest schema, made by the migrations (so the database is versioned, as in use)."""
+    from shared.migrations import upgrade
+
+    upgrade(settings)
