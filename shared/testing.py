@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,10 @@ from shared.embedded_redis import free_port
 from shared.settings import Settings
 
 START_TIMEOUT = 60.0
+# Where `bantin up` writes every process's output, and its run state once ready (as
+# services/cli/up.py's log_file and run_state_file say; tests/unit/cli checks they agree).
+LOG_FILE = Path("log") / "bantin.log"
+RUN_STATE_FILE = Path("run.json")
 
 
 def descendants(pid: int) -> set[int]:
@@ -59,7 +64,9 @@ class System:
     env: dict[str, str]
     ingest_url: str
     gateway_url: str
-    log_path: Path
+    log_path: Path  # every process's output (the log file of `bantin up`)
+    terminal_path: Path  # what `bantin up` printed on its terminal
+    log_offset: int = 0  # where this run's lines start in the (appended) log file
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -94,7 +101,24 @@ class System:
             time.sleep(0.02)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """Everything every process of this run wrote (the terminal shows less)."""
+        try:
+            with self.log_path.open("rb") as file:
+                file.seek(self.log_offset)
+                return file.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def terminal(self) -> str:
+        """What `bantin up` printed: its own lines, the ready block, problems."""
+        return self.terminal_path.read_text(errors="replace")
+
+    def run_state(self) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads((self.data_dir / RUN_STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return state
 
     def settings(self) -> Settings:
         """The system's own settings, for reading its database directly."""
@@ -124,6 +148,13 @@ class System:
         return armed
 
 
+def _log_tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-4000:]
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+
+
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -133,7 +164,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> 
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} never became healthy:\n{log_path.read_text()[-4000:]}")
+            raise RuntimeError(f"{url} never became healthy:\n{_log_tail(log_path)}")
         time.sleep(0.1)
 
 
@@ -157,11 +188,12 @@ def start_system(
         env["BANTIN_DATABASE_URL"] = database_url
     env |= extra_env or {}
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "bantin-up.log"
+    log_path = data_dir / LOG_FILE
+    terminal_path = data_dir / "bantin-up.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up"],
         env=env,
-        stdout=log_path.open("wb"),
+        stdout=terminal_path.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -170,11 +202,14 @@ def start_system(
         ingest_url=f"http://127.0.0.1:{ingest_port}",
         gateway_url=f"http://127.0.0.1:{gateway_port}",
         log_path=log_path,
+        terminal_path=terminal_path,
+        log_offset=log_path.stat().st_size if log_path.exists() else 0,
     )  # fmt: skip
     try:
-        wait_healthy(system.ingest_url + "/healthz", process, log_path)
-        wait_healthy(system.gateway_url + "/healthz", process, log_path)
+        wait_healthy(system.ingest_url + "/healthz", process, terminal_path)
+        wait_healthy(system.gateway_url + "/healthz", process, terminal_path)
         wait_for_workers(system)
+        wait_ready(system)
     except BaseException:
         stop_system(system)
         raise
@@ -192,6 +227,16 @@ def wait_for_workers(system: System) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"workers never built the feed:\n{system.log()[-4000:]}")
         time.sleep(0.1)
+
+
+def wait_ready(system: System) -> None:
+    """Until `bantin up` itself says it is ready (its run state names it): from then on it
+    supervises, restarting what dies, instead of treating a death as a failed start."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while (state := system.run_state()) is None or state.get("pid") != system.process.pid:
+        if system.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"`bantin up` never said it was ready:\n{system.terminal()}")
+        time.sleep(0.05)
 
 
 def stop_system(system: System) -> int:
