@@ -43,7 +43,7 @@ def populate(release: Path, env: dict[str, str]) -> dict[str, Any]:
     # The rest in a child process importing the release's modules (never this checkout's).
     script = f"""
 import json, os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 import shared
 assert shared.__file__.startswith({str(release)!r}), shared.__file__
 from sqlalchemy import select

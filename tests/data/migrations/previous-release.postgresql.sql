@@ -204,35 +204,35 @@ ALTER TABLE ONLY public.categories ALTER COLUMN id SET DEFAULT nextval('public.c
 -- Data for Name: agencies; Type: TABLE DATA; Schema: public; Owner: -
 --
 
-INSERT INTO public.agencies VALUES (1, 'bac-kan', 'Sở Y tế Bắc Kạn', '2026-11-30 08:04:12.903087');
-INSERT INTO public.agencies VALUES (2, 'ha-noi', 'UBND Thành phố Hà Nội', '2026-11-30 08:04:13.577513');
+INSERT INTO public.agencies VALUES (1, 'bac-kan', 'Sở Y tế Bắc Kạn', '2026-11-30 08:06:33.778551');
+INSERT INTO public.agencies VALUES (2, 'ha-noi', 'UBND TP Hà Nội', '2026-11-30 08:06:34.725133');
 
 
 --
 -- Data for Name: api_keys; Type: TABLE DATA; Schema: public; Owner: -
 --
 
-INSERT INTO public.api_keys VALUES (1, 1, 'a2330a39dc1f7628d14301908455bc37014ffad9399051ba68d115819342dbb6', 'bt_live_zsabWmei', '2026-11-30 08:04:12.904729', NULL);
-INSERT INTO public.api_keys VALUES (2, 2, '8645fcb0b1fd49accf7a7991e5c58105fd99544796d6a6cd90f949cfd9d23947', 'bt_live_aBknoCeJ', '2026-11-30 08:04:13.579187', NULL);
-INSERT INTO public.api_keys VALUES (3, 1, '2be1696832e7363729bda339028183396154f50b2e666fe21038d528fa882203', 'bt_live_G9scd9az', '2026-11-30 08:04:14.175542', '2026-11-30 08:04:14.834083');
+INSERT INTO public.api_keys VALUES (1, 1, 'a55cabf1a186db21423be201b3b14f724408faa0576fd164218c661100734106', 'bt_live_e1Fy461A', '2026-11-30 08:06:33.780175', NULL);
+INSERT INTO public.api_keys VALUES (2, 2, '3d89338b068c1f3128cb33af112d4f20a1df492091c04aaafde919c184c93c6c', 'bt_live_GoCc_M86', '2026-11-30 08:06:34.726602', NULL);
+INSERT INTO public.api_keys VALUES (3, 1, 'ad01b2b767e576ca7232222c875d718df1da74448459b5436b75071e893a0b82', 'bt_live_y_Bt4Jg-', '2026-11-30 08:06:35.668088', '2026-11-30 08:06:36.652377');
 
 
 --
 -- Data for Name: bulletins; Type: TABLE DATA; Schema: public; Owner: -
 --
 
-INSERT INTO public.bulletins VALUES (4, 'urn:uuid:9f7b891c-f3f7-4fc1-adc9-13fc52c4e6af', 2, 'lich-tiep-cong-dan-thang-9', 'Lịch tiếp công dân tháng 9', NULL, 'text', 'Lãnh đạo tiếp công dân vào thứ Năm.', '<p>Lãnh đạo tiếp công dân vào thứ Năm.</p>', NULL, 'Y tế', 'y-te', 'vi', '2026-12-30 08:04:15.560235', 'scheduled', 1, 0, 0, NULL, '2026-11-30 08:04:15.642595', 'ba14f3e15145cad7e8df38018503a21f88af13a5f4193b2867c500a5b6188e47', NULL, 'ba14f3e15145cad7e8df38018503a21f88af13a5f4193b2867c500a5b6188e47', '2026-11-30 08:04:15.560235', '2026-11-30 08:04:15.560235', NULL);
-INSERT INTO public.bulletins VALUES (2, 'urn:uuid:9c077fd3-b929-47e1-a5d2-09801b33b5ba', 1, 'quyet-dinh-ve-viec-phong-chong-dich-benh', 'Quyết định về việc phòng, chống dịch bệnh', NULL, 'markdown', '# Quyết định
+INSERT INTO public.bulletins VALUES (4, 'urn:uuid:cfd58adc-32d5-405b-aed4-5712101040e3', 2, 'lich-tiep-cong-dan-thang-9', 'Lịch tiếp công dân tháng 9', NULL, 'text', 'Lãnh đạo tiếp công dân vào thứ Năm.', '<p>Lãnh đạo tiếp công dân vào thứ Năm.</p>', NULL, 'Y tế', 'y-te', 'vi', '2026-12-30 08:06:37.841676', 'scheduled', 1, 0, 0, NULL, '2026-11-30 08:06:37.9269', 'b45f1ad31de6009f4001a4966a56803e3ecabc51e622fb2a5fc509fdeac44cfe', NULL, 'b45f1ad31de6009f4001a4966a56803e3ecabc51e622fb2a5fc509fdeac44cfe', '2026-11-30 08:06:37.841676', '2026-11-30 08:06:37.841676', NULL);
+INSERT INTO public.bulletins VALUES (2, 'urn:uuid:f540ec95-bf12-4949-a3b4-8d2d9cdff5d7', 1, 'quyet-dinh-ve-viec-phong-chong-dich-benh', 'Quyết định về việc phòng, chống dịch bệnh', NULL, 'markdown', '# Quyết định
 
 **Điều 1.** Áp dụng các biện pháp *cấp bách* phòng dịch.', '<h2>Quyết định</h2>
 <p><strong>Điều 1.</strong> Áp dụng các biện pháp <em>cấp bách</em> phòng dịch.</p>
-', NULL, 'Y tế', 'y-te', 'vi', '2020-08-01 03:30:00', 'published', 1, 1, 0, NULL, NULL, 'f4bb1b17b8baecc2ce9accba0b8edc00c6550e30cd507cdda6b6d8cce92ee673', NULL, 'f4bb1b17b8baecc2ce9accba0b8edc00c6550e30cd507cdda6b6d8cce92ee673', '2026-11-30 08:04:15.560235', '2026-11-30 08:04:15.560235', '2026-11-30 08:04:15.560235');
-INSERT INTO public.bulletins VALUES (5, 'urn:uuid:a3710d78-1de3-454a-b678-1f8b0ce72f99', 1, 'thong-bao-tuyen-dung-vien-chuc-nam-2020', 'Thông báo tuyển dụng viên chức năm 2020', NULL, 'text', 'Chi tiết tại trụ sở.', '<p>Chi tiết tại trụ sở.</p>', NULL, NULL, NULL, 'vi', '2026-11-30 08:04:15.560235', 'failed', 1, 0, 5, 'OSError: [Errno 28] Hết dung lượng đĩa', NULL, 'edc516fd7430805d159e483d072d36ad37865f66c5993f50b886f63112b431df', 'phat-hanh-4', 'edc516fd7430805d159e483d072d36ad37865f66c5993f50b886f63112b431df', '2026-11-30 08:04:15.560235', '2026-11-30 08:04:15.560235', NULL);
-INSERT INTO public.bulletins VALUES (1, 'urn:uuid:aa367c04-79e5-4f60-9063-f70de37faf76', 1, 'thong-bao-tam-dung-cap-nuoc-sinh-hoat-tai-phuong-duc-xuan', 'Thông báo tạm dừng cấp nước sinh hoạt tại phường Đức Xuân (đính chính)', 'Tạm dừng cấp nước để sửa chữa đường ống.', 'text', 'Công ty Cổ phần Cấp thoát nước Bắc Kạn thông báo tạm dừng cấp nước.
+', NULL, 'Y tế', 'y-te', 'vi', '2020-08-01 03:30:00', 'published', 1, 1, 0, NULL, NULL, 'f4bb1b17b8baecc2ce9accba0b8edc00c6550e30cd507cdda6b6d8cce92ee673', NULL, 'f4bb1b17b8baecc2ce9accba0b8edc00c6550e30cd507cdda6b6d8cce92ee673', '2026-11-30 08:06:37.841676', '2026-11-30 08:06:37.841676', '2026-11-30 08:06:37.841676');
+INSERT INTO public.bulletins VALUES (5, 'urn:uuid:958c7b8e-833f-4585-9d46-6a83e562cfa8', 1, 'thong-bao-tuyen-dung-vien-chuc-nam-2020', 'Thông báo tuyển dụng viên chức năm 2020', NULL, 'text', 'Chi tiết tại trụ sở.', '<p>Chi tiết tại trụ sở.</p>', NULL, NULL, NULL, 'vi', '2026-11-30 08:06:37.841676', 'failed', 1, 0, 5, 'OSError: [Errno 28] Hết dung lượng đĩa', NULL, 'edc516fd7430805d159e483d072d36ad37865f66c5993f50b886f63112b431df', 'phat-hanh-4', 'edc516fd7430805d159e483d072d36ad37865f66c5993f50b886f63112b431df', '2026-11-30 08:06:37.841676', '2026-11-30 08:06:37.841676', NULL);
+INSERT INTO public.bulletins VALUES (1, 'urn:uuid:6292c185-06cb-4b5c-a6f9-d1343069e15e', 1, 'thong-bao-tam-dung-cap-nuoc-sinh-hoat-tai-phuong-duc-xuan', 'Thông báo tạm dừng cấp nước sinh hoạt tại phường Đức Xuân (đính chính)', 'Tạm dừng cấp nước để sửa chữa đường ống.', 'text', 'Công ty Cổ phần Cấp thoát nước Bắc Kạn thông báo tạm dừng cấp nước.
 
 Thời gian: từ 8 giờ đến 17 giờ ngày 02/8/2020.', '<p>Công ty Cổ phần Cấp thoát nước Bắc Kạn thông báo tạm dừng cấp nước.</p>
-<p>Thời gian: từ 8 giờ đến 17 giờ ngày 02/8/2020.</p>', 'Phòng Hành chính', 'Hạ tầng', 'ha-tang', 'vi', '2020-07-31 01:00:00', 'published', 2, 1, 0, NULL, '2026-11-30 08:04:15.654695', '7e7e9912c868b0567bae6cf609830a4a319ecd47ca7f5569f6e8b5e82ac64f8f', 'phat-hanh-0', '2f602dc28c41f4fb81ad96f4d60eaf7fc667f540e047b2f7452ba3040af759f4', '2026-11-30 08:04:15.560235', '2026-11-30 08:04:15.654695', '2026-11-30 08:04:15.560235');
-INSERT INTO public.bulletins VALUES (3, 'urn:uuid:8647a033-39b4-4b88-8e98-40904f53c958', 2, 'canh-bao-khan-cap-mua-lu-tren-song-cau', 'Cảnh báo khẩn cấp: mưa lũ trên sông Cầu', NULL, 'html', '<p>Người dân <strong>không</strong> đi qua ngầm tràn.</p><script>x()</script>', '<p>Người dân <strong>không</strong> đi qua ngầm tràn.</p>', NULL, 'Khẩn cấp', 'khan-cap', 'vi', '2026-11-30 08:04:15.560235', 'withdrawn', 2, 1, 0, NULL, '2026-11-30 08:04:15.658433', '1fef659dcde9a7b5d4de092ea1c467615f3c65c72ed05e0f1426339bea1ec2f6', 'phat-hanh-2', '1fef659dcde9a7b5d4de092ea1c467615f3c65c72ed05e0f1426339bea1ec2f6', '2026-11-30 08:04:15.560235', '2026-11-30 08:04:15.658433', '2026-11-30 08:04:15.560235');
+<p>Thời gian: từ 8 giờ đến 17 giờ ngày 02/8/2020.</p>', 'Phòng Hành chính', 'Hạ tầng', 'ha-tang', 'vi', '2020-07-31 01:00:00', 'published', 2, 1, 0, NULL, '2026-11-30 08:06:37.940832', '7e7e9912c868b0567bae6cf609830a4a319ecd47ca7f5569f6e8b5e82ac64f8f', 'phat-hanh-0', '2f602dc28c41f4fb81ad96f4d60eaf7fc667f540e047b2f7452ba3040af759f4', '2026-11-30 08:06:37.841676', '2026-11-30 08:06:37.940832', '2026-11-30 08:06:37.841676');
+INSERT INTO public.bulletins VALUES (3, 'urn:uuid:25a0caf4-b6b5-4c62-8f0b-3e56f4eb5ba3', 2, 'canh-bao-khan-cap-mua-lu-tren-song-cau', 'Cảnh báo khẩn cấp: mưa lũ trên sông Cầu', NULL, 'html', '<p>Người dân <strong>không</strong> đi qua ngầm tràn.</p><script>x()</script>', '<p>Người dân <strong>không</strong> đi qua ngầm tràn.</p>', NULL, 'Khẩn cấp', 'khan-cap', 'vi', '2026-11-30 08:06:37.841676', 'withdrawn', 2, 1, 0, NULL, '2026-11-30 08:06:37.944853', '1fef659dcde9a7b5d4de092ea1c467615f3c65c72ed05e0f1426339bea1ec2f6', 'phat-hanh-2', '1fef659dcde9a7b5d4de092ea1c467615f3c65c72ed05e0f1426339bea1ec2f6', '2026-11-30 08:06:37.841676', '2026-11-30 08:06:37.944853', '2026-11-30 08:06:37.841676');
 
 
 --
