@@ -69,12 +69,17 @@ class Caller:
 class KeyCache:
     """Key digest → caller, each entry trusted for `ttl` seconds from the start of the lookup
     that made it (so a lookup racing a revocation is trusted no longer than `ttl` after it).
-    Concurrent requests with the same key share one lookup."""
+    Concurrent requests with the same key share one lookup.
+
+    A change made in this process (revoke, rotate, disable) calls `forget*`, which also bumps
+    an epoch: lookups begun before it are neither stored nor joined by later requests, so here
+    the change holds at once for every request that starts after it."""
 
     def __init__(self, ttl: float = KEY_CACHE_SECONDS) -> None:
         self.ttl = ttl
         self._entries: dict[str, tuple[Caller, float]] = {}
-        self._lookups: dict[str, asyncio.Task[tuple[Caller | None, float]]] = {}
+        self._lookups: dict[str, tuple[asyncio.Task[tuple[Caller | None, float]], int]] = {}
+        self._epoch = 0
 
     def get(self, digest: str) -> Caller | None:
         entry = self._entries.get(digest)
@@ -88,11 +93,14 @@ class KeyCache:
         caller = self.get(digest)
         if caller is not None:
             return caller
-        task = self._lookups.get(digest)
-        if task is None:
+        pending = self._lookups.get(digest)
+        if pending is not None and pending[1] == self._epoch:
+            task = pending[0]
+        else:
+            epoch = self._epoch
             task = asyncio.ensure_future(self._timed(lookup))
-            self._lookups[digest] = task
-            task.add_done_callback(lambda done: self._store(digest, done))
+            self._lookups[digest] = (task, epoch)
+            task.add_done_callback(lambda done: self._store(digest, done, epoch))
         # shield: a client that hangs up must not cancel the lookup others wait for.
         caller, _started = await asyncio.shield(task)
         return caller
@@ -104,12 +112,16 @@ class KeyCache:
         started = time.monotonic()
         return await lookup(), started
 
-    def _store(self, digest: str, task: asyncio.Task[tuple[Caller | None, float]]) -> None:
-        self._lookups.pop(digest, None)
+    def _store(
+        self, digest: str, task: asyncio.Task[tuple[Caller | None, float]], epoch: int
+    ) -> None:
+        pending = self._lookups.get(digest)
+        if pending is not None and pending[0] is task:
+            del self._lookups[digest]
         if task.cancelled() or task.exception() is not None:
             return  # every waiter got the exception; the next request looks up again
         caller, started = task.result()
-        if caller is None:
+        if caller is None or epoch != self._epoch:  # begun before a change made here
             return
         if len(self._entries) > 10_000:  # bounded: a flood of keys cannot grow it
             self._entries.clear()
@@ -117,16 +129,20 @@ class KeyCache:
 
     def forget(self, key_id: int) -> None:
         """Drop a key at once in this process (it was just revoked here)."""
-        for digest, (caller, _expires) in list(self._entries.items()):
-            if caller.key_id == key_id:
-                del self._entries[digest]
+        self._drop(lambda caller: caller.key_id == key_id)
 
     def forget_agency(self, agency_id: int) -> None:
         """Drop every key of an agency at once in this process (it was disabled or enabled
-        here); a lookup already under way is trusted no longer than `ttl` anyway."""
+        here)."""
+        self._drop(lambda caller: caller.id == agency_id)
+
+    def _drop(self, matches: Callable[[Caller], bool]) -> None:
+        # Called from a request's worker thread while the event loop uses the cache: the epoch
+        # goes first, and entries are popped (another thread may have dropped them already).
+        self._epoch += 1
         for digest, (caller, _expires) in list(self._entries.items()):
-            if caller.id == agency_id:
-                del self._entries[digest]
+            if matches(caller):
+                self._entries.pop(digest, None)
 
 
 def _lookup(settings: Settings, key: str) -> Caller | None:

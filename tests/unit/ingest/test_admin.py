@@ -3,6 +3,7 @@ the operator token and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.ingest.app import create_app
-from services.ingest.deps import KEY_CACHE_SECONDS
+from services.ingest.deps import KEY_CACHE_SECONDS, Caller, KeyCache
 from shared.agencies import KEY_PREFIX, set_disabled
 from shared.db import session_scope
 from shared.settings import Settings
@@ -223,3 +224,29 @@ def test_the_admin_api_is_documented_with_its_own_security_scheme(client: TestCl
         assert document["components"]["schemas"][name]["examples"], name
     # The agency routes keep the agencies' scheme: neither credential is offered for the other.
     assert document["paths"]["/v1/keys"]["get"]["security"] == [{"HTTPBearer": []}]
+
+
+def test_a_lookup_begun_before_a_change_here_is_neither_joined_nor_stored() -> None:
+    async def run() -> tuple[list[str], Caller | None, Caller | None, Caller | None]:
+        cache, release, calls = KeyCache(), asyncio.Event(), []
+
+        async def stale() -> Caller:  # read before the disable committed
+            calls.append("stale")
+            await release.wait()
+            return Caller(1, "so-a", "Sở A", 1)
+
+        async def fresh() -> Caller:
+            calls.append("fresh")
+            return Caller(1, "so-a", "Sở A", 1, disabled=True)
+
+        first = asyncio.ensure_future(cache.resolve("digest", stale))
+        await asyncio.sleep(0)  # the stale lookup is under way
+        cache.forget_agency(1)  # the disable was made in this process
+        second = await cache.resolve("digest", fresh)  # a new lookup, not the stale one
+        release.set()
+        return calls, await first, second, cache.get("digest")
+
+    calls, old, new, cached = asyncio.run(run())
+    assert calls == ["stale", "fresh"]
+    assert old is not None and not old.disabled  # the request concurrent with the change
+    assert new is not None and new.disabled and cached == new  # the stale one was not stored
