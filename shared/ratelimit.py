@@ -21,6 +21,7 @@ import limits
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,14 @@ OUTAGE_PAUSE = 1.0  # seconds without asking Redis after it failed
 REDIS_TIMEOUT = 0.5  # a request must not hang on a dead Redis
 KEY_PREFIX = "bantin:ratelimit"
 WRITE, BATCH = "write", "batch"
+
+REFUSALS = Counter(
+    "bantin_rate_limit_refusals_total",
+    "Requests refused with 429 for being over an agency's rate limit, by limit (write, batch).",
+    ["limit"],
+)
+for _budget in (WRITE, BATCH):
+    REFUSALS.labels(_budget)  # zeros from the start: rate() needs a first sample
 
 
 @dataclass(frozen=True)
@@ -87,4 +96,5 @@ class AgencyLimiter:
             log.warning("rate limits unavailable, not enforced for %.0f s: %r", OUTAGE_PAUSE, exc)
             return ALLOWED
         wait = max(1, math.ceil(stats.reset_time - time.time()))
+        REFUSALS.labels(budget).inc()
         return Verdict(False, retry_after=wait, limit=str(item))

@@ -88,18 +88,18 @@ API_HEADERS: tuple[tuple[str, str], ...] = (
     ("Cache-Control", "no-store"),
 )
 
-# FastAPI's /docs (Swagger UI) and /redoc load their code, styles and fonts from CDNs, start
-# with an inline script (Swagger UI) and a blob: worker (ReDoc's search). These pages show our
-# own OpenAPI document only, never agency content, so inline script is tolerated there, and
-# only there; every other API answer keeps API_CSP.
-DOCS_CDN = "https://cdn.jsdelivr.net"
+# Swagger UI (/docs) and ReDoc (/redoc) load only what ingest serves itself (services/ingest/
+# docs.py: no CDN, so they work offline). They still need an inline script (Swagger UI's
+# start-up call), inline styles (both render with style attributes and <style> blocks), data:
+# images (Swagger UI's icons) and a blob: worker (ReDoc's search). These pages show our own
+# OpenAPI document only, never agency content, so that is tolerated there, and only there;
+# every other API answer keeps API_CSP.
 DOCS_CSP = "; ".join(
     [
         "default-src 'none'",
-        f"script-src 'self' 'unsafe-inline' {DOCS_CDN}",
-        f"style-src 'self' 'unsafe-inline' {DOCS_CDN} https://fonts.googleapis.com",
-        "font-src https://fonts.gstatic.com",
-        "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
         "connect-src 'self'",  # "Try it out" and the OpenAPI document
         "worker-src blob:",
         "object-src 'none'",

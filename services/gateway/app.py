@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
+from redis import Redis
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.files import (
@@ -50,6 +51,10 @@ from services.gateway.files import (
     http_date,
     load_entry,
 )
+from services.gateway.metrics import Tally, route_kind
+from shared.heartbeat import Heartbeat, new_beat
+from shared.logs import configure_logging
+from shared.metrics import exposition
 from shared.settings import Settings, get_settings
 from shared.site import TOMBSTONE_DIR
 
@@ -72,6 +77,7 @@ THREAD_LOAD_BYTES = 1024 * 1024
 STREAM_CHUNK_BYTES = 256 * 1024
 
 _HEALTH_PATH = "/healthz"
+_METRICS_PATH = "/metrics"
 _ALLOW = b"GET, HEAD"
 _HTML = b"text/html; charset=utf-8"
 _NOT_FOUND_PAGE = Path(__file__).with_name("404.html")
@@ -233,6 +239,7 @@ class Gateway:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         revalidate_after: float = 0.0,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.root = str(site_dir)
         self._root_prefix = self.root.rstrip("/") + "/"
@@ -245,11 +252,14 @@ class Gateway:
         allow = (b"allow", _ALLOW)
         self._method_not_allowed = _fixed(405, b"text/plain; charset=utf-8", _METHOD_PAGE, allow)
         self._server_error = _fixed(500, _HTML, _SERVER_ERROR_PAGE)
+        self.tally = Tally()  # this process's request counts, flushed into the metrics
+        self.heartbeat = heartbeat  # started and stopped with the server (lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
+        started = time.perf_counter()
         try:
             # The synchronous cache path first: no coroutine to create and await on a hit.
             reply: Reply | FileStream | None = self._from_cache(scope)
@@ -259,7 +269,11 @@ class Gateway:
             logger.exception("gateway failed on %s %r", scope.get("method"), scope.get("path"))
             reply = self._server_error
         if isinstance(reply, FileStream):
-            await self._stream(reply, send)
+            try:
+                await self._stream(reply, send)
+            finally:
+                self.tally.record(route_kind(scope["path"]), reply.status,
+                                  time.perf_counter() - started)  # fmt: skip
             return
         # A copy, because middleware such as Starlette's edits header lists in place and these
         # lists are shared by every response for the same file version.
@@ -267,22 +281,29 @@ class Gateway:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else reply.body
         await send({"type": "http.response.body", "body": body})
+        self.tally.record(route_kind(scope["path"]), reply.status, time.perf_counter() - started)
 
     def _from_cache(self, scope: Scope) -> Reply | None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             return self._method_not_allowed
         entry = self.cache.current(scope["path"])
-        return None if entry is None else self._serve(entry, scope)
+        if entry is None:
+            return None
+        self.tally.hits += 1
+        return self._serve(entry, scope)
 
     async def _handle(self, scope: Scope) -> Reply | FileStream:
         """Everything the cache cannot answer: health, redirects, 404s, 410s and first reads."""
         path: str = scope["path"]
         if path == _HEALTH_PATH:
             return self._health()
+        if path == _METRICS_PATH:
+            return await self._metrics()
         relative = relative_path(path)
         if relative is None:
             return self._not_found
+        self.tally.misses += 1
         fs_path = self._root_prefix + relative
         try:
             info = os.stat(fs_path)
@@ -455,13 +476,25 @@ class Gateway:
         }
         return _fixed(503, b"application/problem+json", json.dumps(problem).encode())
 
+    async def _metrics(self) -> Reply:
+        """Prometheus's scrape: this process's tallies first, then every process's metrics."""
+        self.tally.flush()
+        # Reading every worker's file in multiprocess mode is disk work: off the event loop.
+        body, content_type = await asyncio.to_thread(exposition)
+        return _fixed(200, content_type.encode(), body)
+
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    if self.heartbeat is not None:
+                        self.heartbeat.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    if self.heartbeat is not None:
+                        await asyncio.to_thread(self.heartbeat.stop)  # one Redis DELETE
+                    self.tally.flush()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         elif scope["type"] == "websocket":
@@ -482,9 +515,39 @@ def create_app(
         cache_bytes=cache_bytes,
         max_entry_bytes=max_entry_bytes,
         revalidate_after=revalidate_after,
+        heartbeat=heartbeat_for(settings),
     )
+
+
+def heartbeat_for(settings: Settings) -> Heartbeat | None:
+    """The heartbeat `bantin status` sees this process by; None without Redis. The gateway
+    only reads files, so it serves with no Redis configured, unreachable, or down."""
+    try:
+        url = settings.broker_url
+    except RuntimeError:  # no BANTIN_REDIS_URL and no embedded Redis: nothing to beat to
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    try:
+        redis = Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    except ValueError as exc:
+        logger.warning("no heartbeat: cannot use the Redis URL (%s)", exc)
+        return None
+    return Heartbeat(redis, new_beat("gateway", metrics_url=settings.public_url + "/metrics"))
+
+
+def adopt_uvicorn_loggers() -> None:
+    """Send uvicorn's own records through the root handler configure_logging set, so they
+    share its format (text or JSON) instead of uvicorn's."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
 
 
 def app_from_env() -> Gateway:
     """Zero-argument factory for ``uvicorn --factory``: settings from ``BANTIN_*``."""
-    return create_app(get_settings(), revalidate_after=REVALIDATE_AFTER)
+    settings = get_settings()
+    configure_logging(settings, "gateway")
+    adopt_uvicorn_loggers()
+    return create_app(settings, revalidate_after=REVALIDATE_AFTER)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis import Redis
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
 from services.ingest.admin import router as admin_router
 from services.ingest.bulletins import router as bulletins_router
 from services.ingest.deps import KeyCache
+from services.ingest.docs import docs_router
 from services.ingest.keys import router as keys_router
+from services.ingest.metrics import MetricsMiddleware
 from services.ingest.problems import (
     BodyLimitMiddleware,
     install_problem_handlers,
@@ -23,6 +27,9 @@ from services.ingest.problems import (
 from services.ingest.writer import GroupWriter
 from shared.celery_app import create_celery_app
 from shared.db import engine_for
+from shared.heartbeat import Heartbeat, new_beat
+from shared.logs import configure_logging
+from shared.metrics import exposition
 from shared.refresh import Refresher
 from shared.security_headers import SecurityHeadersMiddleware
 from shared.settings import Settings, get_settings
@@ -37,12 +44,22 @@ Every error is `application/problem+json`.
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        app.state.writer.close()  # finish the batch in hand before the process exits
+        heartbeat = None
+        if app.state.redis is not None:  # `bantin status` lists this process while it beats
+            beat = new_beat("ingest", metrics_url=settings.resolved_ingest_url + "/metrics")
+            heartbeat = Heartbeat(app.state.redis, beat).start()
+        try:
+            yield
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+            app.state.writer.close()  # finish the batch in hand before the process exits
 
-    # No slash redirects: their Location would be built from the client's Host header.
+    # No slash redirects: their Location would be built from the client's Host header. The
+    # docs pages are ingest's own (services/ingest/docs.py), served without a CDN.
     app = FastAPI(title="Bantin ingest API", version="1", description=DESCRIPTION,
-                  lifespan=lifespan, redirect_slashes=False)  # fmt: skip
+                  lifespan=lifespan, redirect_slashes=False, docs_url=None,
+                  redoc_url=None)  # fmt: skip
     app.state.settings = settings
     app.state.celery = create_celery_app(settings)
     app.state.writer = GroupWriter(settings, app.state.celery)
@@ -54,10 +71,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.refresher = Refresher(app.state.redis, app.state.celery) if app.state.redis else None
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)  # last added = outermost: the 413 gets them too
+    app.add_middleware(SecurityHeadersMiddleware)  # the 413 gets them too
+    app.add_middleware(MetricsMiddleware)  # last added = outermost: counts every answer
     app.include_router(bulletins_router)
     app.include_router(keys_router)
     app.include_router(admin_router)
+    app.include_router(docs_router(app))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        # Reading every worker's file in multiprocess mode is disk work: off the event loop.
+        body, content_type = await run_in_threadpool(exposition)
+        return Response(body, media_type=content_type)
 
     @app.get(
         "/healthz",
@@ -110,5 +135,17 @@ def _check_redis(app: FastAPI) -> str:
         return f"error: {type(exc).__name__}"
 
 
+def adopt_uvicorn_loggers() -> None:
+    """Send uvicorn's own records (start-up, errors, access lines) through the root handler
+    configure_logging set, so they share its format (text or JSON) instead of uvicorn's."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def app_from_env() -> FastAPI:
-    return create_app(get_settings())
+    settings = get_settings()
+    configure_logging(settings, "ingest")
+    adopt_uvicorn_loggers()
+    return create_app(settings)

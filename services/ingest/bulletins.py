@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, status
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.ingest import service
 from services.ingest.deps import AgencyDep, SessionDep, SettingsDep, WritingAgencyDep
+from services.ingest.metrics import ACCEPTED, CORRECTIONS, REJECTED, WITHDRAWALS, status_class
 from services.ingest.problems import Problem, item_problem, problem_responses
 from services.ingest.schemas import (
     BatchItem,
@@ -23,9 +25,12 @@ from services.ingest.schemas import (
     IdempotencyKey,
 )
 from services.ingest.writer import Accepted, GroupWriter
+from shared.logs import bulletin_fields
 from shared.models import Bulletin
 from shared.settings import Settings
 from shared.site import absolute, article_path
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/bulletins", tags=["bulletins"])
 
@@ -81,6 +86,22 @@ def _changed(response: Response, settings: Settings, change: service.Change) -> 
     return answer
 
 
+def _log_accepted(agency_slug: str, accepted: Accepted) -> None:
+    outcome = "created" if accepted.created else "replayed"
+    ACCEPTED.labels(outcome).inc()
+    log.info("bulletin %s %s (%s)", accepted.id, outcome, accepted.status,
+             extra=bulletin_fields(accepted.id, agency_slug, accepted.revision))  # fmt: skip
+
+
+def _log_change(kind: str, agency_slug: str, change: service.Change) -> None:
+    """One event per correction or withdrawal, whether it changed anything or not."""
+    outcome = "changed" if change.changed else "unchanged"
+    (CORRECTIONS if kind == "correction" else WITHDRAWALS).labels(outcome).inc()
+    bulletin = change.bulletin
+    log.info("bulletin %s %s %s (%s)", bulletin.id, kind, outcome, bulletin.status,
+             extra=bulletin_fields(bulletin.id, agency_slug, bulletin.revision))  # fmt: skip
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -113,6 +134,7 @@ async def submit_bulletin(
     accepted = await asyncio.wrap_future(
         writer.submit(agency.id, bulletin_in, body_html, idempotency_key)
     )
+    _log_accepted(agency.slug, accepted)
     if not accepted.created:
         response.headers["Idempotent-Replayed"] = "true"
     answer = _answer(request.app.state.settings, agency.slug, accepted)
@@ -145,6 +167,7 @@ async def submit_batch(
             item = BatchItem.model_validate(raw)
         except ValidationError as exc:
             results[index] = BatchItemResult(index=index, status=422, problem=item_problem(exc))
+            REJECTED.labels(status_class(422)).inc()
             continue
         # Already validated: construct, so the content digest ignores the key as it does
         # for single submissions.
@@ -156,6 +179,7 @@ async def submit_batch(
         if isinstance(body_html, Problem):
             results[index] = BatchItemResult(index=index, status=body_html.status,
                                              problem=body_html.document())  # fmt: skip
+            REJECTED.labels(status_class(body_html.status)).inc()
             continue
         future = writer.submit(agency.id, bulletin_in, body_html, key)
         pending.append((index, asyncio.wrap_future(future)))
@@ -165,7 +189,12 @@ async def submit_batch(
         except Problem as problem:
             results[index] = BatchItemResult(index=index, status=problem.status,
                                              problem=problem.document())  # fmt: skip
+            REJECTED.labels(status_class(problem.status)).inc()
+            if problem.status >= 500:
+                log.warning("batch item %d of agency %s refused: %s", index, agency.slug,
+                            problem.detail)  # fmt: skip
             continue
+        _log_accepted(agency.slug, accepted)
         results[index] = BatchItemResult(
             index=index, status=202, replayed=not accepted.created,
             bulletin=_answer(settings, agency.slug, accepted),
@@ -268,6 +297,7 @@ def correct_bulletin(
         session=session, settings=settings, agency_id=agency.id, bulletin_id=bulletin_id,
         bulletin_in=bulletin_in, if_match=if_match,
     )  # fmt: skip
+    _log_change("correction", agency.slug, change)
     if change.changed:
         service.enqueue_render(request.app.state.celery, change.bulletin)
     if change.left and request.app.state.refresher is not None:
@@ -298,6 +328,7 @@ def withdraw_bulletin(
     change = service.withdraw_bulletin(
         session=session, agency_id=agency.id, bulletin_id=bulletin_id, if_match=if_match
     )
+    _log_change("withdrawal", agency.slug, change)
     if change.changed:
         service.enqueue_render(request.app.state.celery, change.bulletin)
     return _changed(response, settings, change)

@@ -232,6 +232,9 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
+    if exc.status >= 500:  # the service, not the client, is at fault: operators must see it
+        log.warning("%s %s answered %d: %s", request.method, request.url.path, exc.status,
+                    exc.detail)  # fmt: skip
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
     if exc.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="bantin"'}
