@@ -283,14 +283,20 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = 
 
 
 def _info_text(info: dict[str, Any], now: float) -> str:
-    """A heartbeat's info as `key=value`s; `*_at` Unix times as ages."""
+    """A heartbeat's info as `key=value`s: `*_at` Unix times as ages, nested counts inline,
+    empty values left out."""
     parts = []
     for key, value in info.items():
+        if value is None or value == {} or value == []:
+            continue
         if key.endswith("_at") and isinstance(value, int | float):
             parts.append(f"{key.removesuffix('_at')} {_duration(max(0.0, now - value))} ago")
+        elif isinstance(value, dict):
+            inner = " ".join(f"{k}={v}" for k, v in value.items())
+            parts.append(f"{key} ({inner})")
         elif isinstance(value, float):
             parts.append(f"{key}={value:.3g}")
-        elif isinstance(value, dict | list):
+        elif isinstance(value, list):
             parts.append(f"{key}={json.dumps(value, ensure_ascii=False)}")
         else:
             parts.append(f"{key}={value}")

@@ -529,16 +529,20 @@ def ready_block(settings: Settings, demo_key: str | None, log_path: Path) -> lis
         ]
     elif key_file.exists():
         lines.append(f"  demo key    in {_shown_path(key_file)}")
+    # Another shell finds this instance through the data dir: name it unless it is the default.
+    bantin = bantin_command()
+    if data_dir != Path("var").resolve():
+        bantin = f"BANTIN_DATA_DIR={shlex.quote(_shown_path(data_dir))} {bantin}"
     if key_file.exists():
         sample = _shown_path(SAMPLE) if SAMPLE.exists() else "<bulletin.txt>"
         key = shlex.quote(_shown_path(key_file))
         lines += [
             "  publish the sample bulletin from another terminal:",
-            f'    {bantin_command()} publish {shlex.quote(sample)} --key "$(cat {key})"',
+            f'    {bantin} publish {shlex.quote(sample)} --key "$(cat {key})"',
         ]
     lines += [
         f"  log         {_shown_path(log_path)}  (`bantin up --verbose` shows it all here)",
-        f"  status      {bantin_command()} status",
+        f"  status      {bantin} status",
         "Ctrl-C stops everything.",
         "",
     ]
