@@ -6,6 +6,7 @@ in a child interpreter, never in the test process.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -170,3 +171,32 @@ def test_the_reconcilers_registry_passes_promtool(tmp_path: Path, private_redis:
             check=False,
         )  # fmt: skip
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is missing")
+def test_the_scrape_config_and_every_dashboard_query_are_valid(tmp_path: Path) -> None:
+    config = subprocess.run(
+        [str(PROMTOOL), "check", "config", "--syntax-only", str(DEPLOY / "prometheus.yml")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert config.returncode == 0, config.stdout + config.stderr
+    dashboard = json.loads((DEPLOY / "grafana" / "bantin.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{n}", "expr": expr} for n, expr in enumerate(exprs)
+    ]}]}  # fmt: skip
+    (tmp_path / "rules.yml").write_text(json.dumps(rules))  # JSON is YAML
+    check = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(tmp_path / "rules.yml")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The worker-side series the dashboard reads are ones the workers define.
+    text = " ".join(exprs)
+    for name in ("bantin_queue_depth", "bantin_queue_oldest_age_seconds",
+                 "bantin_publish_latency_seconds_bucket", "bantin_tasks_total",
+                 "bantin_listing_builds_total", "bantin_reconciler_actions_total"):  # fmt: skip
+        assert name in text, name
