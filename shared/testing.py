@@ -169,8 +169,13 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> 
 
 
 def start_system(
-    data_dir: Path, database_url: str | None = None, extra_env: dict[str, str] | None = None
+    data_dir: Path,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    unset: tuple[str, ...] = (),
 ) -> System:
+    """Start `bantin up` on free ports and wait until it says it is ready. `unset`: settings
+    to leave to their defaults (e.g. BANTIN_PUBLIC_URL, derived from the gateway's port)."""
     gateway_port, ingest_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")} | {
         "BANTIN_DATA_DIR": str(data_dir),
@@ -187,6 +192,8 @@ def start_system(
     if database_url:
         env["BANTIN_DATABASE_URL"] = database_url
     env |= extra_env or {}
+    for name in unset:
+        env.pop(name, None)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / LOG_FILE
     terminal_path = data_dir / "bantin-up.log"
