@@ -225,9 +225,10 @@ def test_every_ingest_answer_carries_its_headers(
         assert response.headers.get_list(name) == [value], name
 
 
-def test_docs_may_load_from_the_cdn_and_nothing_else_may() -> None:
-    assert "https://cdn.jsdelivr.net" in DOCS["content-security-policy"]
-    assert "cdn" not in API["content-security-policy"]
+def test_docs_load_only_from_ingest_itself_and_nothing_else_may_load() -> None:
+    assert "http" not in DOCS["content-security-policy"]  # no CDN: the docs work offline
+    assert "script-src 'self'" in DOCS["content-security-policy"]
+    assert "script-src" not in API["content-security-policy"]
     assert API["content-security-policy"].startswith("default-src 'none'")
 
 
