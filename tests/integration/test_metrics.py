@@ -201,9 +201,14 @@ def test_json_logs_carry_each_bulletins_id_agency_and_revision(system: System) -
         assert record["agency"] == slug and record["revision"] == 1
         assert record["process"] == "render" and record["level"] == "INFO"
         assert f"agency:{slug}" in str(record["listing"])  # which listings it asked to refresh
-    # The feed builds name their listing and the newest bulletin they show.
-    feed = [r for r in json_lines(system, "feed") if r.get("listing") == f"agency:{slug}"]
-    assert any(r.get("bulletin_id") == max(ids) for r in feed), feed[-3:]
+    # The feed builds name their listing and the newest bulletin they show (a build follows
+    # the publish: wait for it).
+    while True:
+        feed = [r for r in json_lines(system, "feed") if r.get("listing") == f"agency:{slug}"]
+        if any(r.get("bulletin_id") == max(ids) and r.get("agency") == slug for r in feed):
+            break
+        assert time.monotonic() < deadline, f"no feed build showing {max(ids)}: {feed[-3:]}"
+        time.sleep(0.2)
     # Every worker and reconciler line outside Celery's start-up banner is one JSON object.
     for role in ("render", "feed", "reconciler"):
         assert json_lines(system, role), role
