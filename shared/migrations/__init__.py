@@ -83,11 +83,11 @@ def compare_type(
     context: Any, inspected: Any, metadata: Any, inspected_type: Any, metadata_type: Any
 ) -> bool | None:
     """Compare a TypeDecorator (UTCDateTime) as the type it stores (DATETIME/TIMESTAMP)."""
-    from sqlalchemy import TypeDecorator
+    from sqlalchemy import Column, TypeDecorator
 
     if isinstance(metadata_type, TypeDecorator):
-        impl = metadata_type.impl_instance
-        return bool(context.impl.compare_type(inspected, metadata.copy(type_=impl)))
+        stored = Column(metadata.name, metadata_type.impl_instance)
+        return bool(context.impl.compare_type(inspected, stored))
     return None  # Alembic's own comparison
 
 
