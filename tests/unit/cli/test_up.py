@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,44 @@ def test_a_child_dying_during_start_up_stops_everything_with_its_last_lines(
     assert waiting.process is not None and waiting.process.poll() is not None  # stopped
     assert not up.run_state_file(tmp_path).exists()
     assert "gateway   | cannot start: boom" in up.log_file(tmp_path).read_text()
+
+
+def test_a_system_not_ready_in_time_says_which_part_and_where_the_log_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0", ingest_port=port)
+    sleeper = up.Child("ingest", [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(up, "children", lambda settings: [sleeper])
+    monkeypatch.setattr(up, "READY_TIMEOUT", 0.3)
+    output = up.Output(up.log_file(tmp_path), verbose=False)
+    supervisor = up.Supervisor(settings, output)
+    threading.Timer(2.0, supervisor.stopping.set).start()  # Ctrl-C, two seconds later
+    assert supervisor.run() == 0
+    output.close()
+    printed = capsys.readouterr().out
+    assert (
+        f"not ready after 0 s: ingest (its /healthz) does not answer at "
+        f"http://127.0.0.1:{port}/healthz (ConnectError); see {up.log_file(tmp_path)}"
+    ) in printed
+    assert "Bantin is ready" not in printed and not up.run_state_file(tmp_path).exists()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_every_child_line_reaches_the_log_and_only_problems_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verbose: bool
+) -> None:
+    output = up.Output(tmp_path / "log" / "bantin.log", verbose=verbose)
+    child = up.Child("render", [])
+    output.child(child, "[tasks]", problem=False)
+    output.child(child, "ERROR: boom", problem=True)
+    output.say("restarting render")
+    output.close()
+    log = (tmp_path / "log" / "bantin.log").read_text()
+    assert "render    | [tasks]" in log and "render    | ERROR: boom" in log
+    assert "bantin    | restarting render" in log
+    printed = capsys.readouterr().out
+    assert "render    | ERROR: boom" in printed and "restarting render" in printed
+    assert ("[tasks]" in printed) is verbose
