@@ -26,6 +26,8 @@ from prometheus_client import (
     values,
 )
 
+from shared.settings import local_url
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -87,10 +89,12 @@ def mark_dead_processes(alive: set[int]) -> None:
             multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
-def serve(port: int, registry: CollectorRegistry | None = None) -> tuple[int, Callable[[], None]]:
-    """Serve /metrics on `port` (0: any free port) on every interface, from a daemon thread;
-    returns the port bound and a function that stops the server."""
-    server, thread = start_http_server(port, registry=registry or exposition_registry())
+def serve(
+    host: str, port: int, registry: CollectorRegistry | None = None
+) -> tuple[int, Callable[[], None]]:
+    """Serve /metrics on host:port (port 0: any free port) from a daemon thread; returns the
+    port bound and a function that stops the server."""
+    server, thread = start_http_server(port, host, registry=registry or exposition_registry())
 
     def _stop() -> None:
         server.shutdown()
@@ -100,8 +104,11 @@ def serve(port: int, registry: CollectorRegistry | None = None) -> tuple[int, Ca
     return int(server.server_port), _stop
 
 
-def metrics_url(port: int) -> str:
-    """How another machine (or `bantin status`) reaches this process's /metrics."""
+def metrics_url(host: str, port: int) -> str:
+    """How `bantin status` (or, for a wildcard host, another machine) reaches this process's
+    /metrics."""
+    if host not in ("0.0.0.0", "::", ""):
+        return local_url(host, port) + "/metrics"
     host = socket.gethostname()
     try:
         socket.gethostbyname(host)

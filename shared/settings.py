@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         "and the gateway serve it on their own port). `0`: any free port, shown by `bantin "
         "status`. Unset: no metrics server.",
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Interface the workers' and the reconciler's metrics servers listen on; "
+        "`0.0.0.0` when Prometheus scrapes from another machine or container.",
+    )
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

@@ -59,13 +59,13 @@ def _setup_logging(**_: Any) -> None:
 @worker_init.connect(weak=False)
 def _start_metrics(sender: Any = None, **_: Any) -> None:
     _Node.controller = sender
-    port = get_settings().metrics_port
-    if port is None:
+    settings = get_settings()
+    if settings.metrics_port is None:
         return
     from shared.metrics import serve
 
-    _Node.port, _Node.stop_server = serve(port)
-    log.info("metrics on %s", metrics_url(_Node.port))
+    _Node.port, _Node.stop_server = serve(settings.metrics_host, settings.metrics_port)
+    log.info("metrics on %s", metrics_url(settings.metrics_host, _Node.port))
 
 
 def _pool_pids() -> list[int]:
@@ -90,7 +90,7 @@ def _info() -> dict[str, Any]:
 def _start_heartbeat(**_: Any) -> None:
     settings = get_settings()
     redis = Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
-    url = metrics_url(_Node.port) if _Node.port is not None else None
+    url = metrics_url(get_settings().metrics_host, _Node.port) if _Node.port is not None else None
     _Node.heartbeat = Heartbeat(redis, new_beat(ROLE, url), _info).start()
 
 

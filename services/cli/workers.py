@@ -63,8 +63,8 @@ def reconciler() -> None:
     url, stop_server = None, None
     if settings.metrics_port is not None:
         REGISTRY.register(QueueCollector(settings, runtime.redis))
-        port, stop_server = serve(settings.metrics_port, REGISTRY)
-        url = metrics_url(port)
+        port, stop_server = serve(settings.metrics_host, settings.metrics_port, REGISTRY)
+        url = metrics_url(settings.metrics_host, port)
     state = LoopState()
     heartbeat = Heartbeat(runtime.redis, new_beat("reconciler", url), state.info).start()
     try:

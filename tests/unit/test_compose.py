@@ -27,14 +27,20 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 INFRA = {"redis", "postgres", "web"}  # stock images: Redis, PostgreSQL, nginx in front
+MONITORING = {"prometheus", "grafana"}  # the optional `monitoring` profile
 SECRETS = "secrets"  # one-shot on the PostgreSQL image: makes the database password
 WORKERS = {"render", "feed"}
 APPS = {"migrate", "ingest", "gateway", "reconciler"} | WORKERS
 ONE_SHOT = {"migrate", SECRETS}
-LONG_RUNNING = (INFRA | APPS) - ONE_SHOT
+LONG_RUNNING = (INFRA | APPS | MONITORING) - ONE_SHOT
 SECRETS_DIR = "/run/bantin-secrets"
 # Only nginx: the site on 8000, the ingest API on 8001 (deploy/nginx.conf's second server).
-PUBLISHED = {"web": ["8000:80", "8001:8001"]}
+PUBLISHED = {
+    "web": ["8000:80", "8001:8001"],
+    # Loopback only: no authentication in front of them.
+    "prometheus": ["127.0.0.1:9090:9090"],
+    "grafana": ["127.0.0.1:3000:3000"],
+}
 HTTP_APPS = {"gateway": "8000", "ingest": "8001"}  # our uvicorn services and their ports
 SITE_MOUNT = "/data/site"
 
@@ -99,7 +105,11 @@ def _healthcheck_text(service: dict[str, Any]) -> str:
 
 
 def test_services_are_the_production_set(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == INFRA | APPS | {SECRETS}
+    assert set(services) == INFRA | APPS | MONITORING | {SECRETS}
+    # Monitoring is opt-in: a plain `docker compose up` starts none of it.
+    assert {name for name, service in services.items() if service.get("profiles")} == MONITORING
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"], name
 
 
 def test_compose_file_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
@@ -109,6 +119,22 @@ def test_compose_file_has_no_obsolete_version_key(compose: dict[str, Any]) -> No
 def test_infrastructure_images(services: dict[str, dict[str, Any]]) -> None:
     assert services["redis"]["image"] == "redis:7-alpine"
     assert services["postgres"]["image"] == "postgres:16-alpine"
+
+
+def test_monitoring_scrapes_every_process_with_the_shipped_files(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    mounts = [str(v) for v in services["prometheus"]["volumes"]]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = yaml.safe_dump(config["scrape_configs"])
+    for name in ("ingest:8001", "gateway:8000", "reconciler:9100", "render", "feed"):
+        assert name in targets, name
+    assert _env(services["render"])["BANTIN_METRICS_PORT"] == "9100"
+    assert _env(services["render"])["BANTIN_METRICS_HOST"] == "0.0.0.0"
+    dashboards = [str(v) for v in services["grafana"]["volumes"]]
+    assert any(v.startswith("./deploy/grafana:") for v in dashboards), dashboards
+    assert (ROOT / "deploy" / "grafana" / "bantin.json").is_file()
 
 
 def test_every_app_service_runs_the_one_image(services: dict[str, dict[str, Any]]) -> None:
