@@ -157,7 +157,9 @@ def _destination(dest: Path | None, stamp: str) -> Path:
     name = f"bantin-backup-{stamp}.tar.gz"
     if dest is None:
         return Path.cwd() / name
-    return dest / name if dest.is_dir() else dest
+    if dest.name.endswith((".tar.gz", ".tgz")) and not dest.is_dir():
+        return dest
+    return dest / name  # a directory, made if missing
 
 
 def _revision(settings: Settings) -> str | None:
@@ -206,7 +208,8 @@ def make_backup(settings: Settings, dest: Path | None) -> tuple[Path, dict[str, 
 def backup(dest: Path | None) -> None:
     """Back up the database and the site into one archive, while the system runs.
 
-    DEST: a file, or a directory to put bantin-backup-<UTC time>.tar.gz in (default: here).
+    DEST: a .tar.gz file, or a directory to put bantin-backup-<UTC time>.tar.gz in (made if
+    missing; default: the current directory).
     With PostgreSQL only the site is in it: back the database up with pg_dump."""
     settings = get_settings()
     target, manifest = make_backup(settings, dest)

@@ -1,0 +1,200 @@
+"""`bantin backup` / `bantin restore`: a consistent copy while a writer writes, put back into
+a new data directory; and the refusals that keep a restore from hurting a running system."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import tarfile
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from services.cli import main as bantin
+from services.cli.db import make_backup, restore_backup
+from shared.agencies import create_agency
+from shared.db import create_schema, session_scope
+from shared.migrations import head
+from shared.models import Bulletin
+from shared.settings import Settings, get_settings
+
+MAX_WRITES = 5000  # the writer's bound, whatever happens to the test
+
+
+def settings_in(path: Path, **overrides: str) -> Settings:
+    return Settings(data_dir=path, redis_url="memory://", **overrides)  # type: ignore[arg-type]
+
+
+def add_bulletin(settings: Settings, agency_id: int, n: int) -> None:
+    now = datetime.now(UTC)
+    with session_scope(settings) as session:
+        session.add(Bulletin(
+            agency_id=agency_id, slug=f"thong-bao-{n}", title=f"Thông báo số {n}",
+            body_format="text", body_source="Nội dung", body_html="<p>Nội dung</p>",
+            published_at=now,
+        ))  # fmt: skip
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Settings:
+    """A data dir with a database (an agency, 20 bulletins) and a rendered site."""
+    settings = settings_in(tmp_path / "live")
+    create_schema(settings)
+    with session_scope(settings) as session:
+        agency, _key = create_agency(session, name="Sở Y tế Bắc Kạn", slug="bac-kan")
+    for n in range(20):
+        add_bulletin(settings, agency.id, n)
+    page = settings.resolved_site_dir / "bac-kan" / "thong-bao-1" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<h1>Thông báo số 1</h1>")
+    (settings.resolved_site_dir / "feed.xml").write_text("<feed/>")
+    return settings
+
+
+def bulletins(settings: Settings) -> list[tuple[int, str]]:
+    with session_scope(settings) as session:
+        return [tuple(row) for row in session.execute(select(Bulletin.id, Bulletin.title))]  # type: ignore[misc]
+
+
+def test_a_backup_taken_while_a_writer_writes_restores_a_consistent_database(
+    live: Settings, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        for n in range(100, 100 + MAX_WRITES):
+            if stop.is_set():
+                return
+            add_bulletin(live, 1, n)
+            written[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while written[0] < 20 and thread.is_alive():  # the writer is writing: back up now
+            stop.wait(0.01)
+        archive, manifest = make_backup(live, tmp_path / "backups")
+        during = written[0]
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert archive.parent == tmp_path / "backups" and archive.name.startswith("bantin-backup-")
+    assert (manifest["database"], manifest["revision"], manifest["site_files"]) == (
+        "sqlite", head(), 2,
+    )  # fmt: skip
+
+    target = settings_in(tmp_path / "restored")
+    said = restore_backup(target, archive, yes=False, force=False)
+    assert "the database" in said and "the site" in said
+    restored = bulletins(target)
+    source = bulletins(live)
+    # A snapshot: exactly the first rows of the live database, none half-written, and at
+    # least every row committed before the backup began.
+    assert 20 + 20 <= len(restored) <= 20 + during + 1
+    assert restored == source[: len(restored)]
+    copy = sqlite3.connect(target.data_dir / "bantin.db")
+    assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    copy.close()
+    page = target.resolved_site_dir / "bac-kan" / "thong-bao-1" / "index.html"
+    assert page.read_text() == "<h1>Thông báo số 1</h1>"
+    assert (target.resolved_site_dir / "feed.xml").read_text() == "<feed/>"
+
+
+def test_restore_refuses_to_replace_a_database_and_site_without_yes(
+    live: Settings, tmp_path: Path
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    (live.resolved_site_dir / "feed.xml").write_text("<feed>newer</feed>")
+    with pytest.raises(click.ClickException, match="would replace .*bantin.db and .*site"):
+        restore_backup(live, archive, yes=False, force=False)
+    assert (live.resolved_site_dir / "feed.xml").read_text() == "<feed>newer</feed>"
+
+    restore_backup(live, archive, yes=True, force=False)
+    assert (live.resolved_site_dir / "feed.xml").read_text() == "<feed/>"
+    assert len(bulletins(live)) == 20
+    assert not list(live.data_dir.glob(".restore-*"))  # the staging directory is gone
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port something answers on, as a running `bantin up`'s Redis does."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def test_restore_refuses_while_bantin_up_runs_on_the_data_dir(
+    live: Settings, tmp_path: Path, listening: int
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    target = settings_in(tmp_path / "target")
+    target.embedded_redis_file.parent.mkdir(parents=True)
+    target.embedded_redis_file.write_text(f"redis://127.0.0.1:{listening}/0\n")
+    with pytest.raises(click.ClickException, match="`bantin up` is running"):
+        restore_backup(target, archive, yes=True, force=False)
+    assert not (target.data_dir / "bantin.db").exists()
+    restore_backup(target, archive, yes=True, force=True)
+    assert len(bulletins(target)) == 20
+
+
+def test_a_stale_url_file_of_a_stopped_system_does_not_block_a_restore(
+    live: Settings, tmp_path: Path
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]  # closed below: nothing answers there any more
+    target = settings_in(tmp_path / "target")
+    target.embedded_redis_file.parent.mkdir(parents=True)
+    target.embedded_redis_file.write_text(f"redis://127.0.0.1:{port}/0\n")
+    restore_backup(target, archive, yes=False, force=False)
+    assert len(bulletins(target)) == 20
+
+
+def test_restore_refuses_what_is_not_a_backup_and_a_sqlite_backup_into_postgresql(
+    live: Settings, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.tar.gz"
+    with tarfile.open(other, "w:gz") as archive:
+        archive.add(live.data_dir / "bantin.db", "bantin.db")
+    with pytest.raises(click.ClickException, match="not a Bantin backup"):
+        restore_backup(settings_in(tmp_path / "t1"), other, yes=True, force=False)
+
+    archive_path, _ = make_backup(live, tmp_path)
+    elsewhere = settings_in(tmp_path / "t2", database_url="postgresql+psycopg://x@127.0.0.1:1/x")
+    with pytest.raises(click.ClickException, match="settings name another database"):
+        restore_backup(elsewhere, archive_path, yes=True, force=False)
+
+
+def test_on_postgresql_the_backup_holds_the_site_and_says_how_to_dump_the_database(
+    postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    (data / "site").mkdir(parents=True)
+    (data / "site" / "index.html").write_text("<h1>Bản tin</h1>")
+    monkeypatch.setenv("BANTIN_DATA_DIR", str(data))
+    monkeypatch.setenv("BANTIN_DATABASE_URL", postgres_database)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(bantin, ["backup"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    (archive,) = tmp_path.glob("bantin-backup-*.tar.gz")  # the default: here, timestamped
+    with tarfile.open(archive) as opened:
+        assert sorted(opened.getnames()) == ["bantin-backup.json", "site", "site/index.html"]
+        manifest = json.loads(opened.extractfile("bantin-backup.json").read())  # type: ignore[union-attr]
+    assert manifest["database"] is None
+    assert "NOT in the archive" in result.output
+    database = postgres_database.replace("postgresql+psycopg://", "postgresql://")
+    assert f"pg_dump --format=custom --file={archive.name.removesuffix('.tar.gz')}.pgdump " \
+        f"'{database}'" in result.output  # fmt: skip
+    assert f"pg_restore --no-owner --dbname='{database}'" in result.output
