@@ -35,7 +35,7 @@ from shared.models import ApiKey
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_operator)])
 
 PROBLEMS = problem_responses(
-    (401, 404, 409, 422, 503),
+    (400, 401, 404, 409, 413, 415, 422, 503),
     {
         401: "Missing or wrong operator token (an agency's key is never accepted here)",
         404: "No agency with this slug; or the operators' API is off (BANTIN_OPERATOR_TOKEN unset)",
@@ -172,7 +172,8 @@ def get_agency_document(slug: str, session: SessionDep) -> AgencyPublic:
     "/agencies",
     status_code=status.HTTP_201_CREATED,
     response_model=AgencyCreated,
-    responses=_responses(404, 409, 422),
+    # The body is read before the token is checked: a malformed one gets its 400/413/415.
+    responses=_responses(400, 404, 409, 413, 415, 422),
     summary="Create an agency and its first key (shown once)",
 )
 def post_agency(body: AgencyCreate, response: Response, session: SessionDep) -> AgencyCreated:
@@ -201,7 +202,7 @@ def post_agency(body: AgencyCreate, response: Response, session: SessionDep) -> 
 @router.post(
     "/agencies/{slug}/rotate-key",
     response_model=KeyRotated,
-    responses=_responses(404, 409, 422),
+    responses=_responses(404, 409, 413, 422),
     summary="Mint a new key (shown once) and revoke the agency's others",
 )
 def post_rotate_key(
@@ -254,7 +255,7 @@ def _set_disabled(request: Request, session: Session, slug: str, disabled: bool)
 @router.post(
     "/agencies/{slug}/disable",
     response_model=AgencyPublic,
-    responses=_responses(404),
+    responses=_responses(404, 413),
     summary="Disable an agency: its keys are refused, its bulletins stay online",
 )
 def post_disable(slug: str, request: Request, session: SessionDep) -> AgencyPublic:
@@ -267,7 +268,7 @@ def post_disable(slug: str, request: Request, session: SessionDep) -> AgencyPubl
 @router.post(
     "/agencies/{slug}/enable",
     response_model=AgencyPublic,
-    responses=_responses(404),
+    responses=_responses(404, 413),
     summary="Enable a disabled agency again",
 )
 def post_enable(slug: str, request: Request, session: SessionDep) -> AgencyPublic:
