@@ -119,6 +119,9 @@ class Bulletin(Base):
         # The reconciler looks for renders outstanding for too long; NULL (nothing to do)
         # for almost every row, so this index stays small.
         Index("ix_bulletin_pending_since", "pending_since"),
+        # `bantin status` reads the last minute's renders (publish latency): a range scan of
+        # this index, however large the archive.
+        Index("ix_bulletin_rendered_at", "rendered_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

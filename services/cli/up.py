@@ -247,7 +247,7 @@ def port_problems(settings: Settings) -> list[str]:
     return [problem for problem in found if problem]
 
 
-def prepare(settings: Settings) -> str | None:
+def prepare(settings: Settings, output: Output | None = None) -> str | None:
     """Upgrade the schema; on first run create the demo agency and return its key."""
     from sqlalchemy import func, select
 
@@ -256,7 +256,10 @@ def prepare(settings: Settings) -> str | None:
     from shared.migrations import upgrade
     from shared.models import Agency
 
-    upgrade(settings)
+    done = upgrade(settings)
+    if output is not None and done.changed and (done.before or done.adopted):
+        # An upgrade is news to an operator (a new release); creating a fresh one is not.
+        output.say(f"database schema upgraded from {done.before or done.adopted} to {done.after}")
     with session_scope(settings) as session:
         if session.scalar(select(func.count()).select_from(Agency)):
             return None
@@ -575,7 +578,7 @@ def up(verbose: bool) -> None:
         f"log in {_shown_path(output.path)})"
     )
     try:
-        demo_key = prepare(settings)
+        demo_key = prepare(settings, output)
     except Exception as exc:  # a database that cannot be reached or upgraded: no traceback
         output.close()
         raise click.ClickException(
