@@ -4,6 +4,9 @@ Labels stay few and bounded: `route` is the matched route's template (`/v1/bulle
 never the raw path; `unmatched` for a path no route knows), `status` the answer's code. In
 multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as under `uvicorn --workers 2`) every worker
 writes its samples to that directory and any worker's `/metrics` serves their sum.
+
+The HTTP metrics are named `bantin_ingest_http_*`, the gateway's `bantin_gateway_http_*`: their
+labels and buckets differ, and one process (a test, a tool) may import both apps.
 """
 
 from __future__ import annotations
