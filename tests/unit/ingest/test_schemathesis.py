@@ -41,6 +41,9 @@ def _settings(data_dir: Path) -> Settings:
         # Schemathesis sends hundreds of writes a second; the limits have their own tests.
         rate_limit="100000/second",
         batch_rate_limit="100000/second",
+        # Set, so the operators' API answers as in production (401 without this token, which
+        # Schemathesis never sends) instead of 404 (unset: no such API).
+        operator_token="a-token-schemathesis-never-sends",
     )
 
 
