@@ -15,10 +15,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, func, inspect, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Agency, ApiKey, Bulletin, BulletinStatus, utcnow
@@ -309,26 +308,3 @@ def rotate_key(session: Session, slug: str, *, keep_old: bool = False) -> Rotati
         )
     row, secret = issue_key(session, agency_id)
     return Rotation(row, secret, revoked)
-
-
-def add_key_columns(engine: Engine) -> list[str]:
-    """Add the api_keys columns a database created before them lacks (`create_all` adds
-    tables, never columns; proper migrations come later). Both are nullable: old keys get
-    no display prefix and stay valid. Idempotent; returns the columns it added."""
-    table = cast(Table, ApiKey.__table__)
-    present = {column["name"] for column in inspect(engine).get_columns(table.name)}
-    added = []
-    for column in (table.c.prefix, table.c.revoked_at):
-        if column.name in present:
-            continue
-        ddl = column.type.compile(dialect=engine.dialect)
-        try:
-            with engine.begin() as connection:
-                connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}"))
-        except DBAPIError:
-            # Another process added it first; anything else still fails below.
-            if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
-                raise
-            continue
-        added.append(column.name)
-    return added

@@ -233,11 +233,10 @@ def _adopt(settings: Settings, connection: Connection) -> str:
     """Stamp an earlier release's unversioned database with the revision it matches."""
     from alembic import command
 
-    from shared.agencies import add_key_columns
     from shared.db import engine_for
 
     # Builds older than the baseline lacked these columns; `create_all` never adds columns.
-    add_key_columns(engine_for(settings))
+    _add_key_columns(engine_for(settings))
     connection.rollback()  # see the columns just added
     with connection.begin():
         stamp = head() if not differences(connection) else BASELINE
@@ -283,3 +282,28 @@ def current(settings: Settings) -> str | None:
                 return _revision(connection)
         finally:
             engine.dispose()
+
+
+def _add_key_columns(engine: Engine) -> list[str]:
+    """Add the api_keys columns databases made before them lack (builds older than the
+    baseline, which no revision can target: they have no alembic_version). Both nullable: old
+    keys get no display prefix and stay valid. Idempotent; returns the columns it added."""
+    present = {column["name"] for column in inspect(engine).get_columns("api_keys")}
+    added = []
+    for name, ddl in (("prefix", "VARCHAR(16)"), ("revoked_at", _datetime_ddl(engine))):
+        if name in present:
+            continue
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"ALTER TABLE api_keys ADD COLUMN {name} {ddl}"))
+        except DBAPIError:
+            # Another process added it first; anything else still fails below.
+            if name not in {c["name"] for c in inspect(engine).get_columns("api_keys")}:
+                raise
+            continue
+        added.append(name)
+    return added
+
+
+def _datetime_ddl(engine: Engine) -> str:
+    return "TIMESTAMP WITHOUT TIME ZONE" if engine.dialect.name == "postgresql" else "DATETIME"

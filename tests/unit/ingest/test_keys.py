@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, text
 
 from services.cli import main as bantin
 from services.ingest.app import create_app
@@ -19,24 +18,15 @@ from shared.agencies import (
     DISPLAY_CHARS,
     KEY_PREFIX,
     MAX_ACTIVE_KEYS,
-    add_key_columns,
     hash_key,
     key_owner,
 )
-from shared.db import engine_for, session_scope
+from shared.db import session_scope
 from shared.models import ApiKey
 from shared.settings import Settings, get_settings
 from tests.unit.ingest.helpers import assert_problem, bearer, new_key
 
 # The two tables as they were before keys had a display prefix and a revocation time.
-OLD_SCHEMA = [
-    "CREATE TABLE agencies (id INTEGER PRIMARY KEY, slug VARCHAR(64), name VARCHAR(200), "
-    "created_at DATETIME)",
-    "CREATE TABLE api_keys (id INTEGER PRIMARY KEY, agency_id INTEGER, key_hash VARCHAR(64), "
-    "created_at DATETIME)",
-    "INSERT INTO agencies VALUES (1, 'so-cu', 'Sở cũ', NULL)",
-    f"INSERT INTO api_keys VALUES (1, 1, '{hash_key('bt_old')}', NULL)",
-]
 
 
 def test_new_keys_carry_the_live_prefix_and_keep_a_display_prefix(settings: Settings) -> None:
@@ -143,27 +133,6 @@ def test_key_management_is_documented_under_its_own_tag(client: TestClient) -> N
     assert paths["/v1/keys"]["get"]["tags"] == ["keys"]
     assert {"201", "401", "409"} <= set(paths["/v1/keys"]["post"]["responses"])
     assert {"200", "401", "404"} <= set(paths["/v1/keys/{key_id}"]["delete"]["responses"])
-
-
-def test_an_old_database_gets_the_new_key_columns_and_its_keys_still_work(
-    tmp_path: Path,
-) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    old = create_engine(url)
-    with old.begin() as connection:
-        for statement in OLD_SCHEMA:
-            connection.execute(text(statement))
-    settings = Settings(data_dir=tmp_path, database_url=url, redis_url="memory://")
-    engine = engine_for(settings)
-    assert add_key_columns(engine) == ["prefix", "revoked_at"]
-    assert add_key_columns(engine) == []  # idempotent
-    columns = {c["name"] for c in inspect(engine).get_columns("api_keys")}
-    assert {"prefix", "revoked_at"} <= columns
-    with engine.begin() as connection:  # as migration 0002 does: the lookup reads it too
-        connection.execute(text("ALTER TABLE agencies ADD COLUMN disabled_at DATETIME"))
-    with session_scope(settings) as session:
-        owner = key_owner(session, "bt_old")
-    assert owner is not None and owner.slug == "so-cu"
 
 
 def test_concurrent_requests_with_one_key_share_one_lookup() -> None:
