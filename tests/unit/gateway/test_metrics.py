@@ -5,6 +5,7 @@ per-process tallies and their flush, multiprocess mode, promtool's check, and th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -326,3 +327,30 @@ def test_the_gateway_beats_while_it_runs_and_not_after(
 
     asyncio.run(_lifespan(beating, wait_for_beat))
     assert gateways() == []
+
+
+def test_the_factory_sends_uvicorn_lines_through_the_json_handler(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import logging
+        import logging.config
+        from uvicorn.config import LOGGING_CONFIG
+        from services.gateway.app import app_from_env
+
+        logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn does before the factory
+        app_from_env()
+        logging.getLogger("uvicorn.access").info("GET /feeds/all.rss 200")
+        logging.getLogger("uvicorn.error").warning("connection lost")
+        """
+    )
+    env = {**os.environ, "BANTIN_DATA_DIR": str(tmp_path), "BANTIN_LOG_FORMAT": "json",
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env.pop("BANTIN_REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(r["process"], r["logger"], r["level"], r["message"]) for r in records] == [
+        ("gateway", "uvicorn.access", "INFO", "GET /feeds/all.rss 200"),
+        ("gateway", "uvicorn.error", "WARNING", "connection lost"),
+    ]

@@ -4,6 +4,7 @@ promtool's check, and the heartbeat."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -294,3 +295,47 @@ def test_ingest_beats_while_it_runs_and_not_after(redis_settings: Settings) -> N
         assert beat.pid == os.getpid()
         assert beat.metrics_url == "http://127.0.0.1:18123/metrics"
     assert _beats(redis, "ingest") == []  # a clean stop leaves no ghost
+
+
+# -- the log format ---------------------------------------------------------------------------
+
+# The production factory, JSON logs, one submission, and one line from uvicorn's own logger.
+LOGGING = textwrap.dedent(
+    """
+    import logging
+    import logging.config
+    from fastapi.testclient import TestClient
+    from uvicorn.config import LOGGING_CONFIG
+    from services.ingest.app import app_from_env
+    from shared.db import create_schema
+    from shared.settings import get_settings
+    from tests.unit.ingest.helpers import auth_for
+
+    logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn does before the factory
+    create_schema(get_settings())
+    app = app_from_env()
+    with TestClient(app) as client:
+        auth = auth_for(get_settings(), "so-tu-phap")
+        bulletin = {"title": "Thông báo", "body": "Nội dung."}
+        assert client.post("/v1/bulletins", json=bulletin, headers=auth).status_code == 202
+    logging.getLogger("uvicorn.error").info("uvicorn says hello")
+    """
+)
+
+
+def test_the_factory_logs_json_lines_with_the_bulletin_and_uvicorn_in_them(tmp_path: Path) -> None:
+    env = {**os.environ, "BANTIN_DATA_DIR": str(tmp_path), "BANTIN_REDIS_URL": "memory://",
+           "BANTIN_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", LOGGING], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    accepted = [r for r in records if r["logger"] == "services.ingest.bulletins"]
+    assert len(accepted) == 1, records
+    assert accepted[0]["message"] == "bulletin 1 created (queued)"
+    assert (accepted[0]["bulletin_id"], accepted[0]["agency"], accepted[0]["revision"]) == (
+        1, "so-tu-phap", 1,
+    )  # fmt: skip
+    assert {r["process"] for r in records} == {"ingest"}
+    assert any(r["logger"] == "uvicorn.error" and r["message"] == "uvicorn says hello"
+               for r in records)  # fmt: skip
