@@ -200,6 +200,20 @@ def test_server_side_problems_are_counted_and_logged_as_warnings(
     ]
 
 
+def test_an_unexpected_error_counts_as_the_500_problem_it_becomes(client: TestClient) -> None:
+    def broken() -> None:
+        raise RuntimeError("bug")
+
+    app_of(client).add_api_route("/test-broken", broken)
+    names = ("bantin_ingest_http_requests_total", "bantin_ingest_http_problems_total")
+    before = snapshot(*names)
+    assert_problem(client.get("/test-broken"), 500)
+    assert changes(before, snapshot(*names)) == {
+        requests("/test-broken", "GET", 500): 1.0,
+        one("bantin_ingest_http_problems_total", status="500"): 1.0,
+    }
+
+
 def test_each_change_is_logged_once_with_the_bulletin_context_and_no_key(
     client: TestClient, auth: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
