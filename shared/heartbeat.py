@@ -85,6 +85,10 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        # A beat being sent right now would otherwise land after the delete below and leave
+        # a ghost for HEARTBEAT_TTL seconds.
+        if self._thread.is_alive():
+            self._thread.join(5)
         try:
             self.redis.delete(self.beat.key)  # a clean stop is not a crash: leave no ghost
         except RedisError:

@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from shared.settings import Settings
@@ -59,6 +60,8 @@ def make_handler(settings: Settings, role: str) -> logging.Handler:
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
                                "process_role": "process"},
                 json_ensure_ascii=False,
+                # uvicorn's records carry a copy of the message with terminal colours.
+                reserved_attrs=[*RESERVED_ATTRS, "color_message"],
             )
         )  # fmt: skip
     else:
@@ -75,3 +78,9 @@ def configure_logging(settings: Settings, role: str) -> None:
         root.removeHandler(handler)
     root.addHandler(make_handler(settings, role))
     root.setLevel(settings.log_level.upper())
+    # uvicorn configures its loggers before it imports the app: send their records (start-up,
+    # errors, access lines) through the same handler, in the same format.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

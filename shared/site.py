@@ -26,7 +26,18 @@ CATEGORY_PREFIX = "chuyen-muc"
 TOMBSTONE_DIR = ".gone"
 # Top-level path segments an agency slug may not take, or its pages would shadow these.
 RESERVED_SLUGS = frozenset(
-    {CATEGORY_PREFIX, "feeds", "static", "healthz", "v1", "docs", "openapi.json", "index.html"}
+    {
+        CATEGORY_PREFIX,
+        "feeds",
+        "static",
+        "healthz",
+        "metrics",
+        "v1",
+        "docs",
+        "redoc",
+        "openapi.json",
+        "index.html",
+    }
 )
 
 

@@ -54,7 +54,7 @@ from services.gateway.files import (
 from services.gateway.metrics import Tally, route_kind
 from shared.heartbeat import Heartbeat, new_beat
 from shared.logs import configure_logging
-from shared.metrics import exposition
+from shared.metrics import exposition, metrics_url
 from shared.settings import Settings, get_settings
 from shared.site import TOMBSTONE_DIR
 
@@ -533,21 +533,13 @@ def heartbeat_for(settings: Settings) -> Heartbeat | None:
     except ValueError as exc:
         logger.warning("no heartbeat: cannot use the Redis URL (%s)", exc)
         return None
-    return Heartbeat(redis, new_beat("gateway", metrics_url=settings.public_url + "/metrics"))
-
-
-def adopt_uvicorn_loggers() -> None:
-    """Send uvicorn's own records through the root handler configure_logging set, so they
-    share its format (text or JSON) instead of uvicorn's."""
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        uvicorn_logger = logging.getLogger(name)
-        uvicorn_logger.handlers.clear()
-        uvicorn_logger.propagate = True
+    # Its own address, not the public URL: nginx in front does not pass /metrics.
+    url = metrics_url(settings.gateway_host, settings.gateway_port)
+    return Heartbeat(redis, new_beat("gateway", metrics_url=url))
 
 
 def app_from_env() -> Gateway:
     """Zero-argument factory for ``uvicorn --factory``: settings from ``BANTIN_*``."""
     settings = get_settings()
     configure_logging(settings, "gateway")
-    adopt_uvicorn_loggers()
     return create_app(settings, revalidate_after=REVALIDATE_AFTER)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,7 +28,7 @@ from shared.celery_app import create_celery_app
 from shared.db import engine_for
 from shared.heartbeat import Heartbeat, new_beat
 from shared.logs import configure_logging
-from shared.metrics import exposition
+from shared.metrics import exposition, metrics_url
 from shared.refresh import Refresher
 from shared.security_headers import SecurityHeadersMiddleware
 from shared.settings import Settings, get_settings
@@ -46,7 +45,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         heartbeat = None
         if app.state.redis is not None:  # `bantin status` lists this process while it beats
-            beat = new_beat("ingest", metrics_url=settings.resolved_ingest_url + "/metrics")
+            # Its own address, not the public one: nginx in front does not pass /metrics.
+            url = metrics_url(settings.ingest_host, settings.ingest_port)
+            beat = new_beat("ingest", metrics_url=url)
             heartbeat = Heartbeat(app.state.redis, beat).start()
         try:
             yield
@@ -135,17 +136,7 @@ def _check_redis(app: FastAPI) -> str:
         return f"error: {type(exc).__name__}"
 
 
-def adopt_uvicorn_loggers() -> None:
-    """Send uvicorn's own records (start-up, errors, access lines) through the root handler
-    configure_logging set, so they share its format (text or JSON) instead of uvicorn's."""
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
-
-
 def app_from_env() -> FastAPI:
     settings = get_settings()
     configure_logging(settings, "ingest")
-    adopt_uvicorn_loggers()
     return create_app(settings)

@@ -109,7 +109,7 @@ def _log_change(kind: str, agency_slug: str, change: service.Change) -> None:
     responses=_responses(
         202,
         {"Location": _LOCATION, "ETag": _ETAG, "Idempotent-Replayed": _REPLAYED},
-        (400, 401, 409, 413, 415, 422, 429, 503),
+        (400, 401, 403, 409, 413, 415, 422, 429, 503),
         meaning={409: "This `Idempotency-Key` was used with a different body"},
     ),
     summary="Submit a bulletin for publishing",
@@ -146,7 +146,7 @@ async def submit_bulletin(
 @router.post(
     ":batch",
     response_model=BatchResult,
-    responses=problem_responses((400, 401, 413, 415, 422, 429, 503)),
+    responses=problem_responses((400, 401, 403, 413, 415, 422, 429, 503)),
     summary="Submit up to 100 bulletins at once, each with its own result",
 )
 async def submit_batch(
@@ -228,7 +228,7 @@ def _answer(settings: Settings, agency_slug: str, accepted: Accepted) -> Bulleti
 @router.get(
     "/{bulletin_id}",
     response_model=BulletinPublic,
-    responses=_responses(200, {"ETag": _ETAG}, (401, 404, 422, 503)),
+    responses=_responses(200, {"ETag": _ETAG}, (401, 403, 404, 422, 503)),
     summary="Read a bulletin and its publishing status",
 )
 def get_bulletin(
@@ -273,7 +273,7 @@ def get_bulletin(
     responses=_responses(
         202,
         {"Location": _LOCATION, "ETag": _ETAG},
-        (400, 401, 404, 409, 412, 413, 415, 422, 429, 503),
+        (400, 401, 403, 404, 409, 412, 413, 415, 422, 429, 503),
         meaning={409: "The bulletin was withdrawn: it can no longer be corrected"},
     ),
     summary="Correct a bulletin (a new revision replaces every field)",
@@ -310,7 +310,7 @@ def correct_bulletin(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulletinAccepted,
     responses=_responses(
-        202, {"Location": _LOCATION, "ETag": _ETAG}, (401, 404, 412, 422, 429, 503)
+        202, {"Location": _LOCATION, "ETag": _ETAG}, (401, 403, 404, 412, 422, 429, 503)
     ),
     summary="Withdraw a bulletin",
 )

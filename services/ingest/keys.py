@@ -20,7 +20,7 @@ from shared.models import ApiKey
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 PROBLEMS = problem_responses(
-    (401, 404, 409, 422, 429, 503),
+    (401, 403, 404, 409, 422, 429, 503),
     {
         404: "No such key for this agency",
         409: f"The agency already has {MAX_ACTIVE_KEYS} active keys",
@@ -61,7 +61,7 @@ def _public(row: ApiKey, caller: Caller) -> KeyPublic:
 @router.get(
     "",
     response_model=KeyList,
-    responses={401: PROBLEMS[401], 503: PROBLEMS[503]},  # type: ignore[dict-item]
+    responses={c: PROBLEMS[c] for c in (401, 403, 503)},  # type: ignore[misc]
     summary="List the agency's keys, revoked ones included",
 )
 def get_keys(session: SessionDep, agency: AgencyDep) -> KeyList:
@@ -72,7 +72,7 @@ def get_keys(session: SessionDep, agency: AgencyDep) -> KeyList:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=KeyCreated,
-    responses={c: PROBLEMS[c] for c in (401, 409, 429, 503)},  # type: ignore[misc]
+    responses={c: PROBLEMS[c] for c in (401, 403, 409, 429, 503)},  # type: ignore[misc]
     summary="Mint a new key (shown once)",
 )
 def create_key(response: Response, session: SessionDep, agency: ManagingAgencyDep) -> KeyCreated:
@@ -91,7 +91,7 @@ def create_key(response: Response, session: SessionDep, agency: ManagingAgencyDe
 @router.delete(
     "/{key_id}",
     response_model=KeyPublic,
-    responses={c: PROBLEMS[c] for c in (401, 404, 422, 429, 503)},  # type: ignore[misc]
+    responses={c: PROBLEMS[c] for c in (401, 403, 404, 422, 429, 503)},  # type: ignore[misc]
     summary="Revoke a key",
 )
 def delete_key(

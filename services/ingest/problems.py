@@ -90,6 +90,7 @@ _MEANINGS: dict[int, tuple[str, dict[str, Any]]] = {
         "Missing, invalid or revoked API key",
         {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
     ),
+    403: ("The agency was disabled by the operators; the key itself is valid", {}),
     404: ("No such resource for this agency", {}),
     409: ("Conflicts with the resource's state", {}),
     412: ("`If-Match` names a revision that is no longer current", {}),

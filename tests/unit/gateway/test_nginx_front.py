@@ -451,3 +451,21 @@ def test_the_documented_tls_termination_works(
         assert_once(API | hsts)
     finally:
         harness.stop(nginx.process)
+
+
+def test_metrics_are_not_served_through_nginx(
+    ports: tuple[int, int], ingest_ports: tuple[int, int]
+) -> None:
+    """Prometheus scrapes the containers directly; the public never sees the metrics."""
+    gateway_port, nginx_port = ports
+    status, _, body = fetch(gateway_port, "GET", "/metrics")  # what Prometheus scrapes
+    assert status == 200 and b"bantin_gateway_http_requests_total" in body
+    status, headers, body = fetch(nginx_port, "GET", "/metrics")
+    assert status == 404 and b"bantin_" not in body
+    assert headers["content-type"].startswith("text/html")  # the site's own 404 page
+    status, _, body = fetch(ingest_ports[0], "GET", "/metrics")
+    assert status == 200 and b"bantin_ingest_http_requests_total" in body
+    status, headers, body = fetch(ingest_ports[1], "GET", "/metrics")
+    assert status == 404 and b"bantin_" not in body
+    assert headers["content-type"] == "application/problem+json"
+    assert_once(API)
