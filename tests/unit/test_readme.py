@@ -19,3 +19,24 @@ def test_the_quickstart_comes_first_with_the_two_commands() -> None:
     assert "make run" in quickstart and "make test" in quickstart
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     assert ci.rstrip().endswith("make test")
+
+
+def test_every_bantin_command_the_readme_shows_exists() -> None:
+    """A newcomer copies these lines: each must name a real command (arguments unchecked)."""
+    import re
+    import shlex
+
+    import click
+
+    from services.cli import main
+
+    shown = re.findall(r"^\s*(?:\.venv/bin/)?bantin ([a-z][^#\n]*)", README, re.MULTILINE)
+    assert len(shown) >= 15, shown
+    for line in shown:
+        command: click.Command = main
+        words = shlex.split(line.replace("$(", "").replace(")", ""))
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            sub = command.get_command(click.Context(command), words.pop(0))
+            assert sub is not None, f"README shows `bantin {line.strip()}`: no such command"
+            command = sub
+        assert not isinstance(command, click.Group), f"`bantin {line.strip()}` is a group"
