@@ -33,6 +33,7 @@ from typing import Any
 
 import click
 
+from shared.heartbeat import HEARTBEAT_INTERVAL, HEARTBEAT_TTL
 from shared.settings import Settings, get_settings
 
 EXPECTED_ROLES = ("ingest", "gateway", "render", "feed", "reconciler")
@@ -41,6 +42,9 @@ LATENCY_ROWS = 50_000  # bound on the rows one status reads for the latency
 LAST_ERRORS = 5
 ERROR_WIDTH = 100  # characters of a last_error shown in the table
 CONNECT_TIMEOUT = 3.0
+# A beat this late means the process missed two in a row: killed (its key lives on until it
+# expires), stopped, or stuck. Listed, marked, and not counted as alive.
+SILENT_AFTER = 2.5 * HEARTBEAT_INTERVAL
 
 
 def _hide_password(url: str) -> str:
@@ -97,6 +101,7 @@ def gather_redis(settings: Settings, report: dict[str, Any]) -> None:
                 "pid": beat.pid,
                 "host": beat.host,
                 "age_seconds": round(max(0.0, now - beat.seen_at), 1),
+                "silent": now - beat.seen_at > SILENT_AFTER,
                 "uptime_seconds": round(max(0.0, now - beat.started_at), 1),
                 "metrics_url": beat.metrics_url,
                 "info": beat.info,
@@ -218,7 +223,7 @@ def problems(report: dict[str, Any], settings: Settings | None = None) -> list[s
     if database.get("error"):
         found.append(f"database unreachable: {database['error']}")
     if report.get("processes") is not None:
-        alive = {process["role"] for process in report["processes"]}
+        alive = {p["role"] for p in report["processes"] if not p.get("silent")}
         for role in EXPECTED_ROLES:
             if role not in alive:
                 found.append(f"no {role} process alive (no heartbeat in the last seconds)")
@@ -326,7 +331,8 @@ def render(report: dict[str, Any]) -> str:
         out.append("  none alive")
     else:
         rows = [
-            (p["role"], p["name"], str(p["pid"]), p["host"], f"{_duration(p['age_seconds'])} ago",
+            (p["role"], p["name"], str(p["pid"]), p["host"],
+             f"{_duration(p['age_seconds'])} ago" + (", SILENT" if p.get("silent") else ""),
              _duration(p["uptime_seconds"]), p["metrics_url"] or "-")
             for p in processes
         ]  # fmt: skip
@@ -335,6 +341,11 @@ def render(report: dict[str, Any]) -> str:
         missing = [r for r in EXPECTED_ROLES if r not in {p["role"] for p in processes}]
         if missing:
             out.append(f"  NOT RUNNING: {', '.join(missing)}")
+        if any(p.get("silent") for p in processes):
+            out.append(
+                f"  SILENT: no heartbeat for over {SILENT_AFTER:.0f} s: stopped, killed or stuck "
+                f"(listed until {HEARTBEAT_TTL} s)"
+            )
 
     out += ["", "QUEUES"]
     if report.get("queues") is None:

@@ -130,3 +130,20 @@ def test_the_table_names_every_section_even_when_nothing_is_known(
     for section in ("PROCESSES", "QUEUES", "BULLETINS", "RECONCILER", "PUBLISH LATENCY"):
         assert section in text
     assert "Traceback" not in text
+
+
+def test_a_silent_process_is_marked_and_not_counted_alive() -> None:
+    """A killed or stopped process keeps its beat until the key expires: status must not read
+    that as alive (the render worker was SIGSTOPped, or SIGKILLed and not yet replaced)."""
+    report = healthy()
+    report["processes"] = [
+        p | {"age_seconds": 8.2, "silent": True} if p["role"] == "render" else p
+        for p in report["processes"]
+    ]
+    assert problems(report) == ["no render process alive (no heartbeat in the last seconds)"]
+    text = render(report | {"problems": problems(report)})
+    assert "8.2 s ago, SILENT" in text and "SILENT: no heartbeat for over 5 s" in text
+    # A replacement that beats makes the role alive again; the ghost stays marked.
+    report["processes"].append(_process("render", 200))
+    assert problems(report) == []
+    assert "8.2 s ago, SILENT" in render(report)
