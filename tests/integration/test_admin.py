@@ -10,7 +10,6 @@ generous deadline, not at the promise.
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,16 +23,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from services.cli.up import uvicorn_argv
 from shared.agencies import create_agency, list_keys, rotate_key, set_disabled
 from shared.db import create_schema, engine_for, session_scope
-from shared.embedded_redis import free_port
 from shared.models import Agency, Bulletin
 from shared.settings import Settings
-from shared.testing import System, start_system, stop_system, wait_healthy
+from shared.testing import System, start_system, stop_system
+from tests.integration.servers import INGEST, start_server
 
 TOKEN = "operator-token-of-the-integration-tests-0123"
-INGEST = "services.ingest.app:app_from_env"
 GIVE_UP_SECONDS = 5.0  # the promise is one second; this is only where a test stops waiting
 BULLETIN = {"title": "Thông báo", "body": "Nội dung thông báo."}
 
@@ -49,30 +46,12 @@ class Deployment:
         )
 
 
-def start_ingest(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A second ingest process exactly as `bantin up` runs one, on a port of its own."""
-    port = free_port()
-    process = subprocess.Popen(
-        uvicorn_argv(INGEST, "127.0.0.1", port),
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url + "/healthz", process, log_path)
-    except BaseException:
-        process.kill()
-        raise
-    return process, url
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     data_dir = tmp_path_factory.mktemp("admin")
     system = start_system(data_dir, extra_env={"BANTIN_OPERATOR_TOKEN": TOKEN})
     try:
-        second, url = start_ingest(system.env, data_dir / "ingest-2.log")
+        second, url = start_server(INGEST, system.env, data_dir / "ingest-2.log")
     except BaseException:
         stop_system(system)
         raise

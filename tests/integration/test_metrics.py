@@ -18,10 +18,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from shared.heartbeat import Beat, read_all
 from shared.testing import System, start_system, stop_system
+from tests.metrics import sample
 
 WAIT = 60.0  # seconds any one condition may take before the test fails
 PROMTOOL = shutil.which("promtool")
@@ -52,17 +52,6 @@ def scrape(url: str) -> str:
     assert response.status_code == 200, url
     assert response.headers["content-type"].startswith("text/plain"), url
     return response.text
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample (summed over the labels not given); None when absent."""
-    values = [
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    ]
-    return sum(values) if values else None
 
 
 def publish(system: System, key: str, count: int) -> list[int]:

@@ -13,7 +13,6 @@ import os
 import select
 import socket
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,9 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.cli.up import uvicorn_argv
-from shared.embedded_redis import free_port
-from shared.testing import System, start_system, stop_system, wait_healthy
+from shared.testing import System, start_system, stop_system
+from tests.integration.servers import GATEWAY, INGEST, start_server
 
 WRITES_PER_SECOND = 20
 BATCH_PER_MINUTE = 150
@@ -34,28 +32,6 @@ LIMITS = {
     "BANTIN_RATE_LIMIT": f"{WRITES_PER_SECOND}/second",
     "BANTIN_BATCH_RATE_LIMIT": f"{BATCH_PER_MINUTE}/minute",
 }
-INGEST = "services.ingest.app:app_from_env"
-GATEWAY = "services.gateway.app:app_from_env"
-
-
-def start_server(
-    factory: str, env: dict[str, str], log_path: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """One HTTP server exactly as `bantin up` runs it, on a port of its own."""
-    port = free_port()
-    process = subprocess.Popen(
-        uvicorn_argv(factory, "127.0.0.1", port),
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url + "/healthz", process, log_path)
-    except BaseException:
-        process.kill()
-        raise
-    return process, url
 
 
 @dataclass

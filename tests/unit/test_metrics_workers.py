@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from services.reconciler.metrics import QueueCollector
 from shared.db import create_schema
 from shared.models import utcnow
 from shared.settings import Settings
+from tests.metrics import sample
 
 PROMTOOL = shutil.which("promtool")
 
@@ -65,16 +65,6 @@ POOL = textwrap.dedent(
 )
 
 
-def value(text: str, name: str, **labels: str) -> float | None:
-    found = [
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    ]
-    return sum(found) if found else None
-
-
 def test_pool_processes_are_summed_and_dead_ones_leave_the_live_gauges() -> None:
     done = subprocess.run(
         [sys.executable, "-c", POOL], capture_output=True, text=True, timeout=60, check=False
@@ -82,13 +72,13 @@ def test_pool_processes_are_summed_and_dead_ones_leave_the_live_gauges() -> None
     assert done.returncode == 0, done.stderr
     before, after = done.stdout.split("\n=====\n")
     task = {"queue": "render", "task": "render.bulletin"}
-    assert value(before, "bantin_tasks_total", **task, outcome="success") == 2
-    assert value(before, "bantin_tasks_total", **task, outcome="retry") == 2
-    assert value(before, "bantin_tasks_total", **task, outcome="failure") == 1
-    assert value(before, "bantin_task_duration_seconds_count", **task) == 5
-    assert value(before, "bantin_tasks_active", queue="render") == 2  # the exited children
-    assert value(after, "bantin_tasks_active", queue="render") == 0  # marked dead
-    assert value(after, "bantin_tasks_total", **task, outcome="success") == 2  # counts stay
+    assert sample(before, "bantin_tasks_total", **task, outcome="success") == 2
+    assert sample(before, "bantin_tasks_total", **task, outcome="retry") == 2
+    assert sample(before, "bantin_tasks_total", **task, outcome="failure") == 1
+    assert sample(before, "bantin_task_duration_seconds_count", **task) == 5
+    assert sample(before, "bantin_tasks_active", queue="render") == 2  # the exited children
+    assert sample(after, "bantin_tasks_active", queue="render") == 0  # marked dead
+    assert sample(after, "bantin_tasks_total", **task, outcome="success") == 2  # counts stay
     if PROMTOOL:
         check = subprocess.run(
             [PROMTOOL, "check", "metrics"], input=after, capture_output=True, text=True,
@@ -119,8 +109,8 @@ def test_publish_latency_runs_from_acceptance_or_the_embargos_end() -> None:
 
     def observed() -> tuple[float, float]:
         text = generate_latest().decode()
-        count = value(text, "bantin_publish_latency_seconds_count") or 0
-        return count, value(text, "bantin_publish_latency_seconds_sum") or 0
+        count = sample(text, "bantin_publish_latency_seconds_count") or 0
+        return count, sample(text, "bantin_publish_latency_seconds_sum") or 0
 
     count, total = observed()
     now = utcnow()
@@ -142,17 +132,17 @@ def test_queue_collector_reports_each_queue_and_says_when_it_cannot(
     registry = CollectorRegistry()
     registry.register(QueueCollector(settings, redis))
     text = generate_latest(registry).decode()
-    assert value(text, "bantin_queue_depth", queue="render") == 2
-    assert value(text, "bantin_queue_depth", queue="feed") == 0
-    assert value(text, "bantin_queue_oldest_age_seconds", queue="render") == 0
-    assert value(text, "bantin_queue_stats_up") == 1
+    assert sample(text, "bantin_queue_depth", queue="render") == 2
+    assert sample(text, "bantin_queue_depth", queue="feed") == 0
+    assert sample(text, "bantin_queue_oldest_age_seconds", queue="render") == 0
+    assert sample(text, "bantin_queue_stats_up") == 1
 
     unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
     down = CollectorRegistry()
     down.register(QueueCollector(settings, unreachable))
     text = generate_latest(down).decode()
-    assert value(text, "bantin_queue_stats_up") == 0
-    assert value(text, "bantin_queue_depth") is None  # no made-up numbers
+    assert sample(text, "bantin_queue_stats_up") == 0
+    assert sample(text, "bantin_queue_depth") is None  # no made-up numbers
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is missing")

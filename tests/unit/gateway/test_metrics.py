@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from starlette.types import Message
@@ -30,23 +30,10 @@ from shared.heartbeat import Heartbeat, read_all
 from shared.security_headers import SITE_HEADERS
 from shared.settings import Settings
 from shared.storage import LocalStorage
+from tests.metrics import Series, changes, promtool_problems, snapshot
 from tests.unit.gateway.test_gateway import ARTICLE, Client, call
 
 ROOT = Path(__file__).resolve().parents[3]
-Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def snapshot(*names: str) -> Series:
-    values: Series = {}
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name in names:
-                values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return values
-
-
-def changes(before: Series, after: Series) -> Series:
-    return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
 
 
 def req(route: str, status: int) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -55,12 +42,6 @@ def req(route: str, status: int) -> tuple[str, tuple[tuple[str, str], ...]]:
 
 def cache(result: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return ("bantin_gateway_cache_lookups_total", (("result", result),))
-
-
-def promtool_problems(body: bytes) -> str:
-    done = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True,
-                          timeout=30, check=False)  # fmt: skip
-    return "" if done.returncode == 0 else (done.stdout + done.stderr).decode()
 
 
 @pytest.fixture

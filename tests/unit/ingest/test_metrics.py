@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
@@ -27,30 +26,11 @@ from services.ingest.problems import Problem
 from shared.heartbeat import read_all
 from shared.ratelimit import BATCH, WRITE, AgencyLimiter
 from shared.settings import Settings
+from tests.metrics import changes, promtool_problems, snapshot
 from tests.unit.ingest.helpers import assert_problem, make_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 BULLETIN = {"title": "Thông báo lịch tiếp công dân", "body": "Sở Nội vụ thông báo lịch."}
-
-Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def snapshot(*names: str) -> Series:
-    """The current value of every series of these samples in this process's registry."""
-    values: Series = {}
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name in names:
-                values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return values
-
-
-def changes(before: Series, after: Series) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        key: value - before.get(key, 0.0)
-        for key, value in after.items()
-        if value != before.get(key, 0.0)
-    }
 
 
 def requests(route: str, method: str, status: int) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -65,13 +45,6 @@ def one(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 def app_of(client: TestClient) -> FastAPI:
     assert isinstance(client.app, FastAPI)
     return client.app
-
-
-def promtool_problems(body: bytes) -> str:
-    """What `promtool check metrics` finds wrong with an exposition ('' when nothing)."""
-    done = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True,
-                          timeout=30, check=False)  # fmt: skip
-    return "" if done.returncode == 0 else (done.stdout + done.stderr).decode()
 
 
 needs_promtool = pytest.mark.skipif(
