@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from shared.agencies import create_agency
@@ -51,7 +51,11 @@ def ingest(postgres_database: str, tmp_path: Path) -> Iterator[Ingest]:
     """Ingest alone (no workers, so queued messages stay countable), on PostgreSQL reached
     through a proxy the test can cut, and a private Redis the test can kill."""
     direct = Settings(data_dir=tmp_path, database_url=postgres_database)
-    Base.metadata.drop_all(engine_for(direct))  # the database is per session: start empty
+    # The database is per session: start empty, version table included (the migrations
+    # would otherwise find it at the newest revision and create nothing).
+    Base.metadata.drop_all(engine_for(direct))
+    with engine_for(direct).begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     create_schema(direct)
     with session_scope(direct) as session:
         _agency, key = create_agency(session, name="Sở Kế hoạch", slug="so-ke-hoach")
