@@ -8,12 +8,15 @@ messages carry priorities; it counts a queue's size as the sum of those lists (i
 Kombu's `unacked` hash, not in these lists: they are being worked on, not waiting.
 
 Oldest age is the age of the oldest piece of work owed, whichever message (if any) carries it:
-- render: the oldest `bulletins.pending_since` (indexed) of a row whose render is owed and
-  not embargoed (scheduled rows have none), and the oldest listing page build requested and
-  not yet started (shared/refresh.py's `since`). The database, not the queue, is the truth:
-  a message Redis lost still counts as owed. One caveat: when the reconciler re-sends a render
-  owed for over `requeue_after_seconds` it restarts that row's clock, so a render that keeps
-  failing shows an age of at most that long; the reconciler's re-sent counter says so.
+- render: the oldest render owed in the database, measured from when it became owed: the
+  later of the row's `updated_at` (its current revision accepted) and `published_at` (an
+  embargo released), among rows whose render is owed (`pending_since` set; its index finds
+  them) and not embargoed; and the oldest listing page build requested and not yet started
+  (shared/refresh.py's `since`). The database, not the queue, is the truth: a message Redis
+  lost still counts as owed. Not `pending_since` itself: the reconciler restarts that clock
+  each time it re-sends a render, which would cap the age at `requeue_after_seconds` and hide
+  a backlog no worker consumes. One caveat: a render owed again by `retry-failed` or by a page
+  repair counts from its revision's acceptance, so it reads old until a worker renders it.
 - feed: the oldest feed build requested and not yet started (shared/refresh.py's `since`).
   Feed messages carry a listing, not a bulletin, and many requests coalesce into one build,
   so the request times are the only honest measure of how long a feed has been waiting.
@@ -25,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from shared.celery_app import FEED_QUEUE, RENDER_QUEUE
 from shared.db import session_factory
@@ -68,10 +71,15 @@ def queue_depths(
 
 
 def oldest_render_owed(settings: Settings) -> float | None:
-    """Unix time of the oldest render owed in the database (None: none is owed)."""
+    """Unix time the oldest render owed in the database became owed (None: none is owed)."""
+    # max(updated_at, published_at), portably (SQLite has no GREATEST).
+    owed_from = case(
+        (Bulletin.published_at > Bulletin.updated_at, Bulletin.published_at),
+        else_=Bulletin.updated_at,
+    )
     with session_factory(settings)() as session:
         oldest = session.scalar(
-            select(func.min(Bulletin.pending_since)).where(
+            select(func.min(owed_from)).where(
                 Bulletin.pending_since.is_not(None), Bulletin.status != BulletinStatus.SCHEDULED
             )
         )
