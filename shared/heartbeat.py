@@ -53,20 +53,57 @@ def send(redis: Redis, beat: Beat) -> None:
     redis.set(beat.key, json.dumps(asdict(beat), ensure_ascii=False), ex=HEARTBEAT_TTL)
 
 
+# What a beat's fields must hold to be read; any other field is ignored (a newer release's
+# beat, during a rolling upgrade).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "role": str,
+    "name": str,
+    "pid": int,
+    "host": str,
+    "started_at": (int, float),
+    "seen_at": (int, float),
+    "metrics_url": (str, type(None)),
+    "info": dict,
+}
+
+
+def parse(raw: bytes | str) -> Beat | None:
+    """The Beat a stored value holds, or None when it cannot be read as one."""
+    try:
+        data = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    if not isinstance(data, dict):
+        return None
+    known = {name: value for name, value in data.items() if name in _FIELD_TYPES}
+    for name, value in known.items():
+        if not isinstance(value, _FIELD_TYPES[name]) or isinstance(value, bool):
+            return None
+    try:
+        return Beat(**known)
+    except TypeError:  # a required field is missing
+        return None
+
+
 def read_all(redis: Redis) -> list[Beat]:
-    """Every process that beat within HEARTBEAT_TTL, by role then name."""
+    """Every process that beat within HEARTBEAT_TTL, by role then name. A beat that cannot
+    be read is skipped (and logged), never allowed to hide the others."""
     keys = sorted(redis.scan_iter(match=KEY_PREFIX + "*", count=500))
     beats = []
-    for raw in redis.mget(keys) if keys else []:
+    for key, raw in zip(keys, redis.mget(keys) if keys else [], strict=True):
         if raw is None:  # expired between SCAN and MGET
             continue
-        beats.append(Beat(**json.loads(raw)))
+        if (beat := parse(raw)) is None:
+            log.warning("unreadable heartbeat skipped: %r", key)
+            continue
+        beats.append(beat)
     return sorted(beats, key=lambda b: (b.role, b.name))
 
 
 class Heartbeat:
     """A daemon thread that sends `beat` every HEARTBEAT_INTERVAL; `info()` refreshes its
-    info before each send. Redis being down is logged once and retried, never raised."""
+    info before each send. Redis being down, or `info()` failing, is logged once and retried,
+    never raised."""
 
     def __init__(
         self,
@@ -95,15 +132,24 @@ class Heartbeat:
             pass
 
     def _run(self) -> None:
-        failing = False
+        # Nothing may end this thread but stop(): a dead heartbeat makes a healthy process
+        # look gone. Each kind of failure is logged once per streak.
+        info_failing = send_failing = False
         while not self._stop.is_set():
-            try:
-                if self.info is not None:
+            if self.info is not None:
+                try:
                     self.beat.info = self.info()
+                    info_failing = False
+                except Exception as exc:  # e.g. state changed by the work loop mid-copy
+                    if not info_failing:
+                        log.warning("heartbeat info failed; beating without it", exc_info=True)
+                    info_failing = True
+                    self.beat.info = {"info_error": f"{type(exc).__name__}: {exc}"[:200]}
+            try:
                 send(self.redis, self.beat)
-                failing = False
-            except RedisError as exc:
-                if not failing:
+                send_failing = False
+            except Exception as exc:
+                if not send_failing:
                     log.warning("heartbeat not sent (%s); retrying", exc)
-                failing = True
+                send_failing = True
             self._stop.wait(self.interval)

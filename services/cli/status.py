@@ -19,7 +19,8 @@ in the database. So it works beside `bantin up` and inside a compose container a
   "p50_seconds", "p95_seconds", "max_seconds"}` (accepted or changed → page written), or null
 
 Exit codes: 0 all well; 1 something is wrong (a backend unreachable, a role with no live
-process, failed bulletins, work waiting too long); 2 a usage error.
+process, a reconciler alive but not finishing passes, failed bulletins, work waiting too long);
+2 a usage error.
 """
 
 from __future__ import annotations
@@ -227,6 +228,8 @@ def problems(report: dict[str, Any], settings: Settings | None = None) -> list[s
         for role in EXPECTED_ROLES:
             if role not in alive:
                 found.append(f"no {role} process alive (no heartbeat in the last seconds)")
+    if stuck := _reconciler_stuck(report, settings):
+        found.append(stuck)
     if report.get("queues_error"):
         found.append(f"queue stats unavailable: {report['queues_error']}")
     too_old = max(60.0, 2 * settings.requeue_after_seconds) if settings else 60.0
@@ -241,6 +244,31 @@ def problems(report: dict[str, Any], settings: Settings | None = None) -> list[s
             f"{failed} failed bulletin(s) (errors below); `bantin retry-failed` re-queues them"
         )
     return found
+
+
+def _reconciler_stuck(report: dict[str, Any], settings: Settings | None) -> str | None:
+    """A reconciler that beats but has not finished a pass for a while: its heartbeat comes
+    from a side thread, so only the pass time says whether its loop still runs."""
+    reconciler = report.get("reconciler")
+    if not reconciler:
+        return None
+    processes = report.get("processes") or []
+    process: dict[str, Any] = next((p for p in processes if p["name"] == reconciler["name"]), {})
+    if process.get("silent"):  # not alive at all: "no reconciler process alive" says so
+        return None
+    stuck_after = max(30.0, 5 * settings.reconcile_interval_seconds) if settings else 30.0
+    now = report["checked_at"]
+    last_pass_at = (reconciler.get("info") or {}).get("last_pass_at")
+    if isinstance(last_pass_at, int | float) and not isinstance(last_pass_at, bool):
+        since = now - last_pass_at
+        if since > stuck_after:
+            return f"reconciler alive but its last pass was {_duration(since)} ago: stuck?"
+    elif (process.get("uptime_seconds") or 0) > stuck_after:
+        return (
+            f"reconciler alive but no pass finished in its {_duration(process['uptime_seconds'])}"
+            " up: stuck?"
+        )
+    return None
 
 
 def collect(settings: Settings) -> dict[str, Any]:

@@ -147,3 +147,31 @@ def test_a_silent_process_is_marked_and_not_counted_alive() -> None:
     report["processes"].append(_process("render", 200))
     assert problems(report) == []
     assert "8.2 s ago, SILENT" in render(report)
+
+
+def test_a_reconciler_that_beats_but_does_not_pass_is_a_problem() -> None:
+    """Its heartbeat is a side thread: a loop stuck in a pass still beats."""
+    from shared.settings import Settings
+
+    report = healthy()
+    report["reconciler"]["info"]["last_pass_at"] = NOW - 29.0
+    assert problems(report) == []
+    report["reconciler"]["info"]["last_pass_at"] = NOW - 45.0
+    assert problems(report) == ["reconciler alive but its last pass was 45 s ago: stuck?"]
+    # A slow interval allows more: five intervals of 20 s.
+    slow = Settings(reconcile_interval_seconds=20.0)
+    assert problems(report, slow) == []
+    report["reconciler"]["info"]["last_pass_at"] = NOW - 101.0
+    assert problems(report, slow) == ["reconciler alive but its last pass was 101 s ago: stuck?"]
+
+
+def test_a_reconciler_up_for_long_without_any_pass_is_a_problem() -> None:
+    report = healthy()
+    report["reconciler"]["info"] = {}  # up an hour, no pass reported
+    assert problems(report) == ["reconciler alive but no pass finished in its 60 min up: stuck?"]
+    reconciler = next(p for p in report["processes"] if p["role"] == "reconciler")
+    reconciler["uptime_seconds"] = 10.0  # just started: its first pass may still run
+    assert problems(report) == []
+    # A silent one is not alive at all, and said so once.
+    reconciler |= {"uptime_seconds": 3600.0, "silent": True}
+    assert problems(report) == ["no reconciler process alive (no heartbeat in the last seconds)"]
