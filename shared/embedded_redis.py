@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -21,12 +22,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a private, non-persistent Redis on loopback; returns the process and its URL."""
+def start_redis(
+    directory: Path, port: int | None = None, wrapper: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a private, non-persistent Redis on loopback; returns the process and its URL.
+    `wrapper` is a command that execs the server (e.g. setpriv to tie it to its parent)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     process = subprocess.Popen(
         [
+            *wrapper,
             str(redis_server_binary()),
             "--bind", "127.0.0.1",
             "--port", str(port),

@@ -141,7 +141,10 @@ class Output:
             path.replace(path.with_name(path.name + ".1"))
         self.path = path
         self.verbose = verbose
-        self.file = path.open("a", encoding="utf-8", errors="replace")
+        # Owner-only, like the key file: the log holds every process's output.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(descriptor, 0o600)  # a log made by an older version was 0644
+        self.file = open(descriptor, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
         self.lock = threading.Lock()
         self.file.write(f"---- bantin up started {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n")
 
@@ -149,9 +152,15 @@ class Output:
         """A supervisor line: terminal and log."""
         self._write(f"{name:<10}| {line}", terminal=True)
 
-    def block(self, lines: list[str]) -> None:
-        """Unprefixed lines (the ready block), easy to read and to copy from."""
-        self._write("\n".join(lines), terminal=True)
+    def block(self, lines: list[str], secret: str | None = None) -> None:
+        """Unprefixed lines (the ready block), easy to read and to copy from. A `secret` (the
+        demo key) reaches the terminal only; the log file gets its display prefix."""
+        text = "\n".join(lines)
+        with self.lock:
+            self.file.write((text.replace(secret, mask(secret)) if secret else text) + "\n")
+            self.file.flush()
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def child(self, child: Child, line: str, problem: bool) -> None:
         child.tail.append(line)
@@ -168,6 +177,20 @@ class Output:
     def close(self) -> None:
         with self.lock:
             self.file.close()
+
+
+# Children get SIGTERM if the supervisor dies without stopping them (SIGKILL, the OOM
+# killer): Linux's parent-death signal, set by util-linux's setpriv before it execs the child,
+# so no orphan keeps the ports and the next `bantin up` starts clean. Without setpriv (not
+# Linux), orphans are possible, as before.
+DIE_WITH_SUPERVISOR: tuple[str, ...] = (
+    ("setpriv", "--pdeathsig", "TERM", "--") if shutil.which("setpriv") else ()
+)
+
+
+def mask(key: str) -> str:
+    """A key as listings show it: enough to tell keys apart, never enough to use one."""
+    return key[:16] + "…"
 
 
 def _python(*args: str) -> list[str]:
@@ -302,7 +325,9 @@ class Supervisor:
             return
         port = self.redis_port or None  # a restart keeps the port every child knows
         try:
-            self.redis, url = start_redis(self.settings.data_dir.resolve() / "redis", port)
+            self.redis, url = start_redis(
+                self.settings.data_dir.resolve() / "redis", port, wrapper=DIE_WITH_SUPERVISOR
+            )
         except (RuntimeError, OSError) as exc:
             raise StartupFailed(
                 f"the embedded Redis would not start ({exc}); its log: "
@@ -315,7 +340,7 @@ class Supervisor:
 
     def spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
-            child.argv,
+            [*DIE_WITH_SUPERVISOR, *child.argv],
             env=self.env | child.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -333,8 +358,9 @@ class Supervisor:
             self.output.child(child, line, problem(line))
 
     def run(self) -> int:
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        # A closed terminal (SIGHUP) stops everything as Ctrl-C does, not just the supervisor.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
         try:
             self.start_redis_if_needed()
             self.children = children(self.settings)
@@ -404,7 +430,9 @@ class Supervisor:
     def _become_ready(self) -> None:
         self.ready = True
         self._write_run_state()
-        self.output.block(ready_block(self.settings, self.demo_key, self.output.path))
+        self.output.block(
+            ready_block(self.settings, self.demo_key, self.output.path), secret=self.demo_key
+        )
 
     def _write_run_state(self) -> None:
         state = {
