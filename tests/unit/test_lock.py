@@ -146,8 +146,14 @@ def test_the_environment_running_the_suite_matches_the_dev_lock() -> None:
 def test_every_install_goes_through_a_lock_with_hashes() -> None:
     makefile = (ROOT / "Makefile").read_text()
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "pip install --quiet --require-hashes -r requirements-dev.lock" in makefile
-    assert "pip install --quiet --no-deps -e ." in makefile
+    # `make run`: the runtime lock only; `make test`: the dev lock on top; then Bantin itself.
+    run_recipe = makefile.split("$(RUN_STAMP): pyproject.toml requirements.lock", 1)[1]
+    run_recipe = run_recipe.split("\n\n", 1)[0]
+    assert "pip install --progress-bar on --require-hashes -r requirements.lock" in run_recipe
+    assert "requirements-dev.lock" not in run_recipe
+    assert "pip install --quiet --no-deps -e ." in run_recipe
+    assert "pip install --progress-bar on --require-hashes -r requirements-dev.lock" in makefile
+    assert "\nrun: $(RUN_STAMP)" in makefile and "\ntest: $(STAMP)" in makefile
     assert "pip install --require-hashes -r /tmp/requirements.lock" in dockerfile
     assert "COPY requirements.lock " in dockerfile
     assert "--no-deps" in dockerfile.split("COPY --from=build /wheels", 1)[1]
