@@ -7,6 +7,11 @@
   models), then upgraded.
 - A versioned database is upgraded to the newest revision; at it, nothing runs.
 
+On SQLite the whole upgrade is one transaction. On PostgreSQL Alembic runs the migrations in
+its own transaction, which a migration may commit early for work that must run outside one
+(CREATE INDEX CONCURRENTLY in an autocommit block): what ran before it stays committed, with
+the revision it reached stamped.
+
 One process upgrades at a time (a PostgreSQL advisory lock; a lock file beside a SQLite
 database), so `bantin up`, `bantin agency …` and compose containers may all call `upgrade` at
 once. Alembic is configured here, in code: no alembic.ini, so it works from an installed wheel.
@@ -262,10 +267,19 @@ def upgrade(settings: Settings) -> Upgrade:
                 adopted = None
                 if before is None and tables & _TABLES:
                     adopted = _adopt(settings, connection)
-                with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    # Alembic's own transaction, not ours: a migration's autocommit block
+                    # (CREATE INDEX CONCURRENTLY) commits it and begins another, which it
+                    # cannot do to a transaction the caller began. The advisory lock is the
+                    # session's, so it holds throughout; foreign keys are always enforced.
                     command.upgrade(alembic_config(connection), "head")
-                    _check_keys(connection)
                     after = _revision(connection)
+                    connection.commit()
+                else:
+                    with connection.begin():
+                        command.upgrade(alembic_config(connection), "head")
+                        _check_keys(connection)
+                        after = _revision(connection)
         finally:
             engine.dispose()
     assert after == newest, (after, newest)

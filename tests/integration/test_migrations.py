@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.pool import NullPool
 
 from services.ingest.app import create_app
@@ -211,3 +211,63 @@ def test_processes_upgrading_one_postgresql_database_at_once_take_turns(tmp_path
             versions = list(connection.scalars(text("SELECT version_num FROM alembic_version")))
         engine.dispose()
         assert versions == [newest]
+
+
+def index_state(url: str, name: str) -> tuple[bool, bool, list[str]] | None:
+    """(valid, unique, columns) of an index, None when there is none."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(
+                text(
+                    "SELECT i.indisvalid, i.indisunique, array_agg(a.attname::text) "
+                    "FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                    "AND a.attnum = ANY(i.indkey) WHERE i.indexrelid = to_regclass(:name) "
+                    "GROUP BY i.indisvalid, i.indisunique"
+                ),
+                {"name": name},
+            ).one_or_none()
+    finally:
+        engine.dispose()
+    return None if found is None else (found[0], found[1], list(found[2]))
+
+
+def test_on_postgresql_the_rendered_at_index_is_built_concurrently_outside_a_transaction(
+    tmp_path: Path,
+) -> None:
+    name = "ix_bulletin_rendered_at"
+    statements: list[tuple[str, bool]] = []
+
+    def record(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append((statement, cursor.connection.autocommit))  # the driver's own state
+
+    with fresh_postgresql() as url:
+        load_postgresql(url)  # the previous release's data: 5 bulletins of 2 agencies
+        # A concurrent build that failed (a unique index on repeated values) leaves an
+        # INVALID index of that name behind, as a crash or a cancelled upgrade would.
+        engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection, pytest.raises(Exception, match="duplicate"):
+                connection.execute(
+                    text(f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON bulletins (agency_id)")
+                )
+        finally:
+            engine.dispose()
+        assert index_state(url, name) == (False, True, ["agency_id"])
+
+        settings = Settings(data_dir=tmp_path, database_url=url, redis_url="memory://")
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            done = upgrade(settings)
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+        assert (done.adopted, done.after) == (BASELINE, head())
+        builds = [(sql, auto) for sql, auto in statements if "CREATE INDEX" in sql and name in sql]
+        assert builds == [
+            (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON bulletins (rendered_at)", True)
+        ]
+        drops = [(sql.strip(), auto) for sql, auto in statements if "DROP INDEX" in sql]
+        assert drops == [(f"DROP INDEX CONCURRENTLY {name}", True)]  # the invalid one
+        assert index_state(url, name) == (True, False, ["rendered_at"])
+        assert rows(url)["bulletins"]  # the data is still there
+        assert upgrade(settings).changed is False
