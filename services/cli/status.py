@@ -16,7 +16,8 @@ in the database. So it works beside `bantin up` and inside a compose container a
   "status", "last_error", "updated_at"}]`
 - `reconciler`: `{"name", "age_seconds", "info"}` of the newest reconciler beat, or null
 - `latency`: bulletins rendered in the last `window_seconds`: `{"window_seconds", "count",
-  "p50_seconds", "p95_seconds", "max_seconds"}` (accepted or changed → page written), or null
+  "p50_seconds", "p95_seconds", "max_seconds"}` (accepted or changed, or its embargo ended →
+  page written), or null
 
 Exit codes: 0 all well; 1 something is wrong (a backend unreachable, a role with no live
 process, a reconciler alive but not finishing passes, failed bulletins, work waiting too long);
@@ -195,17 +196,20 @@ def gather_database(settings: Settings, report: dict[str, Any]) -> None:
                 for bulletin_id, agency, revision, status, last_error, updated_at in rows
             ]
             since = datetime.fromtimestamp(time.time() - LATENCY_WINDOW, UTC)
-            pairs = session.execute(
-                select(Bulletin.rendered_at, Bulletin.updated_at)
+            rendered = session.execute(
+                select(Bulletin.rendered_at, Bulletin.updated_at, Bulletin.published_at)
                 .where(Bulletin.rendered_at >= since)
                 .limit(LATENCY_ROWS)
             ).all()
     except Exception as exc:  # unreachable, or a schema this version does not know
         report["database"]["error"] = _error(exc)
         return
+    # From when the page was owed: the revision's acceptance or its embargo's end, whichever
+    # is later (as the bantin_publish_latency_seconds metric counts it).
     report["latency"] = latency(
-        [(rendered - updated).total_seconds() for rendered, updated in pairs if rendered]
-    )
+        [(done - max(updated, published)).total_seconds()
+         for done, updated, published in rendered if done]
+    )  # fmt: skip
 
 
 def latency(seconds: list[float]) -> dict[str, Any]:
@@ -417,7 +421,7 @@ def render(report: dict[str, Any]) -> str:
 
     window = report.get("latency") or {}
     seconds = window.get("window_seconds", LATENCY_WINDOW)
-    out += ["", f"PUBLISH LATENCY (accepted → page written, last {seconds:.0f} s)"]
+    out += ["", f"PUBLISH LATENCY (accepted or embargo ended → page written, last {seconds:.0f} s)"]
     if not window:
         out.append("  unknown: the database is unreachable")
     elif not window["count"]:

@@ -175,3 +175,43 @@ def test_a_reconciler_up_for_long_without_any_pass_is_a_problem() -> None:
     # A silent one is not alive at all, and said so once.
     reconciler |= {"uptime_seconds": 3600.0, "silent": True}
     assert problems(report) == ["no reconciler process alive (no heartbeat in the last seconds)"]
+
+
+def test_publish_latency_counts_from_the_embargos_end_not_the_acceptance(data_dir: Path) -> None:
+    from datetime import timedelta
+
+    from services.cli.status import gather_database
+    from shared.db import create_schema, session_scope
+    from shared.models import Agency, Bulletin, BulletinStatus, utcnow
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    create_schema(settings)
+    now = utcnow()
+
+    def ago(seconds: float) -> Any:
+        return now - timedelta(seconds=seconds)
+
+    with session_scope(settings) as session:
+        agency = Agency(slug="so-y-te", name="Sở Y tế")
+        session.add(agency)
+        session.flush()
+        for slug, accepted, published, rendered in (
+            ("embargoed", ago(3600), ago(3), ago(1)),  # accepted an hour ago, owed for 2 s
+            ("backdated", ago(2), ago(86400), ago(1.5)),  # published "yesterday", owed 0.5 s
+        ):
+            session.add(
+                Bulletin(
+                    agency_id=agency.id, slug=slug, title=slug, body_format="text",
+                    body_source=slug, body_html="<p>x</p>", status=BulletinStatus.PUBLISHED,
+                    published_at=published, updated_at=accepted, rendered_at=rendered,
+                    pending_since=None, revision=1, rendered_revision=1,
+                )
+            )  # fmt: skip
+    report: dict[str, Any] = {}
+    gather_database(settings, report)
+    assert report["database"]["error"] is None
+    assert report["latency"] | {"window_seconds": None} == {
+        "window_seconds": None, "count": 2, "p50_seconds": 0.5, "p95_seconds": 2.0,
+        "max_seconds": 2.0,
+    }  # fmt: skip
