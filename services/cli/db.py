@@ -172,6 +172,22 @@ def _revision(settings: Settings) -> str | None:
         raise click.ClickException(str(exc)) from exc
 
 
+def _publish(partial: Path, target: Path) -> None:
+    """Give the finished archive its name, never over a file that appeared meanwhile."""
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise click.ClickException(
+            f"{target} already exists: name another file, or remove it"
+        ) from None
+    except OSError:  # a filesystem without hard links
+        if target.exists():
+            raise click.ClickException(
+                f"{target} already exists: name another file, or remove it"
+            ) from None
+        partial.replace(target)
+
+
 def make_backup(settings: Settings, dest: Path | None) -> tuple[Path, dict[str, Any]]:
     """Write the archive; returns its path and manifest."""
     now = datetime.now(UTC)
@@ -188,18 +204,33 @@ def make_backup(settings: Settings, dest: Path | None) -> tuple[Path, dict[str, 
         "site": site.is_dir(),
     }
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        raise click.ClickException(f"{target} already exists: name another file, or remove it")
     partial = target.with_name(target.name + ".partial")
-    with tempfile.TemporaryDirectory(prefix="bantin-backup-") as tmp:
-        manifest_file = Path(tmp) / MANIFEST
-        with tarfile.open(partial, "w:gz") as archive:
-            if database is not None:
-                copy = Path(tmp) / DATABASE_MEMBER
-                snapshot_sqlite(database, copy)
-                archive.add(copy, DATABASE_MEMBER)
-            manifest["site_files"] = _add_tree(archive, site, SITE_MEMBER) if site.is_dir() else 0
-            manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
-            archive.add(manifest_file, MANIFEST)
-    partial.replace(target)  # never a half-written archive under the final name
+    try:
+        # Owner-only from the start: the archive holds the whole database, embargoed text too.
+        handle = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+    except FileExistsError:
+        raise click.ClickException(
+            f"{partial} exists: another backup is writing it, or one was interrupted "
+            "(then remove it)"
+        ) from None
+    try:
+        with handle, tempfile.TemporaryDirectory(prefix="bantin-backup-") as tmp:
+            manifest_file = Path(tmp) / MANIFEST
+            with tarfile.open(fileobj=handle, mode="w:gz") as archive:
+                if database is not None:
+                    copy = Path(tmp) / DATABASE_MEMBER
+                    snapshot_sqlite(database, copy)
+                    archive.add(copy, DATABASE_MEMBER)
+                manifest["site_files"] = (
+                    _add_tree(archive, site, SITE_MEMBER) if site.is_dir() else 0
+                )
+                manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
+                archive.add(manifest_file, MANIFEST)
+        _publish(partial, target)  # never a half-written archive under the final name
+    finally:
+        partial.unlink(missing_ok=True)
     return target, manifest
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import stat
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -198,3 +199,20 @@ def test_on_postgresql_the_backup_holds_the_site_and_says_how_to_dump_the_databa
     assert f"pg_dump --format=custom --file={archive.name.removesuffix('.tar.gz')}.pgdump " \
         f"'{database}'" in result.output  # fmt: skip
     assert f"pg_restore --no-owner --dbname='{database}'" in result.output
+
+
+def test_a_backup_is_readable_by_its_owner_only_and_never_overwrites_an_archive(
+    live: Settings, tmp_path: Path
+) -> None:
+    archive, _ = make_backup(live, tmp_path / "backups")
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600  # it holds embargoed text
+    held = archive.read_bytes()
+    with pytest.raises(click.ClickException, match="already exists: name another file"):
+        make_backup(live, archive)
+    assert archive.read_bytes() == held
+    assert sorted(p.name for p in archive.parent.iterdir()) == [archive.name]  # no .partial
+
+    archive.with_name("other.tar.gz.partial").write_text("an interrupted backup")
+    with pytest.raises(click.ClickException, match="other.tar.gz.partial exists"):
+        make_backup(live, archive.with_name("other.tar.gz"))
+    assert not archive.with_name("other.tar.gz").exists()
