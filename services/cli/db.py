@@ -302,6 +302,18 @@ def _members(archive: tarfile.TarFile) -> dict[str, Any]:
     return manifest
 
 
+def _check_revision(revision: str | None) -> None:
+    """Refuse a backup of a schema this release does not know: a newer release made it."""
+    from shared.migrations import head, known
+
+    if revision is not None and not known(revision):
+        raise click.ClickException(
+            f"the backup's database is at schema revision {revision}, which this Bantin does "
+            f"not know (its newest is {head()}): a newer release made it. Upgrade Bantin "
+            "first, then restore"
+        )
+
+
 def _move(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(source, dest)  # a rename when on the same filesystem
@@ -320,6 +332,7 @@ def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: 
         raise click.ClickException(f"cannot read {archive_path}: {exc}") from exc
     with archive:
         manifest = _members(archive)
+        _check_revision(manifest.get("revision"))
         database = sqlite_path(settings)
         if manifest["database"] and database is None:
             raise click.ClickException(

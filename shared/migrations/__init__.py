@@ -84,6 +84,12 @@ def head() -> str:
     return str(revision)
 
 
+def known(revision: str) -> bool:
+    """Whether this release has a migration of exactly that revision (False: a newer
+    release's). Not get_revision: it takes any unambiguous prefix."""
+    return revision in {script.revision for script in _scripts().walk_revisions()}
+
+
 def compare_type(
     context: Any, inspected: Any, metadata: Any, inspected_type: Any, metadata_type: Any
 ) -> bool | None:

@@ -3,6 +3,7 @@ a new data directory; and the refusals that keep a restore from hurting a runnin
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import sqlite3
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -216,3 +218,33 @@ def test_a_backup_is_readable_by_its_owner_only_and_never_overwrites_an_archive(
     with pytest.raises(click.ClickException, match="other.tar.gz.partial exists"):
         make_backup(live, archive.with_name("other.tar.gz"))
     assert not archive.with_name("other.tar.gz").exists()
+
+
+def with_manifest(archive: Path, dest: Path, **changes: Any) -> Path:
+    """A copy of an archive whose manifest says something else."""
+    with tarfile.open(archive) as source, tarfile.open(dest, "w:gz") as copy:
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name == "bantin-backup.json" and data is not None:
+                raw = json.dumps({**json.loads(data.read()), **changes}).encode()
+                member.size = len(raw)
+                data = io.BytesIO(raw)
+            copy.addfile(member, data)
+    return dest
+
+
+def test_a_backup_of_a_newer_schema_is_refused_before_anything_is_replaced(
+    live: Settings, tmp_path: Path
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    newer = with_manifest(archive, tmp_path / "newer.tar.gz", revision="0099_from_the_future")
+    (live.resolved_site_dir / "feed.xml").write_text("<feed>newer</feed>")
+    add_bulletin(live, 1, 99)
+    with pytest.raises(click.ClickException, match="revision 0099_from_the_future.*Upgrade Bantin"):
+        restore_backup(live, newer, yes=True, force=False)
+    assert len(bulletins(live)) == 21 and not list(live.data_dir.glob("*.replaced-*"))
+    assert (live.resolved_site_dir / "feed.xml").read_text() == "<feed>newer</feed>"
+    # Not a prefix match: "0003" is no revision of this release either.
+    prefix = with_manifest(archive, tmp_path / "prefix.tar.gz", revision=head()[:4])
+    with pytest.raises(click.ClickException, match=f"revision {head()[:4]},"):
+        restore_backup(live, prefix, yes=True, force=False)

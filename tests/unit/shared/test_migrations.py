@@ -23,6 +23,7 @@ from shared.migrations import (
     current,
     differences,
     head,
+    known,
     migration_engine,
     render_item,
     upgrade,
@@ -220,3 +221,9 @@ def test_processes_upgrading_at_once_take_turns(tmp_path: Path) -> None:
     settings = Settings(data_dir=data)
     assert version_rows(settings) == [newest]
     assert [row["slug"] for row in rows(settings.resolved_database_url)["agencies"]] == ["tu-phap"]
+
+
+def test_known_revisions_are_this_release_s_exact_ones() -> None:
+    assert known(BASELINE) and known(head())
+    assert not known(head()[:4])  # Alembic would take the prefix; a backup's must be exact
+    assert not known("0099_from_a_newer_release")
