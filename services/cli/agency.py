@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shared.migrations import upgrade as upgrade_schema
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -27,17 +26,47 @@ REFUSED_WITHIN = "every ingest process refuses it within a second"
 
 @contextmanager
 def _session() -> Iterator[Session]:
-    """A committed-on-success session on an upgraded schema; AgencyError → a click error."""
+    """A committed-on-success session on the current schema; AgencyError, a concurrent
+    duplicate and an unreachable database → one-line click errors."""
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
     from shared.agencies import AgencyError
     from shared.db import session_scope
+    from shared.migrations import SchemaError
 
     settings = get_settings()
-    upgrade_schema(settings)
     try:
+        _require_schema(settings)
         with session_scope(settings) as session:
             yield session
     except AgencyError as exc:
         raise click.ClickException(str(exc)) from exc
+    except IntegrityError as exc:  # the same slug created at the same moment elsewhere
+        raise click.ClickException(f"conflicts with a concurrent change: {exc.orig}") from exc
+    except (SchemaError, SQLAlchemyError) as exc:
+        raise click.ClickException(f"database: {exc}".splitlines()[0]) from exc
+
+
+def _require_schema(settings: Settings) -> None:
+    """Create the schema in an empty database (a first `bantin agency create` before any
+    `bantin up`), but never upgrade one in use: a newer `bantin` run against production must
+    not change the tables under the processes still running the older release."""
+    from sqlalchemy import inspect
+
+    from shared.db import engine_for
+    from shared.migrations import current, head, upgrade
+
+    at = current(settings)
+    if at == head():
+        return
+    if at is None and not inspect(engine_for(settings)).get_table_names():
+        upgrade(settings)
+        return
+    raise click.ClickException(
+        f"the database schema is at {at or 'an unversioned earlier release'}, this bantin "
+        f"needs {head()}: run `bantin db upgrade` first (`bantin up` and the compose "
+        "`migrate` service do it)"
+    )
 
 
 def _when(moment: datetime | None) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.ingest.deps import KeyCache, SessionDep, require_operator
@@ -186,6 +187,12 @@ def post_agency(body: AgencyCreate, response: Response, session: SessionDep) -> 
     except AgencyExistsError as exc:
         session.rollback()
         raise Problem(409, "Conflict", str(exc)) from exc
+    except IntegrityError as exc:  # the same slug created at the same moment by another call
+        session.rollback()
+        slug = body.slug or body.name
+        raise Problem(
+            409, "Conflict", f"an agency with the slug of {slug!r} already exists"
+        ) from exc
     except AgencyError as exc:
         session.rollback()
         field = "slug" if "slug" in str(exc) else "name"

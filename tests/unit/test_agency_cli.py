@@ -140,3 +140,25 @@ def test_revoke_by_prefix_still_works(settings: Settings) -> None:
     assert "revoked key 1" in ok("key", "revoke", key[:16])
     assert not works(settings, key)
     assert "0 active keys start with" in fails("key", "revoke", key[:16])
+
+
+def test_agency_commands_never_upgrade_a_database_in_use(settings: Settings) -> None:
+    """A newer `bantin` run against production must not change the tables under the older
+    processes: a database behind the newest revision is refused with the command to run."""
+    from alembic import command
+
+    from shared.db import engine_for
+    from shared.migrations import alembic_config, current, head
+
+    with engine_for(settings).begin() as connection:
+        command.upgrade(alembic_config(connection), "0002_agency_disabled_at")
+    assert current(settings) != head()
+    line = fails("agency", "list")
+    assert "bantin db upgrade" in line and "0002_agency_disabled_at" in line
+    assert current(settings) == "0002_agency_disabled_at"  # untouched
+    ok("db", "upgrade")
+    ok("agency", "list")
+
+
+def test_an_empty_database_gets_its_schema_on_the_first_agency(settings: Settings) -> None:
+    assert "Created agency" in ok("agency", "create", "Sở Tư pháp", "--slug", "so-tu-phap")

@@ -250,3 +250,22 @@ def test_a_lookup_begun_before_a_change_here_is_neither_joined_nor_stored() -> N
     assert calls == ["stale", "fresh"]
     assert old is not None and not old.disabled  # the request concurrent with the change
     assert new is not None and new.disabled and cached == new  # the stale one was not stored
+
+
+def test_the_same_slug_created_at_once_by_many_callers_is_one_201_and_409s(
+    client: TestClient,
+) -> None:
+    """Check-then-insert races: the loser hits the unique index and must get a 409, not 500."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(8)
+
+    def post(_: int) -> int:
+        start.wait()
+        body = {"name": "Sở Xây dựng", "slug": "so-xay-dung"}
+        return client.post("/v1/admin/agencies", json=body, headers=OPERATOR).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(post, range(8)))
+    assert statuses == [201] + [409] * 7
