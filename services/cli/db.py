@@ -16,7 +16,7 @@ import sqlite3
 import tarfile
 import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -314,6 +314,26 @@ def _check_revision(revision: str | None) -> None:
         )
 
 
+def _extract(archive: tarfile.TarFile, dest: Path) -> None:
+    """Extract only plain files and directories inside dest (no absolute paths, no `..`, no
+    links or devices)."""
+    if not hasattr(tarfile, "data_filter"):  # Python before 3.11.4: check each member here
+        for member in archive.getmembers():
+            parts = PurePosixPath(member.name).parts
+            if (
+                member.name.startswith("/")
+                or ".." in parts
+                or not (member.isfile() or member.isdir())
+            ):
+                raise click.ClickException(f"refusing the backup: unsafe member {member.name!r}")
+        archive.extractall(dest)
+        return
+    try:
+        archive.extractall(dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise click.ClickException(f"refusing the backup: {exc}") from exc
+
+
 def _move(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(source, dest)  # a rename when on the same filesystem
@@ -352,7 +372,7 @@ def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=settings.data_dir))
         try:
-            archive.extractall(staging, filter="data")  # no absolute paths, no escapes
+            _extract(archive, staging)
             if manifest["database"] and database is not None:
                 snapshot = staging / DATABASE_MEMBER
                 verdict = sqlite3.connect(snapshot).execute("PRAGMA integrity_check").fetchone()

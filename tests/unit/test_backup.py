@@ -248,3 +248,41 @@ def test_a_backup_of_a_newer_schema_is_refused_before_anything_is_replaced(
     prefix = with_manifest(archive, tmp_path / "prefix.tar.gz", revision=head()[:4])
     with pytest.raises(click.ClickException, match=f"revision {head()[:4]},"):
         restore_backup(live, prefix, yes=True, force=False)
+
+
+def with_member(archive: Path, dest: Path, member: tarfile.TarInfo) -> Path:
+    """A copy of an archive with one more member (the manifest still says it is a backup)."""
+    with tarfile.open(archive) as source, tarfile.open(dest, "w:gz") as copy:
+        for each in source.getmembers():
+            copy.addfile(each, source.extractfile(each) if each.isfile() else None)
+        copy.addfile(member, io.BytesIO(b"x" * member.size) if member.isfile() else None)
+    return dest
+
+
+@pytest.mark.parametrize("checked_by", ["data_filter", "own_checks"])
+def test_restore_refuses_members_that_escape_or_are_not_plain_files(
+    live: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checked_by: str
+) -> None:
+    if checked_by == "own_checks":  # as on Python before 3.11.4, which lacks the filter
+        monkeypatch.delattr(tarfile, "data_filter")
+    archive, _ = make_backup(live, tmp_path)
+    escape = tarfile.TarInfo("site/../../escaped.txt")
+    escape.size = 1
+    link = tarfile.TarInfo("site/passwd")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    absolute = tarfile.TarInfo(str(tmp_path / "absolute.txt"))
+    absolute.size = 1
+    for n, member in enumerate([escape, link, absolute]):
+        bad = with_member(archive, tmp_path / f"bad{n}.tar.gz", member)
+        target = settings_in(tmp_path / f"target{n}")
+        if member is absolute and checked_by == "data_filter":
+            # The filter strips the leading "/": the file lands inside the staging directory.
+            restore_backup(target, bad, yes=True, force=False)
+            continue
+        with pytest.raises(click.ClickException, match="refusing the backup"):
+            restore_backup(target, bad, yes=True, force=False)
+        assert not (target.data_dir / "bantin.db").exists()
+        assert not (target.resolved_site_dir / "passwd").exists()
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "absolute.txt").exists()
+    restore_backup(settings_in(tmp_path / "good"), archive, yes=True, force=False)
+    assert len(bulletins(settings_in(tmp_path / "good"))) == 20  # a sound archive still restores
