@@ -389,7 +389,11 @@ def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     restored = [
-        *([f"the database ({database}, revision {manifest['revision']})"] if database else []),
+        *(
+            [f"the database ({database}, revision {manifest.get('revision')})"]
+            if manifest["database"] and database
+            else []
+        ),
         *([f"the site ({site})"] if manifest["site"] else []),
     ]
     return " and ".join(restored) or "nothing"

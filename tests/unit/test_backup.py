@@ -286,3 +286,16 @@ def test_restore_refuses_members_that_escape_or_are_not_plain_files(
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "absolute.txt").exists()
     restore_backup(settings_in(tmp_path / "good"), archive, yes=True, force=False)
     assert len(bulletins(settings_in(tmp_path / "good"))) == 20  # a sound archive still restores
+
+
+def test_restoring_a_site_only_archive_says_only_the_site_was_restored(
+    live: Settings, tmp_path: Path
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    # What a backup on PostgreSQL holds: the site, no database.
+    site_only = with_manifest(archive, tmp_path / "site-only.tar.gz", database=None)
+    target = settings_in(tmp_path / "target")
+    said = restore_backup(target, site_only, yes=False, force=False)
+    assert said == f"the site ({target.resolved_site_dir})"
+    assert not (target.data_dir / "bantin.db").exists()
+    assert (target.resolved_site_dir / "feed.xml").read_text() == "<feed/>"
