@@ -12,6 +12,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+MIN_OPERATOR_TOKEN = 32
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BANTIN_", extra="ignore")
 
@@ -109,8 +112,8 @@ class Settings(BaseSettings):
     )
     operator_token: SecretStr | None = Field(
         None,
-        description="Bearer token of the operators' API (`/v1/admin/...` on ingest). Unset: "
-        "that API answers 404, and operators use the `bantin` command.",
+        description="Bearer token of the operators' API (`/v1/admin/...` on ingest), at least "
+        "32 characters. Unset: that API answers 404, and operators use the `bantin` command.",
     )
     metrics_port: int | None = Field(
         None,
@@ -137,6 +140,17 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # Compose passes `${VAR:-}` through as an empty string: that means "not set".
         return None if value == "" else value
+
+    @field_validator("operator_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The admin API is reachable wherever ingest is: a guessable token is an open door.
+        if value is not None and len(value.get_secret_value()) < MIN_OPERATOR_TOKEN:
+            raise ValueError(
+                f"BANTIN_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN} characters; make "
+                "one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @field_validator("public_url", "ingest_public_url")
     @classmethod

@@ -244,8 +244,11 @@ def test_the_database_password_is_generated_when_not_given(
 def test_app_environment_points_at_the_compose_services(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    # The web apps add only prometheus-client's multiprocess directory (uvicorn --workers).
-    web_only = {"PROMETHEUS_MULTIPROC_DIR"}
+    # The web apps add only prometheus-client's multiprocess directory (uvicorn --workers),
+    # and ingest alone holds the operators' token.
+    web_only = {"PROMETHEUS_MULTIPROC_DIR", "BANTIN_OPERATOR_TOKEN"}
+    holders = [name for name in sorted(APPS) if "BANTIN_OPERATOR_TOKEN" in _env(services[name])]
+    assert holders == ["ingest"]
     envs = [
         {k: v for k, v in _env(services[name]).items() if k not in web_only}
         for name in sorted(APPS)

@@ -269,3 +269,13 @@ def test_the_same_slug_created_at_once_by_many_callers_is_one_201_and_409s(
     with ThreadPoolExecutor(8) as pool:
         statuses = sorted(pool.map(post, range(8)))
     assert statuses == [201] + [409] * 7
+
+
+def test_a_guessable_operator_token_stops_the_start(tmp_path: Any) -> None:
+    """The admin API is reachable wherever ingest is: a short token is refused at start-up,
+    with how to make a good one, instead of opening the door."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at least 32 characters.*token_urlsafe"):
+        make_settings(tmp_path, operator_token="admin")
+    assert make_settings(tmp_path, operator_token="x" * 32).operator_token is not None
