@@ -334,6 +334,47 @@ def _extract(archive: tarfile.TarFile, dest: Path) -> None:
         raise click.ClickException(f"refusing the backup: {exc}") from exc
 
 
+def _aside_name(database: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        aside = database.with_name(f"{database.name}.replaced-{stamp}{f'-{n}' if n else ''}")
+        if not any(Path(f"{aside}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
+            return aside
+    raise click.ClickException(f"too many {database.name}.replaced-{stamp}* files")
+
+
+def _put_in_place(staged: Path, database: Path) -> None:
+    os.replace(staged, database)
+
+
+def _swap_database(snapshot: Path, database: Path) -> Path | None:
+    """Put the restored database file in place of the database there. The old one (with its
+    -wal and -shm, which may hold committed rows not yet in the file) is moved aside, not
+    deleted, and moved back if the last step fails. Returns where it went (None: none)."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    # Staged in the target's own directory: the swap is then renames on one filesystem.
+    handle, name = tempfile.mkstemp(prefix=f".{database.name}.restore-", dir=database.parent)
+    os.close(handle)
+    staged = Path(name)
+    shutil.move(snapshot, staged)
+    aside = _aside_name(database)
+    moved: list[str] = []
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{database}{suffix}").exists():
+                os.replace(f"{database}{suffix}", f"{aside}{suffix}")
+                moved.append(suffix)
+        _put_in_place(staged, database)
+    except OSError as exc:
+        for suffix in reversed(moved):
+            os.replace(f"{aside}{suffix}", f"{database}{suffix}")
+        staged.unlink(missing_ok=True)
+        raise click.ClickException(
+            f"could not put the restored database in place ({exc}): {database} is as it was"
+        ) from exc
+    return aside if moved else None
+
+
 def _move(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(source, dest)  # a rename when on the same filesystem
@@ -373,24 +414,27 @@ def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: 
         staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=settings.data_dir))
         try:
             _extract(archive, staging)
+            aside = None
             if manifest["database"] and database is not None:
                 snapshot = staging / DATABASE_MEMBER
-                verdict = sqlite3.connect(snapshot).execute("PRAGMA integrity_check").fetchone()
-                if verdict[0] != "ok":
-                    raise click.ClickException(f"the backup's database is damaged: {verdict[0]}")
-                # A WAL left beside the new file would be replayed into it: remove it first.
-                for suffix in ("-wal", "-shm"):
-                    Path(f"{database}{suffix}").unlink(missing_ok=True)
-                _move(snapshot, database)
+                check = sqlite3.connect(snapshot)
+                try:
+                    verdict = check.execute("PRAGMA integrity_check").fetchone()[0]
+                finally:
+                    check.close()
+                if verdict != "ok":
+                    raise click.ClickException(f"the backup's database is damaged: {verdict}")
+                aside = _swap_database(snapshot, database)
             if manifest["site"]:
                 if site.exists():
                     _move(site, staging / "replaced-site")
                 _move(staging / SITE_MEMBER, site)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    kept = f"; the one that was there is kept as {aside}" if aside else ""
     restored = [
         *(
-            [f"the database ({database}, revision {manifest.get('revision')})"]
+            [f"the database ({database}, revision {manifest.get('revision')}{kept})"]
             if manifest["database"] and database
             else []
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import socket
 import sqlite3
 import stat
@@ -20,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from services.cli import db as db_module
 from services.cli import main as bantin
 from services.cli.db import make_backup, restore_backup
 from shared.agencies import create_agency
@@ -299,3 +301,64 @@ def test_restoring_a_site_only_archive_says_only_the_site_was_restored(
     assert said == f"the site ({target.resolved_site_dir})"
     assert not (target.data_dir / "bantin.db").exists()
     assert (target.resolved_site_dir / "feed.xml").read_text() == "<feed/>"
+
+
+@pytest.fixture
+def crashed(live: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A data dir whose database has committed rows only in its -wal (a system that
+    stopped before a checkpoint): 20 bulletins in the file, 25 with the WAL."""
+    writer = sqlite3.connect(live.data_dir / "bantin.db")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for n in range(5):
+        writer.execute(
+            "INSERT INTO bulletins (guid, agency_id, slug, title, body_format, body_source, "
+            "body_html, language, published_at, status, revision, rendered_revision, attempts, "
+            "created_at, updated_at) VALUES (?, 1, ?, 'Chỉ trong WAL', 'text', '', '', 'vi', "
+            "'2026-01-01', 'published', 1, 0, 0, '2026-01-01', '2026-01-01')",
+            (f"wal-{n}", f"wal-{n}"),
+        )
+    writer.commit()
+    target = settings_in(tmp_path / "crashed")
+    target.data_dir.mkdir()
+    for suffix in ("", "-wal", "-shm"):  # copied while the writer holds them: as a crash leaves
+        shutil.copy(live.data_dir / f"bantin.db{suffix}", target.data_dir / f"bantin.db{suffix}")
+    writer.close()
+    yield target
+
+
+def test_restore_keeps_the_replaced_database_with_its_wal_beside_the_new_one(
+    live: Settings, crashed: Settings, tmp_path: Path
+) -> None:
+    archive, _ = make_backup(live, tmp_path)  # the same 25 bulletins
+    assert (crashed.data_dir / "bantin.db-wal").stat().st_size  # 5 of them only in the WAL
+    said = restore_backup(crashed, archive, yes=True, force=False)
+    (aside,) = crashed.data_dir.glob("bantin.db.replaced-*[0-9]Z")
+    assert f"kept as {aside}" in said
+    assert (crashed.data_dir / f"{aside.name}-wal").exists()
+    old = sqlite3.connect(aside)  # opened with its own -wal: every committed row is there
+    assert old.execute("SELECT count(*) FROM bulletins").fetchone() == (25,)
+    old.close()
+    assert len(bulletins(crashed)) == 25
+    assert not list(crashed.data_dir.glob(".bantin.db.restore-*"))
+
+
+def test_a_restore_whose_last_step_fails_leaves_the_database_and_its_wal_as_they_were(
+    live: Settings, crashed: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    wal = (crashed.data_dir / "bantin.db-wal").read_bytes()
+    assert wal  # the 5 rows only the WAL holds
+
+    def fail(staged: Path, database: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(db_module, "_put_in_place", fail)
+    with pytest.raises(click.ClickException, match="No space left on device.*as it was"):
+        restore_backup(crashed, archive, yes=True, force=False)
+    assert (crashed.data_dir / "bantin.db-wal").read_bytes() == wal
+    assert sorted(p.name for p in crashed.data_dir.iterdir() if p.name.startswith(".bantin")) == []
+    assert not list(crashed.data_dir.glob("bantin.db.replaced-*"))
+    titles = [title for _id, title in bulletins(crashed)]
+    assert len(titles) == 25 and titles.count("Chỉ trong WAL") == 5
