@@ -273,20 +273,67 @@ def pg_advice(url: str, archive_name: str) -> str:
     )
 
 
-def system_running(settings: Settings) -> str | None:
-    """The embedded Redis URL of a `bantin up` using this data dir, if one answers."""
-    try:
-        url = settings.embedded_redis_file.read_text().strip()
-    except OSError:
-        return None
+def _answers(url: str) -> bool:
     parts = urlsplit(url)
     if not parts.hostname or not parts.port:
-        return None
+        return False
     try:
         with socket.create_connection((parts.hostname, parts.port), timeout=1):
-            return url
+            return True
     except OSError:
-        return None
+        return False
+
+
+def _shown(url: str) -> str:
+    parts = urlsplit(url)  # without a password
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+
+
+def _beats(url: str) -> list[str]:
+    """The names of the processes beating in that Redis (none if it does not answer in 1 s)."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from shared.heartbeat import read_all
+
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        return []  # memory:// and the like: no process can share it
+    try:
+        redis = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    except ValueError:
+        return []
+    try:
+        return [beat.name for beat in read_all(redis)]
+    except (RedisError, OSError):
+        return []
+    finally:
+        redis.close()
+
+
+def system_running(settings: Settings) -> str | None:
+    """What shows that processes use this data dir's database now (None: nothing does): the
+    run state of a `bantin up` whose pid lives, its embedded Redis answering, or heartbeats
+    in the Redis BANTIN_REDIS_URL names (workers started on their own beat there too)."""
+    from services.cli.up import read_run_state, run_state_file
+
+    if (state := read_run_state(settings.data_dir)) is not None:
+        return (
+            f"a `bantin up` (pid {state['pid']}) is running on {settings.data_dir} "
+            f"({run_state_file(settings.data_dir)})"
+        )
+    try:
+        embedded = settings.embedded_redis_file.read_text().strip()
+    except OSError:
+        embedded = ""
+    if embedded and _answers(embedded):
+        return f"a `bantin up` is running on {settings.data_dir} (its Redis answers at {embedded})"
+    if settings.redis_url and (names := _beats(settings.redis_url)):
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return (
+            f"{len(names)} Bantin processes beat in Redis at {_shown(settings.redis_url)} "
+            f"({', '.join(names[:3])}{more})"
+        )
+    return None
 
 
 def _members(archive: tarfile.TarFile) -> dict[str, Any]:
@@ -382,11 +429,12 @@ def _move(source: Path, dest: Path) -> None:
 
 def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: bool) -> str:
     """Put an archive's database and site back; returns what was restored."""
-    if (running := system_running(settings)) and not force:
-        raise click.ClickException(
-            f"a `bantin up` is running on {settings.data_dir} (its Redis answers at {running}): "
-            "stop it first (or pass --force, and restart it after)"
-        )
+    if running := system_running(settings):
+        if not force:
+            raise click.ClickException(
+                f"{running}: stop them first (or pass --force, and restart them after)"
+            )
+        click.echo(f"warning: {running}; restoring anyway (--force)", err=True)
     try:
         archive = tarfile.open(archive_path, "r:gz")
     except (OSError, tarfile.TarError) as exc:
@@ -450,9 +498,12 @@ def _contents(path: Path) -> list[Path]:
 @click.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Replace the database and site that are there.")
-@click.option("--force", is_flag=True, help="Restore even though `bantin up` seems to run.")
+@click.option(
+    "--force", is_flag=True, help="Restore even though processes seem to use the database."
+)
 def restore(archive: Path, yes: bool, force: bool) -> None:
-    """Put a `bantin backup` archive's database and site back (stop `bantin up` first)."""
+    """Put a `bantin backup` archive's database and site back (stop `bantin up` and any
+    workers first: it refuses while they run)."""
     settings = get_settings()
     what = restore_backup(settings, archive, yes=yes, force=force)
     click.echo(f"restored {what} from {archive}.")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 import sqlite3
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
+from redis import Redis
 from sqlalchemy import select
 
 from services.cli import db as db_module
@@ -26,6 +30,7 @@ from services.cli import main as bantin
 from services.cli.db import make_backup, restore_backup
 from shared.agencies import create_agency
 from shared.db import create_schema, session_scope
+from shared.heartbeat import new_beat, send
 from shared.migrations import head
 from shared.models import Bulletin
 from shared.settings import Settings, get_settings
@@ -362,3 +367,54 @@ def test_a_restore_whose_last_step_fails_leaves_the_database_and_its_wal_as_they
     assert not list(crashed.data_dir.glob("bantin.db.replaced-*"))
     titles = [title for _id, title in bulletins(crashed)]
     assert len(titles) == 25 and titles.count("Chỉ trong WAL") == 5
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return int(done.stdout)
+
+
+def test_restore_refuses_while_the_run_state_of_bantin_up_names_a_live_pid(
+    live: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    target = settings_in(tmp_path / "target")  # its Redis is not the embedded one
+    target.data_dir.mkdir()
+    run_state = target.data_dir / "run.json"
+    run_state.write_text(json.dumps({"pid": dead_pid()}))  # left by a killed supervisor
+    restore_backup(target, archive, yes=True, force=False)
+
+    run_state.write_text(json.dumps({"pid": os.getpid()}))  # alive: this very process
+    with pytest.raises(click.ClickException, match=rf"`bantin up` \(pid {os.getpid()}\)"):
+        restore_backup(target, archive, yes=True, force=False)
+    assert not list(target.data_dir.glob("bantin.db.replaced-*"))
+    restore_backup(target, archive, yes=True, force=True)
+    assert f"(pid {os.getpid()}) is running" in capsys.readouterr().err  # says what it found
+    assert len(list(target.data_dir.glob("bantin.db.replaced-*[0-9]Z"))) == 1
+
+
+def test_restore_refuses_while_processes_beat_in_the_configured_redis(
+    live: Settings, tmp_path: Path, private_redis: str
+) -> None:
+    archive, _ = make_backup(live, tmp_path)
+    target = Settings(data_dir=tmp_path / "target", redis_url=private_redis)  # type: ignore[arg-type]
+    redis = Redis.from_url(private_redis)
+    beat = new_beat("render")  # a worker started on its own, not by `bantin up`
+    send(redis, beat)
+    try:
+        with pytest.raises(click.ClickException, match=f"1 Bantin processes beat.*{beat.name}"):
+            restore_backup(target, archive, yes=True, force=False)
+        assert not (target.data_dir / "bantin.db").exists()
+    finally:
+        redis.delete(beat.key)
+        redis.close()
+    restore_backup(target, archive, yes=True, force=False)  # nobody beats: it goes ahead
+    assert len(bulletins(target)) == 20
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]  # closed below: a Redis that does not answer
+    gone = Settings(data_dir=tmp_path / "gone", redis_url=f"redis://127.0.0.1:{port}/0")  # type: ignore[arg-type]
+    restore_backup(gone, archive, yes=True, force=False)
+    assert len(bulletins(gone)) == 20
