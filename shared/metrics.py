@@ -29,6 +29,7 @@ from prometheus_client import (
 from shared.settings import local_url
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DIR_PREFIX = "bantin-metrics-"  # + the pid of the process that made it
 
 
 def multiprocess_mode() -> bool:
@@ -50,18 +51,29 @@ def exposition() -> tuple[bytes, str]:
 
 
 def enable_multiprocess(parent: str | None = None) -> str:
-    """Point this process (and every process it forks) at a fresh, empty multiprocess
-    directory; returns it. Must run before the first metric is created.
+    """Point this process (and every process it forks) at an empty multiprocess directory
+    named after its pid, `bantin-metrics-<pid>`; returns it. Must run before the first metric
+    is created; a second call in the same process returns the same directory.
 
-    A fresh directory per start, never a shared one: files left by an earlier run (or by a
-    replica sharing a volume) would be summed into this one's counters. The directory is
-    made inside `parent`, else inside PROMETHEUS_MULTIPROC_DIR if the operator set one (a
-    tmpfs, say), else in the system's temporary directory; it is removed at exit.
+    Empty at every start, never shared: files left by an earlier run would be summed into
+    this one's counters, so a directory left with this pid (a killed process's, the pid
+    reused) is emptied, and those of other dead pids are removed. The directory is made
+    inside `parent`, else inside PROMETHEUS_MULTIPROC_DIR if the operator set one (a tmpfs,
+    say; one per host, as pids are), else in the system's temporary directory; it is removed
+    at exit.
     """
-    base = parent or os.environ.get(MULTIPROC_ENV) or None
-    if base:
-        os.makedirs(base, exist_ok=True)
-    directory = tempfile.mkdtemp(prefix="bantin-metrics-", dir=base)
+    own = f"{DIR_PREFIX}{os.getpid()}"
+    current = os.environ.get(MULTIPROC_ENV) or None
+    if current and _dir_pid(os.path.basename(current)) is not None:
+        if os.path.basename(current) == own and parent in (None, os.path.dirname(current)):
+            return current  # already on in this process
+        current = os.path.dirname(current)  # another bantin process's: make ours beside it
+    base = parent or current or tempfile.gettempdir()
+    os.makedirs(base, exist_ok=True)
+    remove_stale_dirs(base)
+    directory = os.path.join(base, own)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.mkdir(directory, 0o700)
     os.environ[MULTIPROC_ENV] = directory
     # prometheus-client picks its value class (memory or mmap files) when first imported,
     # which may have happened before the variable was set: pick again.
@@ -76,16 +88,50 @@ def enable_multiprocess(parent: str | None = None) -> str:
     return directory
 
 
+def _dir_pid(name: str) -> int | None:
+    """The pid in a `bantin-metrics-<pid>` directory name (None: not such a name)."""
+    digits = name.removeprefix(DIR_PREFIX)
+    return int(digits) if name != digits and digits.isascii() and digits.isdigit() else None
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negatives address process groups, never one process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    return True
+
+
+def remove_stale_dirs(base: str) -> list[str]:
+    """Remove the `bantin-metrics-<pid>` directories in `base` whose process is gone (a
+    killed worker's, which no atexit removed); returns them."""
+    removed = []
+    for name in os.listdir(base):
+        pid = _dir_pid(name)
+        if pid is not None and pid != os.getpid() and not process_alive(pid):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
 def mark_dead_processes(alive: set[int]) -> None:
     """Drop the live-gauge files of processes not in `alive` (exited pool processes), so a
-    `livesum` gauge stops counting them. Counters and histograms keep their files: what a dead
-    process counted stays counted."""
+    `livesum` gauge stops counting them. A process still running keeps its files whatever
+    `alive` says. Counters and histograms keep their files: what a dead process counted stays
+    counted."""
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
         return
     for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
-        pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
-        if pid not in alive:
+        try:
+            pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
+        except ValueError:
+            continue
+        if pid not in alive and not process_alive(pid):
             multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 

@@ -1,13 +1,14 @@
 """Metrics of the render and feed workers: tasks, publishes, listing and feed builds.
 
 Celery's prefork pool runs tasks in child processes, so these use prometheus-client's
-multiprocess mode (`bantin worker` calls shared.metrics.enable_multiprocess before anything
-creates a metric, and before the pool forks): each pool process writes its samples to mmap
-files, and one HTTP server in the worker's main process serves their sum. We chose it over one
-exporter per pool process because a worker node then is one scrape target on one known port
-(9100 in compose, found by DNS for every replica), pool processes replaced by Celery keep
-their counts (a dead process's file stays and is still summed), and Prometheus needs no
-discovery of short-lived per-process ports. The cost is an mmap write per sample (~1 µs).
+multiprocess mode (a starting worker calls shared.metrics.enable_multiprocess before anything
+creates a metric, and before the pool forks: see services/cli/worker.py): each pool process
+writes its samples to mmap files, and one HTTP server in the worker's main process serves
+their sum. We chose it over one exporter per pool process because a worker node then is one
+scrape target on one known port (9100 in compose, found by DNS for every replica), pool
+processes replaced by Celery keep their counts (a dead process's file stays and is still
+summed), and Prometheus needs no discovery of short-lived per-process ports. The cost is an
+mmap write per sample (~1 µs).
 
 Import this module only after multiprocess mode is on (it creates the metrics at import).
 """

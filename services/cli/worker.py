@@ -1,9 +1,13 @@
 """Celery entry point: `celery -A services.cli.worker worker -Q render` (or `bantin worker`).
 
 Besides the app, this wires the worker's observability into Celery's signals, in the main
-process before the pool forks: our logging instead of Celery's (`setup_logging`), task
-metrics (`task_prerun`/`task_postrun`, inherited by every pool process), one /metrics server
-and one heartbeat per worker node (`worker_init`, `worker_ready`, `worker_shutdown`).
+process before the pool forks: our logging instead of Celery's (`setup_logging`), the
+multiprocess metrics directory and task metrics (`import_modules`, inherited by every pool
+process), one /metrics server and one heartbeat per worker node (`worker_init`,
+`worker_ready`, `worker_shutdown`).
+
+Importing this module does nothing else: `celery -A services.cli.worker inspect ping` (the
+compose healthcheck) imports it too, and must leave no metrics directory behind.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
+from celery.signals import (
+    import_modules,
+    setup_logging,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+)
 from redis import Redis
 
 from shared.celery_app import create_celery_app
@@ -23,14 +33,6 @@ from shared.metrics import enable_multiprocess, mark_dead_processes, metrics_url
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-# `celery -A` without `bantin worker`: still one summed registry for the whole pool.
-if not multiprocess_mode():
-    enable_multiprocess()
-
-from shared import worker_metrics  # noqa: E402 - creates the metrics: multiprocess mode first
-
-worker_metrics.connect_task_signals()
 
 app = create_celery_app(
     get_settings(),
@@ -48,6 +50,21 @@ class _Node:
     port: int | None = None
     stop_server: Callable[[], None] | None = None
     heartbeat: Heartbeat | None = None
+
+
+def _enable_metrics(**_: Any) -> None:
+    # A worker starting, about to import the task modules, which create the metrics: first
+    # one summed registry for the whole pool (`bantin worker` has made it already; a plain
+    # `celery -A ... worker` has not). Sent only where tasks are loaded (worker, beat,
+    # report, shell), never by `celery inspect`.
+    if not multiprocess_mode():
+        enable_multiprocess()
+    from shared import worker_metrics  # creates the metrics: multiprocess mode first
+
+    worker_metrics.connect_task_signals()
+
+
+import_modules.connect(_enable_metrics, sender=app, weak=False)
 
 
 @setup_logging.connect(weak=False)
@@ -68,21 +85,26 @@ def _start_metrics(sender: Any = None, **_: Any) -> None:
     log.info("metrics on %s", metrics_url(settings.metrics_host, _Node.port))
 
 
-def _pool_pids() -> list[int]:
+def _pool_pids() -> list[int] | None:
+    """The pool's process ids; None when unknown (no pool yet, or one being restarted)."""
     pool = getattr(_Node.controller, "pool", None)
     try:
-        return sorted(int(pid) for pid in pool.info.get("processes", [])) if pool else []
+        pids = sorted(int(pid) for pid in pool.info.get("processes", [])) if pool else []
     except (AttributeError, TypeError):  # a pool being restarted, or not a prefork pool
-        return []
+        return None
+    return pids or None
 
 
 def _info() -> dict[str, Any]:
     pids = _pool_pids()
-    mark_dead_processes({os.getpid(), *pids})  # pool processes Celery replaced
+    # Drop the live gauges of pool processes Celery replaced; but never on an unknown pool,
+    # which would read as every live pool process gone.
+    if pids is not None:
+        mark_dead_processes({os.getpid(), *pids})
     return {
         "queue": ROLE,
         "concurrency": getattr(_Node.controller, "concurrency", None),
-        "pool_pids": pids,
+        "pool_pids": pids or [],
     }
 
 

@@ -7,6 +7,7 @@ in a child interpreter, never in the test process.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from shared.settings import Settings
 from tests.metrics import sample
 
 PROMTOOL = shutil.which("promtool")
+ROOT = Path(__file__).resolve().parents[2]
 
 # Two pool processes run tasks (one of them exits), then the parent serves the sum.
 POOL = textwrap.dedent(
@@ -87,21 +89,148 @@ def test_pool_processes_are_summed_and_dead_ones_leave_the_live_gauges() -> None
         assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_each_worker_start_gets_a_fresh_directory_removed_at_exit(tmp_path: Path) -> None:
-    script = textwrap.dedent(
-        f"""
-        from shared.metrics import enable_multiprocess
-        print(enable_multiprocess({str(tmp_path)!r}))
-        print(enable_multiprocess({str(tmp_path)!r}))
-        """
-    )
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait(30)
+    return done.pid
+
+
+def child_env(tmp_path: Path, redis_url: str = "redis://127.0.0.1:1/0") -> dict[str, str]:
+    """A child's environment: its temporary directory in tmp_path/tmp, no metrics directory
+    set, Bantin pointed at tmp_path (its Redis is never reached unless a test means it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BANTIN_", "PROMETHEUS_"))}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return env | {
+        "TMPDIR": str(tmp_path / "tmp"),
+        "BANTIN_DATA_DIR": str(tmp_path / "var"),
+        "BANTIN_REDIS_URL": redis_url,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def run_child(script: str, env: dict[str, str]) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+        timeout=60, check=False, env=env, cwd=ROOT,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    first, second = done.stdout.split()
-    assert first != second and Path(first).parent == tmp_path
-    assert not Path(first).exists() and not Path(second).exists()  # removed at exit
+    return done.stdout
+
+
+def test_a_worker_start_gets_its_pids_directory_and_sweeps_dead_ones(tmp_path: Path) -> None:
+    base = tmp_path / "metrics"
+    stale, alive = f"bantin-metrics-{dead_pid()}", f"bantin-metrics-{os.getpid()}"
+    for name in (stale, alive, "bantin-metrics-notapid", "other"):
+        (base / name).mkdir(parents=True)
+        (base / name / "counter_1.db").write_bytes(b"old samples")
+    out = run_child(
+        f"""
+        import os
+        from shared.metrics import enable_multiprocess
+        base = {str(base)!r}
+        # A killed process with this pid left its directory: its samples must not count.
+        os.makedirs(os.path.join(base, f"bantin-metrics-{{os.getpid()}}"))
+        open(os.path.join(base, f"bantin-metrics-{{os.getpid()}}", "counter_9.db"), "w").close()
+        first = enable_multiprocess(base)
+        assert enable_multiprocess(base) == first  # a second call: the same directory
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == first
+        print(os.getpid(), first, os.listdir(first))
+        """,
+        child_env(tmp_path),
+    )
+    pid, directory, listing = out.split(maxsplit=2)
+    assert Path(directory) == base / f"bantin-metrics-{pid}"
+    assert listing.strip() == "[]"  # emptied of the dead namesake's files
+    assert not Path(directory).exists()  # removed at exit
+    assert not (base / stale).exists()  # a dead process's: swept
+    assert sorted(p.name for p in base.iterdir()) == sorted(
+        [alive, "bantin-metrics-notapid", "other"]
+    )  # a live process's and what is not ours: kept
+
+
+def test_celery_inspect_creates_no_metrics_directory_but_a_worker_start_does(
+    tmp_path: Path, private_redis: str
+) -> None:
+    """The compose healthcheck runs `celery -A services.cli.worker inspect ping` every 30 s:
+    it must leave nothing behind. A worker (which imports the task modules) does make one."""
+    env = child_env(tmp_path, private_redis)
+    stale = tmp_path / "tmp" / f"bantin-metrics-{dead_pid()}"
+    stale.mkdir()
+    ping = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "services.cli.worker", "inspect", "ping",
+         "--timeout", "1"],
+        capture_output=True, text=True, timeout=60, check=False, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert "No nodes replied" in ping.stdout + ping.stderr  # it ran, and reached Redis
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == [stale.name]
+
+    out = run_child(
+        """
+        import os
+        import services.cli.worker as worker
+        assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # importing it made nothing
+        worker.app.loader.import_default_modules()  # what a worker does as it starts
+        from celery.signals import task_prerun
+        from shared import worker_metrics
+        assert any(r is worker_metrics.on_task_prerun for _, r in task_prerun.receivers)
+        print(os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
+        """,
+        env,
+    )
+    directory, pid = out.split()
+    assert Path(directory) == tmp_path / "tmp" / f"bantin-metrics-{pid}"
+    assert list((tmp_path / "tmp").iterdir()) == []  # the stale one swept, its own removed
+
+
+POOL_UNKNOWN = """
+    import os, subprocess, sys
+    from shared.metrics import enable_multiprocess
+    directory = enable_multiprocess()
+    import services.cli.worker as worker
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    for pid in (sleeper.pid, done.pid):
+        open(os.path.join(directory, f"gauge_livesum_{pid}.db"), "wb").close()
+
+    def files():
+        return sorted(int(n.rsplit("_", 1)[1][:-3]) for n in os.listdir(directory))
+
+    class NoInfo:  # a pool being restarted
+        pass
+
+    class Pool:
+        info = {"processes": [os.getpid() + 1_000_000]}
+
+    class Controller:
+        concurrency = 2
+
+    try:
+        results = []
+        for pool in (None, NoInfo(), Pool()):
+            controller = Controller()
+            controller.pool = pool
+            worker._Node.controller = controller
+            info = worker._info()
+            results.append([info["pool_pids"], files()])
+        print(sleeper.pid, done.pid, results)
+    finally:
+        sleeper.kill()
+"""
+
+
+def test_an_unknown_pool_marks_no_process_dead(tmp_path: Path) -> None:
+    out = run_child(POOL_UNKNOWN, child_env(tmp_path))
+    sleeping, exited, results = out.split(maxsplit=2)
+    both = sorted([int(sleeping), int(exited)])
+    unknown_pool, restarting_pool, known_pool = json.loads(results)
+    assert unknown_pool == [[], both]  # no pool: every live gauge file kept
+    assert restarting_pool == [[], both]
+    # A known pool: the exited process's file goes, the running one's stays, even though
+    # the pool did not list it.
+    assert known_pool[1] == [int(sleeping)]
 
 
 def test_publish_latency_runs_from_acceptance_or_the_embargos_end() -> None:
