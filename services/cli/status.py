@@ -9,8 +9,11 @@ in the database. So it works beside `bantin up` and inside a compose container a
 - `ok` (bool), `problems` (list of sentences), `checked_at`
 - `redis` / `database`: `{"url": ... (no password), "error": null or why unreachable}`
 - `processes`: `[{"role", "name", "pid", "host", "age_seconds" (since its last beat),
+  "silent" (true: no beat for over SILENT_AFTER seconds, not counted alive),
   "uptime_seconds", "metrics_url", "info"}]`, or null when Redis is unreachable
 - `queues`: `[{"queue", "depth", "oldest_age_seconds"}]`, or null when unknown
+- `queues_error`: why the queue stats are unknown although Redis answered (the database
+  behind the render queue's age, say), else null
 - `bulletins`: `{"queued", "scheduled", "failed"}`, or null when the database is unreachable
 - `errors`: the latest bulletins with an error: `[{"bulletin_id", "agency", "revision",
   "status", "last_error", "updated_at"}]`
@@ -284,6 +287,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         "database": None,
         "processes": None,
         "queues": None,
+        "queues_error": None,
         "bulletins": None,
         "errors": [],
         "reconciler": None,

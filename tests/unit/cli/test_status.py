@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli import main
+from services.cli import status as status_module
 from services.cli.status import collect, latency, percentile, problems, render
 
 NOW = 1_700_000_000.0
@@ -114,7 +116,13 @@ def test_with_nothing_running_status_says_so_and_exits_1(data_dir: Path) -> None
     assert result.exit_code == 1
     report = json.loads(result.output)
     assert set(report) == {"ok", "checked_at", "problems", "redis", "database", "processes",
-                           "queues", "bulletins", "errors", "reconciler", "latency"}  # fmt: skip
+                           "queues", "queues_error", "bulletins", "errors", "reconciler",
+                           "latency"}  # fmt: skip
+    # The keys the docstring (the documented --json contract) lists are exactly these.
+    bullets = re.findall(r"^- (.*)$", status_module.__doc__ or "", re.M)
+    documented = {key for line in bullets for key in re.findall(r"`(\w+)`", line.split(": ")[0])}
+    assert documented == set(report)
+    assert '"silent"' in (status_module.__doc__ or "")  # each process's flag, documented too
     assert report["ok"] is False
     assert "no embedded Redis is running" in report["problems"][0]
     assert "no database file at" in report["problems"][1]
