@@ -25,8 +25,9 @@ def _options(dialect_name: str) -> dict[str, Any]:
 
 def run_online(connection: Connection) -> None:
     context.configure(connection=connection, **_options(connection.dialect.name))
-    # Inside the caller's transaction when it began one (shared.migrations does, so the
-    # whole upgrade commits or rolls back as one); otherwise Alembic's own.
+    # Inside the caller's transaction when it began one (shared.migrations does on SQLite,
+    # so the whole upgrade commits or rolls back as one); otherwise Alembic's own (on
+    # PostgreSQL, so a migration's autocommit_block can commit it).
     with context.begin_transaction():
         context.run_migrations()
 
