@@ -11,7 +11,6 @@ import limits
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 MIN_OPERATOR_TOKEN = 32
 
 
