@@ -31,9 +31,9 @@ from shared.migrations import (
 )
 from shared.models import Agency, Bulletin
 from shared.settings import Settings
+from tests.conftest import fresh_postgresql
 from tests.data.migrations.previous import (
     TABLES,
-    fresh_postgresql,
     load_postgresql,
     load_sqlite,
     made,

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import MetaData, create_engine, select
 from sqlalchemy.pool import NullPool
 
@@ -60,25 +56,3 @@ def rows(url: str) -> Rows:
             }
     finally:
         engine.dispose()
-
-
-@contextmanager
-def fresh_postgresql() -> Iterator[str]:
-    """A new, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
-    import psycopg
-
-    from tests.conftest import POSTGRES_ADMIN_URL
-
-    name = f"bantin_mig_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    base = re.sub(r"^postgresql(\+\w+)?://", "postgresql+psycopg://", POSTGRES_ADMIN_URL)
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
