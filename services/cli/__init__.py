@@ -5,6 +5,7 @@ command line is built, and each command imports what it needs when it runs (a `b
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import click
 
@@ -16,7 +17,22 @@ def _version() -> str:
         return "unknown"
 
 
-@click.group()
+class _Bantin(click.Group):
+    """Every command reads BANTIN_* settings: a bad value is one clear error naming it, the
+    same for every command, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != "Settings":
+                raise
+            raise click.ClickException(f"invalid settings: {exc}") from None
+
+
+@click.group(cls=_Bantin)
 @click.version_option(
     _version(), "--version", "-V", prog_name="bantin", message="%(prog)s %(version)s"
 )
