@@ -7,9 +7,9 @@ Every page and feed is a file under the site directory whose relative path is it
     /{agency}/                      an agency's page
     /{agency}/{slug}-{id}.html      an article page
     /chuyen-muc/{category}/         a category page
-    /feeds/all.rss, /feeds/all.atom
-    /feeds/agency/{agency}.rss|.atom
-    /feeds/category/{category}.rss|.atom
+    /feeds/all.rss, /feeds/all.atom, /feeds/all.json
+    /feeds/agency/{agency}.rss|.atom|.json
+    /feeds/category/{category}.rss|.atom|.json    (.json: JSON Feed 1.1)
     /static/...                     CSS and JS
 
 A withdrawn article leaves a tombstone at ``.gone/<its file>``; the gateway answers 410 Gone
@@ -41,6 +41,10 @@ RESERVED_SLUGS = frozenset(
 )
 
 
+# Every listing's feed formats, each the suffix of its file: RSS 2.0, Atom 1.0, JSON Feed 1.1.
+FEED_FORMATS = ("rss", "atom", "json")
+
+
 class ListingKind(StrEnum):
     ALL = "all"
     AGENCY = "agency"
@@ -49,7 +53,7 @@ class ListingKind(StrEnum):
 
 @dataclass(frozen=True)
 class Listing:
-    """A scope of bulletins shown as an index page and as a pair of feeds."""
+    """A scope of bulletins shown as an index page and as feeds (one per ``FEED_FORMATS``)."""
 
     kind: ListingKind
     key: str = ""  # agency or category slug; empty for ALL
@@ -76,8 +80,8 @@ class Listing:
         return f"/{CATEGORY_PREFIX}/{self.key}/"
 
     def feed_path(self, fmt: str) -> str:
-        """`fmt` is ``rss`` or ``atom``."""
-        if fmt not in ("rss", "atom"):
+        """`fmt` is one of ``FEED_FORMATS``."""
+        if fmt not in FEED_FORMATS:
             raise ValueError(fmt)
         if self.kind is ListingKind.ALL:
             return f"/feeds/all.{fmt}"

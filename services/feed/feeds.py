@@ -1,7 +1,11 @@
-"""The RSS 2.0 and Atom 1.0 documents of one listing, built with feedgen.
+"""The RSS 2.0, Atom 1.0 and JSON Feed 1.1 documents of one listing.
+
+RSS and Atom are built with feedgen; JSON Feed (which feedgen does not write) with the json
+module, from the same cleaned values, so the three carry the same items, ids and dates.
 
 The output is a pure function of the arguments: no clock, no randomness. The gateway's ETag
-is a hash of these bytes, so a rebuild with nothing changed must give the same bytes.
+is a hash of these bytes, so a rebuild with nothing changed must give the same bytes (the JSON
+keys keep one fixed order, `version` first as the spec asks).
 
 Text stays text in both formats, escaped for the type each element has:
 - Atom declares it: titles, the subtitle and summaries are text constructs (type "text").
@@ -11,6 +15,8 @@ Text stays text in both formats, escaped for the type each element has:
   and never becomes an element. A reader that shows RSS titles raw would show "&amp;" for a
   "&"; RSS gives no way to serve both kinds, and the safe one wins. dc:creator and category
   are plain text to every reader, and stay so.
+- JSON Feed keeps HTML to `content_html` alone: title, summary, author names and tags are plain
+  strings, as given.
 
 Not thread-safe: feedgen formats every RSS date between two ``locale.setlocale(LC_ALL)``
 calls, which change the locale of the whole process. Build feeds only from a process's main
@@ -20,10 +26,12 @@ thread (the Celery prefork pool is fine; thread, gevent or eventlet pools are no
 from __future__ import annotations
 
 import html
+import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 # Safe in any order: feedgen.entry imports lxml.etree before feedgen.util, whose bare
@@ -42,6 +50,7 @@ from shared.site import Listing, ListingKind, absolute, article_path
 log = logging.getLogger(__name__)
 
 FEED_LANGUAGE = "vi"
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 GENERATOR = "Bantin"
 # Longest summary made from a body when a bulletin has none, in characters.
 EXCERPT_CHARS = 300
@@ -56,6 +65,11 @@ _DC_CREATOR = f"{{{_DC_NS}}}creator"
 class BuiltFeeds:
     rss: bytes
     atom: bytes
+    json: bytes  # JSON Feed 1.1, UTF-8
+
+    def by_format(self) -> Mapping[str, bytes]:
+        """Each document under its format's name (``shared.site.FEED_FORMATS``)."""
+        return {"rss": self.rss, "atom": self.atom, "json": self.json}
 
 
 @dataclass(frozen=True)
@@ -66,12 +80,20 @@ class _Item:
     title: str
     summary: str
     body: str
+    # The rest only JSON Feed needs (the FeedEntry holds them for RSS and Atom).
+    guid: str
+    url: str
+    published: datetime
+    updated: datetime
+    author: str
+    tag: str | None
+    language: str
 
 
 def build_feeds(
     listing: Listing, title: str, bulletins: Sequence[Bulletin], settings: Settings
 ) -> BuiltFeeds:
-    """Both feeds of `listing`.
+    """The three feeds of `listing`.
 
     `bulletins` are the newest items, newest first, each with `.agency` loaded; they appear in
     that order. `title` is the agency or category name (unused for the ALL listing, which is
@@ -102,6 +124,7 @@ def _build(
     page_url = absolute(settings.public_url, listing.page_path)
     rss_url = absolute(settings.public_url, listing.feed_path("rss"))
     atom_url = absolute(settings.public_url, listing.feed_path("atom"))
+    json_url = absolute(settings.public_url, listing.feed_path("json"))
 
     # One generator serves both formats: the entries are built once; the self link, the
     # content type and how text is written change between the two serialisations.
@@ -125,25 +148,42 @@ def _build(
         entry = fg.add_entry(order="append")
         # Sets the Atom id and the RSS guid with isPermaLink="false": the guid is an opaque
         # urn:uuid, never a URL, and survives corrections of the title or the slug.
-        entry.id(clean(bulletin.guid))
-        url = absolute(
-            settings.public_url,
-            article_path(bulletin.agency.slug, bulletin.slug, bulletin.id),
+        guid = clean(bulletin.guid)
+        entry.id(guid)
+        url = clean(
+            absolute(
+                settings.public_url,
+                article_path(bulletin.agency.slug, bulletin.slug, bulletin.id),
+            )
         )
-        entry.link(href=clean(url), rel="alternate", type="text/html")
-        entry.published(_local(bulletin.published_at, tz))  # also the RSS pubDate
-        entry.updated(_local(bulletin.updated_at, tz))
+        entry.link(href=url, rel="alternate", type="text/html")
+        published = _local(bulletin.published_at, tz)
+        updated = _local(bulletin.updated_at, tz)
+        entry.published(published)  # also the RSS pubDate
+        entry.updated(updated)
         author = clean(bulletin.author or bulletin.agency.name)
         entry.author(name=author)
         entry.dc.creator = author
-        if bulletin.category:
-            entry.category(
-                term=clean(bulletin.category_slug or bulletin.category),
-                label=clean(bulletin.category),
-            )
+        tag = clean(bulletin.category) if bulletin.category else None
+        if tag is not None:
+            entry.category(term=clean(bulletin.category_slug or tag), label=tag)
         body = clean(bulletin.body_html)
         summary = clean(bulletin.summary) if bulletin.summary else excerpt(body, EXCERPT_CHARS)
-        items.append(_Item(entry, clean(bulletin.title), summary, body))
+        items.append(
+            _Item(
+                entry=entry,
+                title=clean(bulletin.title),
+                summary=summary,
+                body=body,
+                guid=guid,
+                url=url,
+                published=published,
+                updated=updated,
+                author=author,
+                tag=tag,
+                language=clean(bulletin.language or FEED_LANGUAGE),
+            )
+        )
 
     fg.title(_as_html(feed_title))
     fg.description(_as_html(feed_description))
@@ -170,7 +210,48 @@ def _build(
         item.entry.content(item.body, type="html")  # escaped HTML; "CDATA" is not Atom
     atom = fg.atom_str()
 
-    return BuiltFeeds(rss=rss, atom=atom)
+    json_feed = _json_feed(feed_title, feed_description, page_url, json_url, items)
+    return BuiltFeeds(rss=rss, atom=atom, json=json_feed)
+
+
+def _json_feed(
+    title: str, description: str, page_url: str, feed_url: str, items: Sequence[_Item]
+) -> bytes:
+    """The JSON Feed 1.1 document: the Atom feed's items, ids and dates, in the same order."""
+    document: dict[str, Any] = {
+        "version": JSON_FEED_VERSION,
+        "title": title,
+        "home_page_url": page_url,
+        "feed_url": feed_url,
+        "description": description,
+        "language": FEED_LANGUAGE,
+        "items": [_json_item(item) for item in items],
+    }
+    # Keys in the order written (never sorted: `version` first); raw UTF-8, not \u escapes.
+    # A lone surrogate fails to encode here, a ValueError, like the XML builds (see build_feeds).
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8")
+
+
+def _json_item(item: _Item) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "id": item.guid,  # as Atom's id: opaque, unchanged by corrections
+        "url": item.url,
+        "title": item.title,
+    }
+    if item.summary:  # as Atom: no summary element when there is nothing to say
+        fields["summary"] = item.summary
+    fields |= {
+        "content_html": item.body,
+        # RFC 3339, in the site's zone, whole seconds: Atom's published and updated.
+        "date_published": item.published.isoformat(),
+        "date_modified": item.updated.isoformat(),
+        "authors": [{"name": item.author}],
+    }
+    if item.tag is not None:
+        fields["tags"] = [item.tag]
+    fields["language"] = item.language
+    return fields
 
 
 def _feed_title(listing: Listing, title: str, site_title: str) -> str:

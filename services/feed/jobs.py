@@ -8,14 +8,14 @@ from services.feed.feeds import build_feeds
 from shared.db import session_factory
 from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
 from shared.runtime import Runtime
-from shared.site import Listing, file_for
+from shared.site import FEED_FORMATS, Listing, file_for
 from shared.worker_metrics import log_build
 
 log = logging.getLogger(__name__)
 
 
 def write_feeds(runtime: Runtime, listing: Listing) -> str:
-    """Rebuild a listing's RSS and Atom feeds from the newest items in the database.
+    """Rebuild a listing's RSS, Atom and JSON feeds from the newest items in the database.
 
     Reads only the newest `feed_items` rows (an indexed query), never the archive, and never
     trusts the triggering event for content: whatever the database holds now is what ships.
@@ -26,7 +26,8 @@ def write_feeds(runtime: Runtime, listing: Listing) -> str:
         bulletins = newest_bulletins(session, listing, settings.feed_items)
         title = listing_heading(session, listing, settings.site_title)
         built = build_feeds(listing, title, bulletins, settings)
-    runtime.storage.put(file_for(listing.feed_path("rss")), built.rss)
-    runtime.storage.put(file_for(listing.feed_path("atom")), built.atom)
+    documents = built.by_format()
+    for fmt in FEED_FORMATS:
+        runtime.storage.put(file_for(listing.feed_path(fmt)), documents[fmt])
     log_build(log, "feeds built", listing, bulletins)
     return fingerprint(versions_of(bulletins))

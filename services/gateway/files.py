@@ -79,14 +79,21 @@ _TYPES: dict[str, FileType] = {
     ".pdf": FileType(b"application/pdf", False, HTML_MAX_AGE),
 }
 _UNKNOWN = FileType(b"application/octet-stream", False, HTML_MAX_AGE)
+# JSON Feed's own type (jsonfeed.org/version/1.1 asks for it, and readers discovering feeds
+# prefer it), for the feed worker's .json files only; any other .json stays application/json.
+JSON_FEED_TYPE = FileType(b"application/feed+json" + _UTF8, True, FEED_MAX_AGE)
 # Whatever the withdrawn URL's suffix, its tombstone is the render worker's HTML notice.
 TOMBSTONE_TYPE = FileType(b"text/html" + _UTF8, True, TOMBSTONE_MAX_AGE)
 
 
 def file_type(relative: str) -> FileType:
-    """Type, compressibility and freshness of a site-relative path (``static/`` is long-lived)."""
+    """Type, compressibility and freshness of a site-relative path (``static/`` is long-lived,
+    ``feeds/*.json`` is JSON Feed)."""
     _, suffix = os.path.splitext(relative)
-    kind = _TYPES.get(suffix.lower(), _UNKNOWN)
+    suffix = suffix.lower()
+    if suffix == ".json" and relative.startswith("feeds/"):
+        return JSON_FEED_TYPE
+    kind = _TYPES.get(suffix, _UNKNOWN)
     if relative.startswith("static/"):
         return kind._replace(max_age=STATIC_MAX_AGE)
     return kind

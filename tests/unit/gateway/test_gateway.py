@@ -29,6 +29,14 @@ ARTICLE = (
     + "</p></html>"
 ).encode()
 SMALL = b"<!doctype html><title>ok</title>"
+JSON_FEED = json.dumps(
+    {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Bắc Kạn",
+        "items": [{"id": str(i), "content_html": "<p>Lịch tiếp công dân.</p>"} for i in range(20)],
+    },
+    ensure_ascii=False,
+).encode()
 IDENTITY = {"Accept-Encoding": "identity"}
 GZIP = {"Accept-Encoding": "gzip"}
 
@@ -47,6 +55,7 @@ def storage(settings: Settings) -> LocalStorage:
     store.put("bac-kan/lich-tiep-cong-dan-12.html", ARTICLE.replace(b"</title>", b" 12</title>"))
     store.put("feeds/all.rss", b"<?xml version='1.0'?><rss version='2.0'></rss>")
     store.put("feeds/agency/bac-kan.atom", b"<?xml version='1.0'?><feed></feed>")
+    store.put("feeds/agency/bac-kan.json", JSON_FEED)
     store.put("static/site.css", b"body { color: #222 }\n" * 40)
     return store
 
@@ -203,6 +212,9 @@ def test_vietnamese_path_segments(client: Client, storage: LocalStorage) -> None
         ("PAGE.HTML", "text/html; charset=utf-8"),
         ("feeds/x.rss", "application/rss+xml; charset=utf-8"),
         ("feeds/x.atom", "application/atom+xml; charset=utf-8"),
+        ("feeds/all.json", "application/feed+json; charset=utf-8"),
+        ("feeds/category/giao-duc.JSON", "application/feed+json; charset=utf-8"),
+        ("static/feeds/x.json", "application/json"),  # only the feed worker's files
         ("static/a.css", "text/css; charset=utf-8"),
         ("static/a.js", "text/javascript; charset=utf-8"),
         ("static/logo.png", "image/png"),
@@ -229,11 +241,27 @@ def test_content_types(client: Client, storage: LocalStorage, name: str, content
         ("/bac-kan/lich-tiep-cong-dan-12.html", "public, max-age=30"),
         ("/feeds/all.rss", "public, max-age=60"),
         ("/feeds/agency/bac-kan.atom", "public, max-age=60"),
+        ("/feeds/agency/bac-kan.json", "public, max-age=60"),
         ("/static/site.css", "public, max-age=86400"),
     ],
 )
 def test_cache_control(client: Client, path: str, cache_control: str) -> None:
     assert client.get(path).headers["cache-control"] == cache_control
+
+
+def test_json_feed_is_gzipped_and_revalidated_like_the_other_feeds(app: Gateway) -> None:
+    plain = call(app, "/feeds/agency/bac-kan.json", headers=IDENTITY)
+    packed = call(app, "/feeds/agency/bac-kan.json", headers=GZIP)
+    assert plain.body == JSON_FEED
+    assert gzip.decompress(packed.body) == JSON_FEED
+    for response in (plain, packed):
+        assert response.headers["content-type"] == "application/feed+json; charset=utf-8"
+        assert response.headers["vary"] == "accept-encoding"
+    assert packed.headers["etag"] == plain.headers["etag"][:-1] + '-gz"'
+    again = call(
+        app, "/feeds/agency/bac-kan.json", headers={**GZIP, "If-None-Match": packed.headers["etag"]}
+    )
+    assert (again.status, again.body) == (304, b"")
 
 
 def test_last_modified_is_file_mtime(client: Client, settings: Settings) -> None:
