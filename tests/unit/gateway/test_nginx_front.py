@@ -41,6 +41,13 @@ PAGE = (
     + "</p>"
 ).encode()
 FEED = b"<?xml version='1.0'?><rss><channel>" + b"<item><title>x</title></item>" * 80 + b"</rss>"
+# A JSON Feed, large enough to be gzipped.
+JSON_FEED = (
+    '{"version":"https://jsonfeed.org/version/1.1","title":"Bản tin","items":['
+    + ",".join(f'{{"id":"{i}","content_html":"<p>Thông báo {i}.</p>"}}' for i in range(40))
+    + "]}"
+).encode()
+JSON_FEED_TYPE = "application/feed+json; charset=utf-8"
 NOTICE = ("<!doctype html><title>Bản tin đã được gỡ bỏ</title>" + "<p>Đã gỡ.</p>" * 60).encode()
 HEADERS = ["content-type", "cache-control", "content-encoding", "location", "allow",
            "x-content-type-options"]  # fmt: skip
@@ -119,6 +126,10 @@ def ports(site: Path, ingest_ports: tuple[int, int]) -> Iterator[tuple[int, int]
     storage.put("bac-kan/nen-2.html", PAGE)
     storage.put("feeds/all.rss", FEED)
     storage.put("feeds/all.atom", b"<?xml version='1.0'?><feed/>")
+    storage.put("feeds/all.json", JSON_FEED)
+    storage.put("feeds/.tmp-x.json", JSON_FEED)
+    storage.put("feeds/category/giao-duc.json", JSON_FEED)
+    storage.put("feeds/category/giao-duc.json.gz", gzip.compress(JSON_FEED, mtime=0))
     storage.put("static/site.css", b"body { color: #222 }\n" * 40)
     storage.put("static/logo.png", os.urandom(2000))
     storage.put("nho.html", b"<p>nh\xe1\xbb\x8f</p>")
@@ -168,6 +179,10 @@ SAME = [
     ("GET", "/feeds/all.rss", {}),
     ("GET", "/feeds/all.rss", GZ),
     ("GET", "/feeds/all.atom", {}),
+    ("GET", "/feeds/all.json", {}),  # JSON Feed's own type, unlike /du-lieu.json below
+    ("GET", "/feeds/all.json", GZ),
+    ("HEAD", "/feeds/all.json", {}),
+    ("GET", "/feeds/.tmp-x.json", {}),  # half-written: refused, whatever its suffix
     ("GET", "/static/site.css", {}),
     ("GET", "/static/logo.png", {}),
     ("GET", "/nho.html", {}),
@@ -228,6 +243,22 @@ def test_nginx_serves_a_precompressed_sibling_itself(ports: tuple[int, int]) -> 
     assert not headers["etag"].endswith('-gz"')
     identity = fetch(ports[1], "GET", "/bac-kan/nen-2.html")
     assert identity[2] == PAGE and identity[1]["etag"] != headers["etag"]
+
+
+@pytest.mark.parametrize("headers", [{}, GZ])
+def test_nginx_serves_json_feeds_as_application_feed_json(
+    ports: tuple[int, int], headers: dict[str, str]
+) -> None:
+    # From the file itself or from its precompressed sibling, as the gateway types it.
+    for path in ("/feeds/all.json", "/feeds/category/giao-duc.json"):
+        status, answer, body = fetch(ports[1], "GET", path, headers)
+        assert status == 200, path
+        assert answer["content-type"] == JSON_FEED_TYPE, path
+        assert answer["cache-control"] == "public, max-age=60"
+        assert_once(SITE)  # the nested location inherits every security header
+        assert (gzip.decompress(body) if headers else body) == JSON_FEED
+    # Any other JSON stays plain JSON.
+    assert fetch(ports[1], "GET", "/du-lieu.json")[1]["content-type"] == "application/json"
 
 
 @pytest.mark.parametrize(
