@@ -37,7 +37,12 @@ TAGLINE = "Thông tin chính thức do các cơ quan nhà nước công bố."
 UI_LANGUAGE = "vi"  # the site's own words (header, toolbar, footer) are Vietnamese
 # Open Graph wants language_TERRITORY; a language not listed here gets no og:locale.
 _OG_LOCALES = {"vi": "vi_VN", "en": "en_US", "fr": "fr_FR", "zh": "zh_CN", "km": "km_KH"}
-_FEED_TYPES = (("rss", "application/rss+xml", "RSS"), ("atom", "application/atom+xml", "Atom"))
+# (format, media type, visible name): each feed's <link rel="alternate"> and footer link, in order.
+_FEED_TYPES = (
+    ("rss", "application/rss+xml", "RSS"),
+    ("atom", "application/atom+xml", "Atom"),
+    ("json", "application/feed+json", "JSON Feed"),
+)
 
 
 def _static_files() -> list[Path]:
@@ -79,6 +84,7 @@ class FeedLink:
     label: str  # the same scope as a human reads it in the footer
     rss: str
     atom: str
+    json: str
 
     def alternates(self) -> list[dict[str, str]]:
         return [
@@ -153,6 +159,7 @@ class PageRenderer:
             label=label,
             rss=self._url(listing.feed_path("rss")),
             atom=self._url(listing.feed_path("atom")),
+            json=self._url(listing.feed_path("json")),
         )
 
     def _bulletin_feeds(self, bulletin: Bulletin) -> list[FeedLink]:
