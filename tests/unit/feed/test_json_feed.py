@@ -12,6 +12,9 @@ import feedgen.entry
 import feedgen.feed
 import jsonschema_rs
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from lxml import etree
 from sqlalchemy import update
 
@@ -20,7 +23,7 @@ from services.feed.jobs import write_feeds
 from shared.db import create_schema, session_scope
 from shared.models import Agency, Bulletin, BulletinStatus
 from shared.runtime import Runtime
-from shared.sanitize import sanitize_html
+from shared.sanitize import clean_text, sanitize_html
 from shared.settings import Settings
 from shared.site import ALL, FEED_FORMATS, Listing, ListingKind, file_for
 from shared.storage import LocalStorage
@@ -260,6 +263,21 @@ def test_characters_xml_forbids_are_dropped_as_in_the_other_feeds(settings: Sett
     assert [item["title"] for item in items] == [
         text_of(e, "atom:title") for e in atom_entries(built)
     ]
+
+
+# Surrogates and controls included; never empty once cleaned: ingest refuses a blank title,
+# and so does feedgen.
+@hypothesis_settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.text(st.characters(exclude_categories=()), min_size=1, max_size=40).filter(clean_text)
+)
+def test_any_text_gives_a_valid_feed_with_the_atom_text(settings: Settings, text: str) -> None:
+    built = build(settings, [make_bulletin(title=text, summary=text, author=text)])
+    (item,) = feed_of(built)["items"]
+    assert item["title"] == text_of(atom_entries(built)[0], "atom:title")
+    assert item["title"] in (text, clean_text(text))  # as given, or cleaned like every feed
 
 
 # --- determinism -------------------------------------------------------------------------------
