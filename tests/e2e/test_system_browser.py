@@ -65,14 +65,21 @@ def test_a_reader_opens_the_seed_page_resizes_text_and_finds_the_feeds(
     feeds = page.eval_on_selector_all(
         'head link[rel="alternate"]', "links => links.map(l => [l.type, l.href])"
     )
-    assert {kind for kind, _ in feeds} == {"application/rss+xml", "application/atom+xml"}
-    for _kind, href in feeds:
+    kinds = {"application/rss+xml", "application/atom+xml", "application/feed+json"}
+    assert {kind for kind, _ in feeds} == kinds
+    for kind, href in feeds:
         answer = httpx.get(href)
         assert answer.headers["x-content-type-options"] == "nosniff"
-        parsed = feedparser.parse(answer.content)
-        assert parsed.bozo == 0
-        if href.endswith(("/feeds/all.rss", "/feeds/all.atom", "/bac-kan.rss", "/bac-kan.atom")):
-            assert document["url"] in [entry.link for entry in parsed.entries]
+        if kind == "application/feed+json":  # JSON Feed: feedparser 6.0 does not read it
+            assert answer.headers["content-type"] == "application/feed+json; charset=utf-8"
+            links = [item["url"] for item in answer.json()["items"]]
+        else:
+            parsed = feedparser.parse(answer.content)
+            assert parsed.bozo == 0
+            links = [entry.link for entry in parsed.entries]
+        if href.endswith(("/feeds/all.rss", "/feeds/all.atom", "/feeds/all.json",
+                          "/bac-kan.rss", "/bac-kan.atom", "/bac-kan.json")):  # fmt: skip
+            assert document["url"] in links
     assert errors == []
     context.close()
 

@@ -346,18 +346,23 @@ def test_hostile_text_is_escaped_everywhere(renderer: PageRenderer) -> None:
 
 def test_feed_alternates_for_every_listing_the_bulletin_is_in(renderer: PageRenderer) -> None:
     doc = parse(renderer.article(make_bulletin()))
-    rss, atom = "application/rss+xml", "application/atom+xml"
+    rss, atom, json_feed = "application/rss+xml", "application/atom+xml", "application/feed+json"
     assert alternates(doc) == [
         (rss, "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.rss"),
         (atom, "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.atom"),
+        (json_feed, "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.json"),
         (rss, "UBND tỉnh Bắc Kạn", f"{PUBLIC}/feeds/agency/ubnd-bac-kan.rss"),
         (atom, "UBND tỉnh Bắc Kạn", f"{PUBLIC}/feeds/agency/ubnd-bac-kan.atom"),
+        (json_feed, "UBND tỉnh Bắc Kạn", f"{PUBLIC}/feeds/agency/ubnd-bac-kan.json"),
         (rss, "Bản tin – Giáo dục", f"{PUBLIC}/feeds/category/giao-duc.rss"),
         (atom, "Bản tin – Giáo dục", f"{PUBLIC}/feeds/category/giao-duc.atom"),
+        (json_feed, "Bản tin – Giáo dục", f"{PUBLIC}/feeds/category/giao-duc.json"),
     ]
-    # The same feeds are visible to people in the footer.
-    visible = doc.xpath("//footer//a[@class='feeds__link']/@href")
-    assert visible == [href for _, _, href in alternates(doc)]
+    # The same feeds are visible to people in the footer, each with its type and name.
+    visible = doc.xpath("//footer//a[@class='feeds__link']")
+    assert [a.get("href") for a in visible] == [href for _, _, href in alternates(doc)]
+    assert [a.get("type") for a in visible] == [kind for kind, _, _ in alternates(doc)]
+    assert [a.text for a in visible] == ["RSS", "Atom", "JSON Feed"] * 3
     labels = doc.xpath("//footer//span[@class='feeds__label']/text()")
     assert labels == ["Tất cả bản tin", "UBND tỉnh Bắc Kạn", "Chuyên mục Giáo dục"]
 
@@ -368,8 +373,10 @@ def test_no_category_feed_without_a_category(renderer: PageRenderer) -> None:
     assert hrefs == [
         f"{PUBLIC}/feeds/all.rss",
         f"{PUBLIC}/feeds/all.atom",
+        f"{PUBLIC}/feeds/all.json",
         f"{PUBLIC}/feeds/agency/ubnd-bac-kan.rss",
         f"{PUBLIC}/feeds/agency/ubnd-bac-kan.atom",
+        f"{PUBLIC}/feeds/agency/ubnd-bac-kan.json",
     ]
 
 
@@ -447,6 +454,7 @@ def test_home_canonical_and_feeds(renderer: PageRenderer) -> None:
     assert alternates(doc) == [
         ("application/rss+xml", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.rss"),
         ("application/atom+xml", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.atom"),
+        ("application/feed+json", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.json"),
     ]
     assert doc.xpath("//script") == []  # no toolbar, no JavaScript needed
 
@@ -466,6 +474,7 @@ def test_agency_page(renderer: PageRenderer) -> None:
     assert alternates(doc) == [
         ("application/rss+xml", "UBND tỉnh Bắc Kạn", f"{PUBLIC}/feeds/agency/ubnd-bac-kan.rss"),
         ("application/atom+xml", "UBND tỉnh Bắc Kạn", f"{PUBLIC}/feeds/agency/ubnd-bac-kan.atom"),
+        ("application/feed+json", "UBND tỉnh Bắc Kạn", f"{PUBLIC}/feeds/agency/ubnd-bac-kan.json"),
     ]
     # Every item is this agency's: repeating its name on each line would be noise.
     assert doc.xpath("//p[@class='item__meta']/a") == []
@@ -481,7 +490,7 @@ def test_category_page(renderer: PageRenderer) -> None:
     assert doc.xpath("//p[@class='listing-head__kicker']/text()") == ["Chuyên mục"]
     assert doc.xpath("//h1")[0].text == "Giáo dục"
     assert doc.xpath('//link[@rel="canonical"]/@href') == [f"{PUBLIC}/chuyen-muc/giao-duc/"]
-    assert [t for _, t, _ in alternates(doc)] == ["Bản tin – Giáo dục"] * 2
+    assert [t for _, t, _ in alternates(doc)] == ["Bản tin – Giáo dục"] * 3
     assert doc.xpath("//footer//span[@class='feeds__label']/text()") == ["Chuyên mục Giáo dục"]
 
 
@@ -539,6 +548,7 @@ def test_withdrawn_notice_keeps_nothing_that_revives_the_bulletin(
     assert alternates(doc) == [
         ("application/rss+xml", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.rss"),
         ("application/atom+xml", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.atom"),
+        ("application/feed+json", "Bản tin – Tất cả bản tin", f"{PUBLIC}/feeds/all.json"),
     ]
     assert doc.xpath("//footer//span[@class='feeds__label']/text()") == ["Tất cả bản tin"]
     assert "/feeds/agency/" not in renderer.withdrawn(make_bulletin())
