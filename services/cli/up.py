@@ -549,7 +549,7 @@ def ready_block(settings: Settings, demo_key: str | None, log_path: Path) -> lis
         "",
         f"Bantin is ready (data in {_shown_path(data_dir)})",
         f"  site        {settings.public_url}/",
-        f"  feeds       {settings.public_url}/feeds/all.rss  {settings.public_url}/feeds/all.atom",
+        f"  feeds       {settings.public_url}/feeds/all.rss  .atom  .json",
         f"  API         {ingest}/v1/bulletins   docs: {ingest}/docs",
     ]
     if demo_key:
