@@ -164,3 +164,47 @@ class Bulletin(Base):
     rendered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     agency: Mapped[Agency] = relationship(lazy="joined")
+
+
+class SubscriptionState(enum.StrEnum):
+    PENDING = "pending"  # asked for, intent not verified yet: gets nothing
+    ACTIVE = "active"  # verified: gets every change of its topic until expires_at
+    DENIED = "denied"  # the callback did not confirm (wrong challenge, an error)
+    UNSUBSCRIBED = "unsubscribed"  # a verified unsubscribe
+
+
+class Subscription(Base):
+    """A WebSub subscriber of one feed (topic). One row per (topic, callback), as the spec
+    identifies subscriptions; a new request for the pair supersedes an older one."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("topic", "callback", name="uq_subscription_topic_callback"),
+        # Each feed build reads the active subscribers of its listing's three topics.
+        Index("ix_subscription_topic_state", "topic", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(500))
+    # Bounded so (topic, callback) stays well inside PostgreSQL's btree entry limit.
+    callback: Mapped[str] = mapped_column(String(1000))
+    state: Mapped[str] = mapped_column(String(16), default=SubscriptionState.PENDING)
+    secret: Mapped[str | None] = mapped_column(String(200))  # of the active subscription
+    lease_seconds: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The request being verified: its mode, lease and secret take effect only once the
+    # callback confirms. `token` changes with every request, so a verification of an older
+    # request (compare-and-set on it) can never overwrite a newer one. NULL: nothing pending.
+    pending_mode: Mapped[str | None] = mapped_column(String(16))
+    pending_lease: Mapped[int | None] = mapped_column(Integer)
+    pending_secret: Mapped[str | None] = mapped_column(String(200))
+    token: Mapped[str | None] = mapped_column(String(64))
+    # The feed content owed (set by each feed build) and the last one delivered: a
+    # difference is a delivery still owed (the reconciler can re-send it after a loss).
+    wanted_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    delivered_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_delivery_status: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
