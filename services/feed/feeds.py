@@ -18,6 +18,10 @@ Text stays text in both formats, escaped for the type each element has:
 - JSON Feed keeps HTML to `content_html` alone: title, summary, author names and tags are plain
   strings, as given.
 
+Every feed names its WebSub hub and itself (discovery, W3C WebSub section 4): `<atom:link
+rel="hub">` beside the `rel="self"` one in RSS, `<link rel="hub">` in Atom, `hubs` in JSON
+Feed. The hub is ingest's `/hub` (services/deliver/topics.py).
+
 Not thread-safe: feedgen formats every RSS date between two ``locale.setlocale(LC_ALL)``
 calls, which change the locale of the whole process. Build feeds only from a process's main
 thread (the Celery prefork pool is fine; thread, gevent or eventlet pools are not).
@@ -41,6 +45,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from services.deliver.topics import hub_url
 from shared.excerpt import excerpt
 from shared.models import Bulletin
 from shared.sanitize import clean_text
@@ -59,6 +64,8 @@ EMPTY_FEED_UPDATED = datetime(2000, 1, 1, tzinfo=UTC)
 
 _DC_NS = "http://purl.org/dc/elements/1.1/"
 _DC_CREATOR = f"{{{_DC_NS}}}creator"
+_ATOM_NS = "http://www.w3.org/2005/Atom"
+_ATOM_LINK = f"{{{_ATOM_NS}}}link"
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ def _build(
     rss_url = absolute(settings.public_url, listing.feed_path("rss"))
     atom_url = absolute(settings.public_url, listing.feed_path("atom"))
     json_url = absolute(settings.public_url, listing.feed_path("json"))
+    hub = hub_url(settings.resolved_ingest_url)
 
     # One generator serves both formats: the entries are built once; the self link, the
     # content type and how text is written change between the two serialisations.
@@ -132,6 +140,9 @@ def _build(
     # dc:creator carries the author's name in RSS, whose <author> must be an e-mail address.
     # Atom has its own <author><name>, so the extension stays out of it.
     fg.register_extension("dc", _DcNamespace, _DcCreator, atom=False, rss=True)
+    # feedgen writes only the self link into RSS; this adds the hub beside it.
+    fg.register_extension("websub", _RssHub, None, atom=False, rss=True)
+    fg.websub.hub = hub
     fg.id(atom_url)
     feed_title = clean(_feed_title(listing, title, settings.site_title))
     feed_description = clean(_feed_description(listing, title))  # RSS requires one
@@ -202,6 +213,7 @@ def _build(
     fg.title(feed_title)
     fg.description(feed_description)  # the Atom subtitle
     fg.link(href=atom_url, rel="self", type="application/atom+xml", replace=True)
+    fg.link(href=hub, rel="hub")
     fg.link(href=page_url, rel="alternate", type="text/html")
     for item in items:
         item.entry.title(item.title)
@@ -210,12 +222,17 @@ def _build(
         item.entry.content(item.body, type="html")  # escaped HTML; "CDATA" is not Atom
     atom = fg.atom_str()
 
-    json_feed = _json_feed(feed_title, feed_description, page_url, json_url, items)
+    json_feed = _json_feed(feed_title, feed_description, page_url, json_url, hub, items)
     return BuiltFeeds(rss=rss, atom=atom, json=json_feed)
 
 
 def _json_feed(
-    title: str, description: str, page_url: str, feed_url: str, items: Sequence[_Item]
+    title: str,
+    description: str,
+    page_url: str,
+    feed_url: str,
+    hub: str,
+    items: Sequence[_Item],
 ) -> bytes:
     """The JSON Feed 1.1 document: the Atom feed's items, ids and dates, in the same order."""
     document: dict[str, Any] = {
@@ -225,6 +242,7 @@ def _json_feed(
         "feed_url": feed_url,
         "description": description,
         "language": FEED_LANGUAGE,
+        "hubs": [{"type": "WebSub", "url": hub}],
         "items": [_json_item(item) for item in items],
     }
     # Keys in the order written (never sorted: `version` first); raw UTF-8, not \u escapes.
@@ -302,6 +320,28 @@ class _DcCreator(BaseEntryExtension):
         if self.creator:
             etree.SubElement(item, _DC_CREATOR).text = self.creator
         return item
+
+
+class _RssHub(BaseExtension):
+    """`<atom:link rel="hub">` after the channel's `rel="self"` one (the atom prefix is
+    declared by feedgen already)."""
+
+    def __init__(self) -> None:
+        self.hub = ""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {}
+
+    def extend_rss(self, feed: etree._Element) -> etree._Element:
+        channel = feed.find("channel")
+        if channel is not None and self.hub:
+            link = etree.Element(_ATOM_LINK, href=self.hub, rel="hub")
+            anchor = channel.find(_ATOM_LINK)
+            if anchor is not None:
+                anchor.addnext(link)
+            else:
+                channel.append(link)
+        return feed
 
 
 def _unchanged(text: str) -> str:

@@ -20,6 +20,8 @@ from shared.settings import Settings
 from shared.site import ALL, Listing, ListingKind
 
 PUBLIC = "https://bantin.example.gov.vn"
+INGEST = "https://api.bantin.example.gov.vn"
+HUB = INGEST + "/hub"  # the WebSub hub lives on ingest
 SITE_TITLE = "Bản tin"
 NS = {
     "atom": "http://www.w3.org/2005/Atom",
@@ -40,7 +42,12 @@ BODY = (
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(public_url=PUBLIC, site_title=SITE_TITLE, timezone="Asia/Ho_Chi_Minh")
+    return Settings(
+        public_url=PUBLIC,
+        ingest_public_url=INGEST,
+        site_title=SITE_TITLE,
+        timezone="Asia/Ho_Chi_Minh",
+    )
 
 
 def make_agency() -> Agency:
@@ -238,10 +245,17 @@ def test_self_and_page_links_are_absolute(
         assert text_of(channel, "link") == PUBLIC + page
         self_links = channel.findall("atom:link[@rel='self']", NS)
         assert [link.get("href") for link in self_links] == [PUBLIC + rss]
+        # WebSub discovery: the hub beside the self link, once.
+        hub_links = channel.findall("atom:link[@rel='hub']", NS)
+        assert [link.get("href") for link in hub_links] == [HUB]
 
         feed = etree.fromstring(feeds.atom)
-        links = {link.get("rel"): link.get("href") for link in feed.findall("atom:link", NS)}
-        assert links == {"self": PUBLIC + atom, "alternate": PUBLIC + page}
+        links = [(link.get("rel"), link.get("href")) for link in feed.findall("atom:link", NS)]
+        assert sorted(links) == [
+            ("alternate", PUBLIC + page),
+            ("hub", HUB),
+            ("self", PUBLIC + atom),
+        ]
         assert text_of(feed, "atom:id") == PUBLIC + atom
 
         assert parsed(feeds.rss).feed.link == PUBLIC + page

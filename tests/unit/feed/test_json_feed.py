@@ -45,7 +45,8 @@ from tests.unit.feed.test_feeds import (
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "data" / "jsonfeed-1.1.schema.json"
 VALIDATOR = jsonschema_rs.validator_for(json.loads(SCHEMA_PATH.read_text()), validate_formats=True)
 TOP_LEVEL_KEYS = [
-    "version", "title", "home_page_url", "feed_url", "description", "language", "items",
+    "version", "title", "home_page_url", "feed_url", "description", "language", "hubs",
+    "items",
 ]  # fmt: skip
 
 
@@ -153,7 +154,9 @@ def test_top_level_fields(
 ) -> None:
     built = build(settings, [make_bulletin()], listing)
     feed = feed_of(built)
-    assert list(feed) == TOP_LEVEL_KEYS  # `version` first, as the spec asks; no `hubs` yet
+    assert list(feed) == TOP_LEVEL_KEYS  # `version` first, as the spec asks
+    # WebSub discovery: ingest's hub (no BANTIN_INGEST_PUBLIC_URL here: its local address).
+    assert feed["hubs"] == [{"type": "WebSub", "url": settings.resolved_ingest_url + "/hub"}]
     assert feed["version"] == "https://jsonfeed.org/version/1.1"
     assert (feed["title"], feed["description"]) == (title, description)
     assert feed["home_page_url"] == PUBLIC + page
