@@ -9,13 +9,17 @@ from shared.settings import Settings
 
 RENDER_QUEUE = "render"
 FEED_QUEUE = "feed"
+DELIVER_QUEUE = "deliver"  # WebSub: intent verification and content distribution
 
 # Stable task names: queued messages name tasks by these strings, so they must survive renames.
 RENDER_BULLETIN = "render.bulletin"
 RENDER_LISTING = "render.listing"
 RENDER_BATCH = "render.batch"  # `bantin rebuild`: many pages per task
 BUILD_FEEDS = "feed.listing"
+VERIFY_INTENT = "deliver.verify"
+DELIVER_CONTENT = "deliver.content"
 
+QUEUES = (RENDER_QUEUE, FEED_QUEUE, DELIVER_QUEUE)
 TASK_TIME_LIMIT = 60
 
 
@@ -37,12 +41,13 @@ def create_celery_app(settings: Settings, *, include: list[str] | None = None) -
         # through exchange bindings: bindings live in Redis and vanish when it restarts empty,
         # while Kombu remembers in-process that it declared them and never writes them again,
         # so every later message would be dropped as undeliverable.
-        task_queues=[Queue(q, Exchange(""), routing_key=q) for q in (RENDER_QUEUE, FEED_QUEUE)],
+        task_queues=[Queue(q, Exchange(""), routing_key=q) for q in QUEUES],
         task_default_queue=RENDER_QUEUE,
         task_default_exchange="",
         task_routes={
             "render.*": {"queue": RENDER_QUEUE, "exchange": "", "routing_key": RENDER_QUEUE},
             "feed.*": {"queue": FEED_QUEUE, "exchange": "", "routing_key": FEED_QUEUE},
+            "deliver.*": {"queue": DELIVER_QUEUE, "exchange": "", "routing_key": DELIVER_QUEUE},
         },
         task_serializer="json",
         accept_content=["json"],

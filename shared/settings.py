@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         5, description="Render attempts per revision before a bulletin is marked `failed`."
     )
+    hub_allow_private_callbacks: bool = Field(
+        False,
+        description="Let the WebSub hub (`POST /hub` on ingest) call back to loopback, private "
+        "and link-local addresses. Off, such callbacks are refused, so the hub cannot be used "
+        "to probe the operator's network; tests and single-machine setups turn it on.",
+    )
     fault_injection: bool = Field(
         False,
         description="Tests only: honour fault files in `<data dir>/faults/` (crash or delay "

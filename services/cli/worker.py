@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 app = create_celery_app(
     get_settings(),
-    include=["services.render.tasks", "services.render.batch", "services.feed.tasks"],
+    include=[
+        "services.render.tasks",
+        "services.render.batch",
+        "services.feed.tasks",
+        "services.deliver.tasks",
+    ],
 )
 
 # Set by `bantin worker`: the queue this node serves (its role in logs and heartbeats).

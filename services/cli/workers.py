@@ -10,7 +10,7 @@ from shared.settings import get_settings
 
 
 @click.command()
-@click.argument("kind", type=click.Choice(["render", "feed"]))
+@click.argument("kind", type=click.Choice(["render", "feed", "deliver"]))
 @click.option("--concurrency", "-c", type=int, default=None, help="Processes (default: cores).")
 def worker(kind: str, concurrency: int | None) -> None:
     """Run one worker; start several (on any machine) to scale out."""

@@ -15,6 +15,7 @@ from services.ingest.admin import router as admin_router
 from services.ingest.bulletins import router as bulletins_router
 from services.ingest.deps import KeyCache
 from services.ingest.docs import docs_router
+from services.ingest.hub import router as hub_router
 from services.ingest.keys import router as keys_router
 from services.ingest.metrics import MetricsMiddleware
 from services.ingest.problems import (
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(bulletins_router)
     app.include_router(keys_router)
     app.include_router(admin_router)
+    app.include_router(hub_router)
     app.include_router(docs_router(app))
 
     @app.get("/metrics", include_in_schema=False)

@@ -29,7 +29,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 INFRA = {"redis", "postgres", "web"}  # stock images: Redis, PostgreSQL, nginx in front
 MONITORING = {"prometheus", "grafana"}  # the optional `monitoring` profile
 SECRETS = "secrets"  # one-shot on the PostgreSQL image: makes the database password
-WORKERS = {"render", "feed"}
+WORKERS = {"render", "feed", "deliver"}  # deliver: WebSub pushes
 APPS = {"migrate", "ingest", "gateway", "reconciler"} | WORKERS
 ONE_SHOT = {"migrate", SECRETS}
 LONG_RUNNING = (INFRA | APPS | MONITORING) - ONE_SHOT
@@ -298,6 +298,7 @@ def test_commands_name_real_cli_commands(services: dict[str, dict[str, Any]]) ->
         "migrate": ("upgrade", {}),
         "render": ("worker", {"kind": "render"}),
         "feed": ("worker", {"kind": "feed"}),
+        "deliver": ("worker", {"kind": "deliver"}),
         "reconciler": ("reconciler", {}),
     }
     for name, (command_name, params) in expected.items():

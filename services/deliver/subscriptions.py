@@ -1,0 +1,252 @@
+"""The hub's subscription records: requests, their verification, and what is owed to whom.
+
+Every (un)subscribe request gets a fresh random `token` and becomes the row's pending request;
+its verification settles it only by a compare-and-set on that token. So when several clients
+(or one client, quickly) ask for the same (topic, callback), the latest request wins, and an
+older verification finishing late changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.models import Agency, Category, Subscription, SubscriptionState, utcnow
+from shared.site import Listing, ListingKind
+
+# Leases the hub grants (W3C WebSub 5.1: the hub decides): asked-for values are clamped.
+DEFAULT_LEASE_SECONDS = 10 * 24 * 3600
+MIN_LEASE_SECONDS = 60
+MAX_LEASE_SECONDS = 30 * 24 * 3600
+MAX_SECRET_BYTES = 199  # the spec: "less than 200 bytes"
+MAX_TOPIC_CHARS = 500  # the column sizes
+MAX_CALLBACK_CHARS = 1000
+ERROR_CHARS = 500  # of a recorded error
+
+
+class Mode(StrEnum):
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    FAILED = "failed"  # gave up on this content; the next change is tried afresh
+
+
+@dataclass(frozen=True)
+class HubRequest:
+    mode: Mode
+    topic: str
+    callback: str
+    lease_seconds: int
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A request awaiting its intent verification."""
+
+    mode: Mode
+    topic: str
+    callback: str
+    lease_seconds: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one delivery needs."""
+
+    topic: str
+    callback: str
+    secret: str | None
+    wanted_fingerprint: str | None
+
+
+def clamp_lease(asked: int | None) -> int:
+    if asked is None:
+        return DEFAULT_LEASE_SECONDS
+    return max(MIN_LEASE_SECONDS, min(MAX_LEASE_SECONDS, asked))
+
+
+def listing_exists(session: Session, listing: Listing) -> bool:
+    if listing.kind is ListingKind.ALL:
+        return True
+    model = Agency if listing.kind is ListingKind.AGENCY else Category
+    return session.scalar(select(model.id).where(model.slug == listing.key)) is not None
+
+
+def record_request(sessions: sessionmaker[Session], request: HubRequest) -> tuple[int, str] | None:
+    """Make `request` the pending one of its (topic, callback); returns the row id and the
+    token its verification must present. None for an unsubscribe from nothing."""
+    token = secrets.token_hex(16)
+    pending = {
+        "pending_mode": request.mode.value,
+        "pending_lease": request.lease_seconds,
+        "pending_secret": request.secret,
+        "token": token,
+        "updated_at": utcnow(),
+    }
+    for _ in range(3):  # an insert can lose to another client's insert of the same pair
+        with sessions() as session:
+            found = session.scalar(
+                select(Subscription.id).where(
+                    Subscription.topic == request.topic, Subscription.callback == request.callback
+                )
+            )
+            if found is not None:
+                session.execute(
+                    update(Subscription).where(Subscription.id == found).values(pending)
+                )
+                session.commit()
+                return found, token
+            if request.mode is Mode.UNSUBSCRIBE:
+                return None
+            row = Subscription(
+                topic=request.topic,
+                callback=request.callback,
+                state=SubscriptionState.PENDING,
+                **pending,
+            )
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                continue  # now it exists: supersede that request instead
+            return row.id, token
+    raise RuntimeError(f"could not record a request for {request.callback}")
+
+
+def pending(sessions: sessionmaker[Session], subscription_id: int, token: str) -> Pending | None:
+    """The request `token` names, if it is still the row's pending one."""
+    with sessions() as session:
+        row = session.get(Subscription, subscription_id)
+        if row is None or row.token != token or row.pending_mode is None:
+            return None
+        return Pending(
+            Mode(row.pending_mode), row.topic, row.callback, row.pending_lease or MIN_LEASE_SECONDS
+        )
+
+
+def settle(
+    sessions: sessionmaker[Session],
+    subscription_id: int,
+    token: str,
+    confirmed: bool,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Apply the outcome of a verification, only if `token` still names the pending request
+    (compare-and-set). False: a newer request superseded it, nothing changed."""
+    now = now or utcnow()
+    with sessions() as session:
+        row = session.get(Subscription, subscription_id)
+        if row is None or row.token != token or row.pending_mode is None:
+            return False
+        values: dict[str, object] = {
+            "pending_mode": None,
+            "pending_lease": None,
+            "pending_secret": None,
+            "token": None,
+            "updated_at": now,
+            "last_error": None if confirmed else (error or "intent not confirmed")[:ERROR_CHARS],
+        }
+        mode = Mode(row.pending_mode)
+        if confirmed and mode is Mode.SUBSCRIBE:
+            lease = row.pending_lease or DEFAULT_LEASE_SECONDS
+            values |= {
+                "state": SubscriptionState.ACTIVE,
+                "secret": row.pending_secret,
+                "lease_seconds": lease,
+                "expires_at": now + timedelta(seconds=lease),
+            }
+        elif confirmed:
+            values |= {"state": SubscriptionState.UNSUBSCRIBED, "secret": None, "expires_at": None}
+        elif mode is Mode.SUBSCRIBE and not _live(row, now):
+            values["state"] = SubscriptionState.DENIED
+        # A refused renewal leaves a live subscription on its old lease; a refused unsubscribe
+        # leaves the row as it was.
+        result = session.execute(
+            update(Subscription)
+            .where(Subscription.id == subscription_id, Subscription.token == token)
+            .values(values)
+        )
+        session.commit()
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _live(row: Subscription, now: datetime) -> bool:
+    return (
+        row.state == SubscriptionState.ACTIVE
+        and row.expires_at is not None
+        and row.expires_at > now
+    )
+
+
+def owe_deliveries(
+    session: Session, topics: Sequence[str], fingerprint: str, now: datetime | None = None
+) -> list[int]:
+    """Mark `fingerprint` as owed to every live subscriber of `topics`; their ids. The caller
+    commits."""
+    now = now or utcnow()
+    live = (
+        Subscription.topic.in_(topics),
+        Subscription.state == SubscriptionState.ACTIVE,
+        Subscription.expires_at > now,
+    )
+    ids = list(session.scalars(select(Subscription.id).where(*live).order_by(Subscription.id)))
+    if ids:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id.in_(ids))
+            .values(wanted_fingerprint=fingerprint)
+        )
+    return ids
+
+
+def target(
+    sessions: sessionmaker[Session], subscription_id: int, now: datetime | None = None
+) -> Target | None:
+    """What to deliver to a live subscriber that has not had the content owed to it yet;
+    None when there is nothing to do (gone, unsubscribed, lease expired, delivered already)."""
+    now = now or utcnow()
+    with sessions() as session:
+        row = session.get(Subscription, subscription_id)
+        if row is None or not _live(row, now):
+            return None
+        if row.wanted_fingerprint is not None and row.wanted_fingerprint == (
+            row.delivered_fingerprint
+        ):
+            return None
+        return Target(row.topic, row.callback, row.secret, row.wanted_fingerprint)
+
+
+def record_delivery(
+    sessions: sessionmaker[Session],
+    subscription_id: int,
+    status: DeliveryStatus,
+    delivered: str | None = None,
+    error: str | None = None,
+) -> None:
+    """`delivered`: the fingerprint now delivered (on success)."""
+    values: dict[str, object] = {
+        "last_delivery_status": status.value,
+        "last_delivery_at": utcnow(),
+        "last_error": None if error is None else error[:ERROR_CHARS],
+    }
+    if status is DeliveryStatus.DELIVERED:
+        values["delivered_fingerprint"] = delivered
+    with sessions() as session:
+        session.execute(
+            update(Subscription).where(Subscription.id == subscription_id).values(values)
+        )
+        session.commit()

@@ -1,0 +1,156 @@
+"""Celery tasks of the deliver worker (queue `deliver`): intent verification and content
+distribution for the WebSub hub.
+
+One task per subscriber and change, so a slow or dead subscriber holds up only its own task.
+Failures retry with exponential backoff and full jitter (a Celery retry with a countdown) and
+give up after a bounded time, recording the last error on the subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+
+import httpx
+from celery import Task, shared_task
+
+from services.deliver import subscriptions
+from services.deliver.subscriptions import DeliveryStatus, Mode
+from services.deliver.topics import (
+    CONTENT_TYPES,
+    CallbackRefused,
+    check_callback,
+    hub_url,
+    link_header,
+    parse_topic,
+    signature,
+)
+from shared.celery_app import DELIVER_CONTENT, VERIFY_INTENT
+from shared.db import session_factory
+from shared.settings import get_settings
+from shared.site import file_for
+from shared.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+# Short: a subscriber that cannot answer in this long is retried later, not waited for.
+TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+# Backoff: 2, 4, 8 ... s capped at 2 min, each times a random factor in [0.5, 1]; 8 retries
+# end within ~6 min of the first try (2+4+8+16+32+64+120+120 s at most).
+DELIVERY_RETRIES = 8
+VERIFY_RETRIES = 3
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 120.0
+CHALLENGE_BYTES = 32
+MAX_ECHO_BYTES = 1024  # a verification answer longer than this cannot be the challenge
+
+
+def backoff(retries: int) -> float:
+    """Seconds before retry number `retries` + 1."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**retries)
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@shared_task(name=VERIFY_INTENT, bind=True, max_retries=VERIFY_RETRIES)
+def verify_intent(self: Task, subscription_id: int, token: str) -> None:
+    """GET the callback with a challenge; the request becomes effective only if it is
+    echoed exactly with a 2xx."""
+    settings = get_settings()
+    sessions = session_factory(settings)
+    request = subscriptions.pending(sessions, subscription_id, token)
+    if request is None:
+        return  # superseded by a newer request, or settled already
+    try:
+        check_callback(request.callback, settings.hub_allow_private_callbacks)
+    except CallbackRefused as exc:
+        subscriptions.settle(sessions, subscription_id, token, False, f"callback refused: {exc}")
+        return
+    challenge = secrets.token_urlsafe(CHALLENGE_BYTES)
+    params = {"hub.mode": request.mode.value, "hub.topic": request.topic,
+              "hub.challenge": challenge}  # fmt: skip
+    if request.mode is Mode.SUBSCRIBE:
+        params["hub.lease_seconds"] = str(request.lease_seconds)
+    try:
+        # httpx keeps the callback's own query and adds these (the spec asks for that).
+        with (
+            httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client,
+            client.stream("GET", request.callback, params=params) as response,
+        ):
+            echoed = b""
+            for chunk in response.iter_bytes():
+                echoed += chunk
+                if len(echoed) > MAX_ECHO_BYTES:
+                    break
+            status = response.status_code
+    except httpx.HTTPError as exc:
+        if self.request.retries < VERIFY_RETRIES:
+            raise self.retry(countdown=backoff(self.request.retries)) from exc
+        subscriptions.settle(sessions, subscription_id, token, False, _describe(exc))
+        return
+    confirmed = 200 <= status < 300 and echoed == challenge.encode("ascii")
+    error = None if confirmed else f"HTTP {status}, challenge not echoed"
+    settled = subscriptions.settle(sessions, subscription_id, token, confirmed, error)
+    log.info("hub: %s of %s for %s: %s%s", request.mode.value, request.topic,
+             request.callback, "confirmed" if confirmed else "not confirmed",
+             "" if settled else " (superseded)")  # fmt: skip
+
+
+@shared_task(name=DELIVER_CONTENT, bind=True, max_retries=DELIVERY_RETRIES)
+def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
+    """POST the topic's current feed to one subscriber. `fingerprint` names the content that
+    caused this task (for the logs); what is sent is the feed as it is now."""
+    settings = get_settings()
+    sessions = session_factory(settings)
+    target = subscriptions.target(sessions, subscription_id)
+    if target is None:
+        return  # unsubscribed, expired, or this content reached it already
+    found = parse_topic(settings.public_url, target.topic)
+    if found is None:  # the public URL changed since it subscribed
+        subscriptions.record_delivery(
+            sessions, subscription_id, DeliveryStatus.FAILED, error="topic is not a feed here"
+        )
+        return
+    listing, fmt = found
+    body = LocalStorage(settings.resolved_site_dir).get(file_for(listing.feed_path(fmt)))
+    if body is None:
+        return  # never built: a build is what queues deliveries
+    headers = {
+        "Content-Type": CONTENT_TYPES[fmt],
+        "Link": link_header(hub_url(settings.resolved_ingest_url), target.topic),
+    }
+    if target.secret:
+        headers["X-Hub-Signature"] = signature(target.secret, body)
+    try:
+        check_callback(target.callback, settings.hub_allow_private_callbacks)
+    except CallbackRefused as exc:
+        subscriptions.record_delivery(
+            sessions, subscription_id, DeliveryStatus.FAILED, error=f"callback refused: {exc}"
+        )
+        return
+    try:
+        with (
+            httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client,
+            client.stream("POST", target.callback, content=body, headers=headers) as response,
+        ):
+            status = response.status_code  # the body is not read: nothing in it matters
+        error = None if 200 <= status < 300 else f"HTTP {status}"
+    except httpx.HTTPError as exc:
+        error = _describe(exc)
+    if error is None:
+        subscriptions.record_delivery(
+            sessions, subscription_id, DeliveryStatus.DELIVERED, delivered=target.wanted_fingerprint
+        )
+        log.info("hub: delivered %s (%s) to %s", target.topic, fingerprint[:12], target.callback)
+        return
+    if self.request.retries < DELIVERY_RETRIES:
+        subscriptions.record_delivery(
+            sessions, subscription_id, DeliveryStatus.RETRYING, error=error
+        )
+        raise self.retry(countdown=backoff(self.request.retries))
+    subscriptions.record_delivery(sessions, subscription_id, DeliveryStatus.FAILED, error=error)
+    log.warning("hub: gave up delivering %s to %s: %s", target.topic, target.callback, error)
