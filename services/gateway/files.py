@@ -59,7 +59,8 @@ _TYPES: dict[str, FileType] = {
     ".htm": FileType(b"text/html" + _UTF8, True, HTML_MAX_AGE),
     ".rss": FileType(b"application/rss+xml" + _UTF8, True, FEED_MAX_AGE),
     ".atom": FileType(b"application/atom+xml" + _UTF8, True, FEED_MAX_AGE),
-    ".xml": FileType(b"application/xml" + _UTF8, True, FEED_MAX_AGE),
+    ".xml": FileType(b"application/xml" + _UTF8, True, FEED_MAX_AGE),  # sitemaps among them
+    ".opml": FileType(b"text/x-opml" + _UTF8, True, FEED_MAX_AGE),  # the feed lists
     ".json": FileType(b"application/json", True, FEED_MAX_AGE),
     ".css": FileType(b"text/css" + _UTF8, True, HTML_MAX_AGE),
     ".js": FileType(b"text/javascript" + _UTF8, True, HTML_MAX_AGE),

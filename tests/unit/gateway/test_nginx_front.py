@@ -48,6 +48,18 @@ JSON_FEED = (
     + "]}"
 ).encode()
 JSON_FEED_TYPE = "application/feed+json; charset=utf-8"
+SITEMAP = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n<urlset xmlns=\"http://www.sitemaps.org/schemas/"
+    b'sitemap/0.9">'
+    + b"<url><loc>https://tin.example/bac-kan/tin-1.html</loc></url>" * 20
+    + b"</urlset>"
+)
+OPML = (
+    "<?xml version='1.0' encoding='UTF-8'?>\n<opml version=\"2.0\"><body>"
+    + '<outline type="rss" text="Sở Y tế" xmlUrl="https://tin.example/feeds/all.rss"/>' * 20
+    + "</body></opml>"
+).encode()
+ROBOTS = b"User-agent: *\nAllow: /\n\nSitemap: https://tin.example/sitemap.xml\n"
 NOTICE = ("<!doctype html><title>Bản tin đã được gỡ bỏ</title>" + "<p>Đã gỡ.</p>" * 60).encode()
 HEADERS = ["content-type", "cache-control", "content-encoding", "location", "allow",
            "x-content-type-options"]  # fmt: skip
@@ -131,6 +143,12 @@ def ports(site: Path, ingest_ports: tuple[int, int]) -> Iterator[tuple[int, int]
     storage.put("feeds/category/giao-duc.json", JSON_FEED)
     storage.put("feeds/category/giao-duc.json.gz", gzip.compress(JSON_FEED, mtime=0))
     storage.put("static/site.css", b"body { color: #222 }\n" * 40)
+    storage.put("sitemap.xml", SITEMAP)
+    storage.put("sitemaps/2020-07.xml", SITEMAP)
+    storage.put("robots.txt", ROBOTS)
+    storage.put("feeds.opml", OPML)
+    storage.put("feeds/atom.opml", OPML)
+    storage.put("feeds/index.html", PAGE)
     storage.put("static/logo.png", os.urandom(2000))
     storage.put("nho.html", b"<p>nh\xe1\xbb\x8f</p>")
     storage.put("du-lieu.json", b'{"a": 1}')
@@ -200,6 +218,12 @@ SAME = [
     ("DELETE", "/bac-kan/tin-1.html", {}),
     ("OPTIONS", "/", {}),
     ("GET", "/healthz", {}),
+    ("GET", "/sitemap.xml", {}),
+    ("GET", "/sitemaps/2020-07.xml", GZ),
+    ("GET", "/robots.txt", {}),
+    ("GET", "/feeds.opml", {}),
+    ("GET", "/feeds/atom.opml", GZ),
+    ("GET", "/feeds/", {}),
 ]
 
 
@@ -259,6 +283,27 @@ def test_nginx_serves_json_feeds_as_application_feed_json(
         assert (gzip.decompress(body) if headers else body) == JSON_FEED
     # Any other JSON stays plain JSON.
     assert fetch(ports[1], "GET", "/du-lieu.json")[1]["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "max_age", "body"),
+    [
+        ("/sitemap.xml", "application/xml; charset=utf-8", 60, SITEMAP),
+        ("/sitemaps/2020-07.xml", "application/xml; charset=utf-8", 60, SITEMAP),
+        ("/robots.txt", "text/plain; charset=utf-8", 30, ROBOTS),
+        ("/feeds.opml", "text/x-opml; charset=utf-8", 60, OPML),
+        ("/feeds/atom.opml", "text/x-opml; charset=utf-8", 60, OPML),
+        ("/feeds/", "text/html; charset=utf-8", 30, PAGE),
+    ],
+)
+def test_nginx_serves_sitemaps_robots_and_opml_with_their_types(
+    ports: tuple[int, int], path: str, content_type: str, max_age: int, body: bytes
+) -> None:
+    for port in ports:  # the gateway alone, then nginx in front: the same answer
+        status, answer, content = fetch(port, "GET", path)
+        assert (status, answer["content-type"], content) == (200, content_type, body), port
+        assert answer["cache-control"] == f"public, max-age={max_age}"
+        assert_once(SITE)
 
 
 @pytest.mark.parametrize(
