@@ -11,6 +11,12 @@ Every page and feed is a file under the site directory whose relative path is it
     /feeds/agency/{agency}.rss|.atom|.json
     /feeds/category/{category}.rss|.atom|.json    (.json: JSON Feed 1.1)
     /static/...                     CSS and JS
+    /sitemap.xml                    sitemap index over the month sitemaps
+    /sitemaps/{YYYY-MM}.xml         the article URLs published that month (UTC)
+    /sitemaps/news.xml              Google News sitemap: the last two days
+    /robots.txt                     names the sitemaps
+    /feeds.opml, /feeds/atom.opml, /feeds/json.opml, /feeds/
+                                    every feed, for feed readers (OPML) and for people
 
 A withdrawn article leaves a tombstone at ``.gone/<its file>``; the gateway answers 410 Gone
 with it. Dot-directories are never served directly.
@@ -18,7 +24,9 @@ with it. Dot-directories are never served directly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
 
@@ -37,8 +45,21 @@ RESERVED_SLUGS = frozenset(
         "redoc",
         "openapi.json",
         "index.html",
+        "sitemap.xml",
+        "sitemaps",
+        "robots.txt",
+        "feeds.opml",
     }
 )
+
+SITEMAP_INDEX_PATH = "/sitemap.xml"
+ROBOTS_PATH = "/robots.txt"
+OPML_PATH = "/feeds.opml"
+FEEDS_PAGE_PATH = "/feeds/"
+# The keys of a sitemap "listing" besides its months (YYYY-MM).
+SITEMAP_INDEX = "index"
+SITEMAP_NEWS = "news"
+_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 
 # Every listing's feed formats, each the suffix of its file: RSS 2.0, Atom 1.0, JSON Feed 1.1.
@@ -49,6 +70,9 @@ class ListingKind(StrEnum):
     ALL = "all"
     AGENCY = "agency"
     CATEGORY = "category"
+    # Not a scope of bulletins but one sitemap file, built like an index page (Job.PAGE):
+    # key "index" (which also writes robots.txt and the feed directory), "news" or a month.
+    SITEMAP = "sitemap"
 
 
 @dataclass(frozen=True)
@@ -69,19 +93,26 @@ class Listing:
         listing = cls(ListingKind(kind), key)
         if (listing.kind is ListingKind.ALL) != (key == ""):
             raise ValueError(f"bad listing target {target!r}")
+        if listing.kind is ListingKind.SITEMAP and not (
+            key in (SITEMAP_INDEX, SITEMAP_NEWS) or _MONTH.fullmatch(key)
+        ):
+            raise ValueError(f"bad sitemap target {target!r}")
         return listing
 
     @property
     def page_path(self) -> str:
+        """The URL path of the file this listing's page build writes."""
         if self.kind is ListingKind.ALL:
             return "/"
+        if self.kind is ListingKind.SITEMAP:
+            return sitemap_path(self.key)
         if self.kind is ListingKind.AGENCY:
             return f"/{self.key}/"
         return f"/{CATEGORY_PREFIX}/{self.key}/"
 
     def feed_path(self, fmt: str) -> str:
         """`fmt` is one of ``FEED_FORMATS``."""
-        if fmt not in FEED_FORMATS:
+        if fmt not in FEED_FORMATS or self.kind is ListingKind.SITEMAP:
             raise ValueError(fmt)
         if self.kind is ListingKind.ALL:
             return f"/feeds/all.{fmt}"
@@ -97,6 +128,28 @@ def listings_of(agency_slug: str, category_slug: str | None) -> list[Listing]:
     if category_slug:
         listings.append(Listing(ListingKind.CATEGORY, category_slug))
     return listings
+
+
+def sitemap(key: str) -> Listing:
+    """The build of one sitemap file: ``SITEMAP_INDEX``, ``SITEMAP_NEWS`` or a month key."""
+    return Listing.from_target(f"{ListingKind.SITEMAP.value}:{key}")
+
+
+def month_key(moment: datetime) -> str:
+    """The month sitemap a bulletin published at `moment` is in (months are UTC)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m")
+
+
+def opml_path(fmt: str) -> str:
+    """The OPML list of every feed in one format: RSS (what readers expect) at the top."""
+    if fmt not in FEED_FORMATS:
+        raise ValueError(fmt)
+    return OPML_PATH if fmt == "rss" else f"/feeds/{fmt}.opml"
+
+
+def sitemap_path(key: str) -> str:
+    return SITEMAP_INDEX_PATH if key == SITEMAP_INDEX else f"/sitemaps/{key}.xml"
 
 
 def article_path(agency_slug: str, slug: str, bulletin_id: int) -> str:

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, case, select, update
+from sqlalchemy.orm import Session
 
+from services.render import sitemaps
 from services.render.pages import PageRenderer
 from shared import faults, worker_metrics
 from shared.db import session_factory, session_scope
 from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
 from shared.logs import bulletin_fields
-from shared.models import Agency, Bulletin, BulletinStatus, utcnow
+from shared.models import Agency, Bulletin, BulletinStatus, Category, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
-from shared.site import Listing, article_path, file_for, listings_of, tombstone_for
+from shared.site import (
+    FEED_FORMATS,
+    FEEDS_PAGE_PATH,
+    ROBOTS_PATH,
+    SITEMAP_INDEX,
+    SITEMAP_NEWS,
+    Listing,
+    ListingKind,
+    article_path,
+    file_for,
+    listings_of,
+    month_key,
+    opml_path,
+    sitemap,
+    sitemap_path,
+    tombstone_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +180,12 @@ def publish_bulletin(
     else:
         worker_metrics.observe_publish(bulletin.updated_at, bulletin.published_at)
 
-    runtime.refresher.request_many([(job, listing) for listing in listings for job in Job])
+    # Its listings' pages and feeds, and the sitemaps: its month's (a withdrawal drops its URL
+    # there), the index and the news sitemap.
+    runtime.refresher.request_many(
+        [(job, listing) for listing in listings for job in Job]
+        + [(Job.PAGE, target) for target in sitemaps_of(bulletin.published_at)]
+    )
     # One line per publish, naming the listings asked to refresh: their builds log the
     # listing too, so a bulletin can be followed to the feeds that show it.
     log.info(
@@ -180,3 +205,125 @@ def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -
     runtime.storage.put(file_for(listing.page_path), html.encode())
     worker_metrics.log_build(log, "index page built", listing, bulletins)
     return fingerprint(versions_of(bulletins))
+
+
+# -- sitemaps and the feed directory ---------------------------------------------------------
+
+
+def sitemaps_of(published_at: datetime) -> list[Listing]:
+    """The sitemap builds a change to a bulletin published at `published_at` calls for."""
+    return [sitemap(month_key(published_at)), sitemap(SITEMAP_INDEX), sitemap(SITEMAP_NEWS)]
+
+
+def build_sitemap(
+    runtime: Runtime, renderer: PageRenderer, listing: Listing, now: datetime | None = None
+) -> str:
+    """Rewrite one sitemap file (``ListingKind.SITEMAP``); returns its fingerprint."""
+    if listing.kind is not ListingKind.SITEMAP:
+        raise ValueError(f"not a sitemap: {listing.target}")
+    if listing.key == SITEMAP_INDEX:
+        return _build_index(runtime, renderer)
+    if listing.key == SITEMAP_NEWS:
+        return _build_news(runtime, now or utcnow())
+    return _build_month(runtime, listing.key)
+
+
+def _build_month(runtime: Runtime, key: str) -> str:
+    settings = runtime.settings
+    with session_factory(settings)() as session:
+        urls, summary = sitemaps.month_rows(session, settings.public_url, key)
+    target = file_for(sitemap_path(key))
+    if urls:
+        runtime.storage.put(target, sitemaps.urlset(urls))
+    else:
+        runtime.storage.delete(target)  # the index no longer lists it either
+    log.info("sitemap built: %s, %d urls", key, len(urls), extra={"listing": f"sitemap:{key}"})
+    return summary.fingerprint
+
+
+def _build_news(runtime: Runtime, now: datetime) -> str:
+    settings = runtime.settings
+    with session_factory(settings)() as session:
+        rows = sitemaps.news_rows(session, settings.public_url, now)
+    body = sitemaps.news_urlset([url for _, _, url in rows], settings.site_title)
+    runtime.storage.put(file_for(sitemap_path(SITEMAP_NEWS)), body)
+    return fingerprint((bulletin_id, revision) for bulletin_id, revision, _ in rows)
+
+
+def _build_index(runtime: Runtime, renderer: PageRenderer) -> str:
+    """The sitemap index, robots.txt and the feed directory; and a rebuild of every month
+    sitemap (and the news one) whose last build no longer matches the database.
+
+    That check catches what the publish path cannot: a correction that moved a bulletin to
+    another month, a killed month build, counters lost with Redis, `bantin rebuild`."""
+    settings = runtime.settings
+    with session_factory(settings)() as session:
+        months = sitemaps.month_summaries(session)
+        directory = feed_directory(session)
+    storage = runtime.storage
+    index = sitemaps.sitemap_index(
+        sitemaps.Url(renderer.absolute(sitemap_path(m.key)), m.lastmod) for m in months
+    )
+    storage.put(file_for(sitemap_path(SITEMAP_INDEX)), index)
+    storage.put(file_for(ROBOTS_PATH), sitemaps.robots_txt(settings.public_url))
+    html = renderer.feed_directory(directory)
+    storage.put(file_for(FEEDS_PAGE_PATH), html.encode())
+    for fmt in FEED_FORMATS:
+        storage.put(file_for(opml_path(fmt)), _opml(renderer, directory, fmt))
+
+    refresher = runtime.refresher
+    stale = [
+        sitemap(m.key) for m in months if refresher.built(Job.PAGE, sitemap(m.key)) != m.fingerprint
+    ]
+    if refresher.built(Job.PAGE, sitemap(SITEMAP_NEWS)) is None:
+        stale.append(sitemap(SITEMAP_NEWS))
+    if stale:
+        refresher.request_many([(Job.PAGE, target) for target in stale])
+    log.info("sitemap index built: %d months, %d stale", len(months), len(stale),
+             extra={"listing": f"sitemap:{SITEMAP_INDEX}"})  # fmt: skip
+    digest = hashlib.blake2b(digest_size=12)
+    for month in months:
+        digest.update(f"{month.key}={month.fingerprint};".encode())
+    for listing, name in directory:
+        digest.update(f"{listing.target}={name};".encode())
+    return digest.hexdigest()
+
+
+def feed_directory(session: Session) -> list[tuple[Listing, str]]:
+    """Every listing with a feed, with its name: all, the agencies, the categories (each by
+    name, then slug, so the order never depends on the database's)."""
+    agencies = sorted(session.execute(select(Agency.slug, Agency.name)),
+                      key=lambda row: (row[1].casefold(), row[0]))  # fmt: skip
+    categories = sorted(session.execute(select(Category.slug, Category.name)),
+                        key=lambda row: (row[1].casefold(), row[0]))  # fmt: skip
+    return [
+        (Listing(ListingKind.ALL), ""),
+        *((Listing(ListingKind.AGENCY, slug), name) for slug, name in agencies),
+        *((Listing(ListingKind.CATEGORY, slug), name) for slug, name in categories),
+    ]
+
+
+_OPML_VERSIONS = {"rss": "RSS2", "atom": "ATOM", "json": "JSONFEED"}
+_OPML_FORMATS = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}
+
+
+def _opml(renderer: PageRenderer, directory: list[tuple[Listing, str]], fmt: str) -> bytes:
+    site = renderer.settings.site_title
+
+    def outlines(kind: ListingKind) -> list[sitemaps.FeedOutline]:
+        return [
+            sitemaps.FeedOutline(
+                text=renderer.feed_link(listing, name).title,
+                html_url=renderer.absolute(listing.page_path),
+                xml_url=renderer.absolute(listing.feed_path(fmt)),
+            )
+            for listing, name in directory
+            if listing.kind is kind
+        ]
+
+    groups = [
+        sitemaps.FeedGroup(None, outlines(ListingKind.ALL)),
+        sitemaps.FeedGroup("Cơ quan ban hành", outlines(ListingKind.AGENCY)),
+        sitemaps.FeedGroup("Chuyên mục", outlines(ListingKind.CATEGORY)),
+    ]
+    return sitemaps.opml(f"{site} – nguồn tin {_OPML_FORMATS[fmt]}", groups, _OPML_VERSIONS[fmt])

@@ -24,7 +24,16 @@ from markupsafe import Markup
 from shared.excerpt import excerpt, shorten
 from shared.models import Bulletin
 from shared.settings import Settings
-from shared.site import ALL, Listing, ListingKind, absolute, article_path, listings_of
+from shared.site import (
+    ALL,
+    FEEDS_PAGE_PATH,
+    Listing,
+    ListingKind,
+    absolute,
+    article_path,
+    listings_of,
+    opml_path,
+)
 from shared.storage import Storage
 
 _HERE = Path(__file__).resolve().parent
@@ -122,6 +131,7 @@ class PageRenderer:
         self._article = self.env.get_template("article.html")
         self._listing = self.env.get_template("listing.html")
         self._withdrawn = self.env.get_template("withdrawn.html")
+        self._feeds = self.env.get_template("feeds.html")
 
     # -- dates ---------------------------------------------------------------------------
 
@@ -145,6 +155,13 @@ class PageRenderer:
 
     def _url(self, path: str) -> str:
         return absolute(self.settings.public_url, path)
+
+    def absolute(self, path: str) -> str:
+        return self._url(path)
+
+    def feed_link(self, listing: Listing, name: str) -> FeedLink:
+        """A listing's feeds, named as a reader lists them (`name`: the agency or category)."""
+        return self._feed_link(listing, name)
 
     def _feed_link(self, listing: Listing, name: str) -> FeedLink:
         site = self.settings.site_title
@@ -263,6 +280,47 @@ class PageRenderer:
             description=description,
             feeds=[self._feed_link(listing, heading)],
             items=items,
+        )
+
+    def feed_directory(self, listings: Sequence[tuple[Listing, str]]) -> str:
+        """The /feeds/ page: every listing (with its name) and its feeds, by kind, and the
+        OPML files."""
+        titles = {
+            ListingKind.ALL: ("tat-ca", "Tất cả bản tin"),
+            ListingKind.AGENCY: ("co-quan", "Theo cơ quan ban hành"),
+            ListingKind.CATEGORY: ("chuyen-muc", "Theo chuyên mục"),
+        }
+        sections = [
+            {
+                "id": section_id,
+                "title": title,
+                "rows": [
+                    {
+                        "name": "Tất cả bản tin" if kind is ListingKind.ALL else name,
+                        "path": listing.page_path,
+                        "feed": self._feed_link(listing, name),
+                    }
+                    for listing, name in listings
+                    if listing.kind is kind
+                ],
+            }
+            for kind, (section_id, title) in titles.items()
+        ]
+        opml_names = {"rss": "OPML – RSS", "atom": "OPML – Atom", "json": "OPML – JSON Feed"}
+        heading = "Nguồn tin"
+        return self._render(
+            self._feeds,
+            heading=heading,
+            page_title=f"{heading} – {self.settings.site_title}",
+            lang=UI_LANGUAGE,
+            og_locale=_OG_LOCALES[UI_LANGUAGE],
+            canonical=self._url(FEEDS_PAGE_PATH),
+            description="Mọi nguồn tin RSS, Atom và JSON Feed, theo cơ quan và chuyên mục.",
+            feeds=[self._feed_link(ALL, "")],
+            sections=sections,
+            opml_files=[
+                {"name": opml_names[fmt], "href": opml_path(fmt)} for fmt, _, _ in _FEED_TYPES
+            ],
         )
 
     def withdrawn(self, bulletin: Bulletin) -> str:

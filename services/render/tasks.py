@@ -1,4 +1,4 @@
-"""Celery tasks of the render worker (queue `render`): article pages and index pages."""
+"""Celery tasks of the render worker (queue `render`): article pages, index pages, sitemaps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from services.render.pages import PageRenderer
 from shared.celery_app import RENDER_BULLETIN, RENDER_LISTING
 from shared.refresh import Job, build_in_task
 from shared.runtime import worker_runtime
-from shared.site import Listing
+from shared.site import Listing, ListingKind
 from shared.worker_metrics import timed_build
 
 
@@ -43,10 +43,12 @@ def render_bulletin(bulletin_id: int, revision: int) -> bool:
 def render_listing(self: Task, target: str) -> None:
     listing = Listing.from_target(target)
     runtime = worker_runtime()
+    # Sitemaps are built like index pages (coalesced, single-flight), under the same task.
+    build = jobs.build_sitemap if listing.kind is ListingKind.SITEMAP else jobs.render_listing
     build_in_task(
         self,
         runtime.refresher,
         Job.PAGE,
         listing,
-        timed_build(Job.PAGE, listing, lambda: jobs.render_listing(runtime, _renderer(), listing)),
+        timed_build(Job.PAGE, listing, lambda: build(runtime, _renderer(), listing)),
     )

@@ -1,0 +1,359 @@
+"""Sitemaps, the news sitemap, robots.txt and the feed directory: valid, exact, deterministic."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+import lxml.html
+import pytest
+from lxml import etree
+from sqlalchemy.orm import Session
+
+from services.render import jobs, sitemaps
+from services.render.pages import PageRenderer
+from services.render.sitemaps import NewsUrl, Url
+from shared.db import create_schema, engine_for, session_scope
+from shared.models import Agency, Bulletin, BulletinStatus, Category
+from shared.refresh import Job
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.site import RESERVED_SLUGS, Listing, ListingKind, month_key, sitemap
+from shared.storage import LocalStorage
+
+XSD_DIR = Path(__file__).resolve().parents[2] / "data" / "sitemaps"
+NS = {"s": sitemaps.SITEMAP_NS, "n": sitemaps.NEWS_NS}
+PUBLIC = "https://bantin.example.gov.vn"
+HOSTILE = "</loc><script>alert(1)</script> & \"trích\" 'dẫn' <![CDATA[x]]>\x00\x0b\ufffe"
+
+
+@cache
+def schema(name: str) -> etree.XMLSchema:
+    """An official schema from tests/data/sitemaps ("sitemap", "siteindex"); "news" is the
+    sitemap schema with Google's news extension loaded beside it (its <url> admits elements
+    of other namespaces only strictly validated)."""
+    if name != "news":
+        return etree.XMLSchema(etree.parse(str(XSD_DIR / f"{name}.xsd")))
+    wrapper = f"""<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema">
+      <xsd:import namespace="{sitemaps.SITEMAP_NS}"
+                  schemaLocation="{(XSD_DIR / "sitemap.xsd").as_uri()}"/>
+      <xsd:import namespace="{sitemaps.NEWS_NS}"
+                  schemaLocation="{(XSD_DIR / "sitemap-news.xsd").as_uri()}"/>
+    </xsd:schema>"""
+    return etree.XMLSchema(etree.fromstring(wrapper.encode()))
+
+
+def valid(name: str, body: bytes) -> etree._Element:
+    """Parse `body`, assert it validates against schema `name`, return its root."""
+    root = etree.fromstring(body)
+    checker = schema(name)
+    assert checker.validate(root), checker.error_log
+    return root
+
+
+def at(day: int, hour: int = 0, month: int = 7, second: int = 0) -> datetime:
+    return datetime(2020, month, day, hour, 0, second, tzinfo=UTC)
+
+
+# -- documents ----------------------------------------------------------------------------
+
+
+def test_a_sitemap_lists_each_url_with_its_lastmod_and_validates() -> None:
+    urls = [Url(f"{PUBLIC}/so-y-te/thong-bao-{i}.html", at(i + 1, 9)) for i in range(3)]
+    root = valid("sitemap", sitemaps.urlset(urls))
+    assert root.xpath("s:url/s:loc/text()", namespaces=NS) == [u.loc for u in urls]
+    assert root.xpath("s:url/s:lastmod/text()", namespaces=NS) == [
+        "2020-07-01T09:00:00+00:00", "2020-07-02T09:00:00+00:00", "2020-07-03T09:00:00+00:00"
+    ]  # fmt: skip
+
+
+def test_the_index_validates_and_a_hostile_loc_is_escaped_not_injected() -> None:
+    hostile = f"{PUBLIC}/sitemaps/2020-07.xml?x=</loc><sitemap>&y"
+    root = valid("siteindex", sitemaps.sitemap_index([Url(hostile, at(5))]))
+    assert root.xpath("s:sitemap/s:loc/text()", namespaces=NS) == [hostile]
+    assert len(root) == 1
+
+
+def test_the_news_sitemap_validates_and_carries_publication_date_and_nfc_title() -> None:
+    decomposed = unicodedata.normalize("NFD", "Ủy ban nhân dân tỉnh Bắc Kạn thông báo")
+    urls = [
+        NewsUrl(f"{PUBLIC}/a/b-1.html", at(30, 20), decomposed, "vi"),
+        NewsUrl(f"{PUBLIC}/a/b-2.html", at(30, 21), HOSTILE, "zh-Hant"),
+        NewsUrl(f"{PUBLIC}/a/b-3.html", at(30, 22), "English", "en-GB"),
+    ]
+    root = valid("news", sitemaps.news_urlset(urls, "Bản tin <Tỉnh>"))
+    news = root.xpath("s:url/n:news", namespaces=NS)
+    assert [n.findtext("n:publication/n:name", namespaces=NS) for n in news] == [
+        "Bản tin <Tỉnh>"
+    ] * 3
+    assert [n.findtext("n:publication/n:language", namespaces=NS) for n in news] == [
+        "vi", "zh-tw", "en"
+    ]  # fmt: skip
+    assert news[0].findtext("n:publication_date", namespaces=NS) == "2020-07-30T20:00:00+00:00"
+    titles = [n.findtext("n:title", namespaces=NS) for n in news]
+    assert titles[0] == unicodedata.normalize("NFC", decomposed) != decomposed
+    # The hostile title survives as text, minus the characters XML cannot carry at all.
+    assert titles[1] == HOSTILE.replace("\x00", "").replace("\x0b", "").replace("\ufffe", "")
+    assert root.xpath("//script") == []
+
+
+def test_an_empty_news_sitemap_is_an_empty_urlset() -> None:
+    # Google accepts it ("it won't cause any problems"); the XSD alone would want one <url>.
+    root = etree.fromstring(sitemaps.news_urlset([], "Bản tin"))
+    assert (root.tag, len(root)) == (f"{{{sitemaps.SITEMAP_NS}}}urlset", 0)
+
+
+@pytest.mark.parametrize(
+    ("given", "wanted"),
+    [("vi", "vi"), ("VI-vn", "vi"), ("zh-CN", "zh-cn"), ("zh-Hans", "zh-cn"), ("fil", "fil"),
+     ("x-klingon", "vi"), ("", "vi")],
+)  # fmt: skip
+def test_news_language_is_what_google_accepts(given: str, wanted: str) -> None:
+    assert sitemaps.news_language(given) == wanted
+
+
+def test_robots_txt_allows_everything_and_names_both_sitemaps() -> None:
+    text = sitemaps.robots_txt(PUBLIC + "/").decode()
+    assert text.splitlines() == [
+        "User-agent: *", "Allow: /", "",
+        f"Sitemap: {PUBLIC}/sitemap.xml", f"Sitemap: {PUBLIC}/sitemaps/news.xml",
+    ]  # fmt: skip
+
+
+def test_opml_is_outlines_of_type_rss_in_titled_folders() -> None:
+    feed = sitemaps.FeedOutline("Sở Y tế & <Dân>", f"{PUBLIC}/so-y-te/", f"{PUBLIC}/f.rss")
+    groups = [sitemaps.FeedGroup(None, [feed]), sitemaps.FeedGroup("Cơ quan", [feed]),
+              sitemaps.FeedGroup("Trống", [])]  # fmt: skip
+    root = etree.fromstring(sitemaps.opml("Bản tin", groups, "RSS2"))
+    assert (root.tag, root.get("version"), root.findtext("head/title")) == (
+        "opml", "2.0", "Bản tin"
+    )  # fmt: skip
+    top = root.findall("body/outline")
+    assert [o.get("text") for o in top] == ["Sở Y tế & <Dân>", "Cơ quan"]  # empty folder left out
+    for outline in [top[0], *top[1]]:
+        assert outline.attrib == {
+            "type": "rss", "version": "RSS2", "text": "Sở Y tế & <Dân>", "title": "Sở Y tế & <Dân>",
+            "xmlUrl": f"{PUBLIC}/f.rss", "htmlUrl": f"{PUBLIC}/so-y-te/",
+        }  # fmt: skip
+
+
+# -- site layout --------------------------------------------------------------------------
+
+
+def test_sitemap_targets_are_listings_with_their_own_files() -> None:
+    assert sitemap("index").page_path == "/sitemap.xml"
+    assert sitemap("news").page_path == "/sitemaps/news.xml"
+    assert sitemap("2020-07").page_path == "/sitemaps/2020-07.xml"
+    assert Listing.from_target("sitemap:2020-07") == sitemap("2020-07")
+    for bad in ("sitemap:2020-13", "sitemap:../x", "sitemap:", "sitemap:2020-7"):
+        with pytest.raises(ValueError):
+            Listing.from_target(bad)
+    with pytest.raises(ValueError):
+        sitemap("index").feed_path("rss")
+    # Months are UTC: 20:00 UTC on the 31st is already August in Hà Nội, but July here.
+    assert month_key(at(31, 20)) == "2020-07"
+    assert month_key(datetime(2020, 7, 31, 20)) == "2020-07"  # naive: UTC
+    assert {"sitemap.xml", "sitemaps", "robots.txt", "feeds.opml"} <= RESERVED_SLUGS
+
+
+# -- built from the database --------------------------------------------------------------
+
+
+@dataclass
+class FakeRefresher:
+    """Records what a build asks for; `done` plays the fingerprints of earlier builds."""
+
+    done: dict[str, str] = field(default_factory=dict)
+    requested: list[tuple[Job, Listing]] = field(default_factory=list)
+
+    def built(self, job: Job, listing: Listing) -> str | None:
+        return self.done.get(listing.target)
+
+    def request_many(self, wanted: list[tuple[Job, Listing]]) -> int:
+        self.requested.extend(wanted)
+        return len(wanted)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = Settings(public_url=PUBLIC, data_dir=tmp_path, site_title="Bản tin")
+    create_schema(settings)
+    with session_scope(settings) as session:
+        health = Agency(slug="so-y-te", name="Sở Y tế")
+        edu = Agency(slug="so-gd", name="Sở Giáo dục & <Đào tạo>")
+        session.add_all([health, edu, Category(slug="giao-duc", name="Giáo dục")])
+        session.flush()
+        rows = [
+            # (agency, day, month, hour, status, title)
+            (health, 1, 7, 0, BulletinStatus.PUBLISHED, "Tháng bảy, đầu"),
+            (edu, 31, 7, 23, BulletinStatus.PUBLISHED, "Tháng bảy, cuối"),  # 06:00 on 1/8 in VN
+            (health, 15, 7, 0, BulletinStatus.WITHDRAWN, "Đã gỡ"),
+            (health, 20, 7, 0, BulletinStatus.QUEUED, "Chưa đăng"),
+            (edu, 1, 8, 0, BulletinStatus.PUBLISHED, HOSTILE),
+            (health, 3, 11, 0, BulletinStatus.PUBLISHED, "Tháng mười một"),  # months skipped
+        ]
+        for i, (agency, day, month, hour, status, title) in enumerate(rows, start=1):
+            session.add(
+                Bulletin(
+                    id=i, agency_id=agency.id, slug="ban-tin", title=title,
+                    body_format="text", body_source="b", body_html="<p>b</p>",
+                    published_at=at(day, hour, month),
+                    updated_at=at(day, hour, month) + timedelta(minutes=i),
+                    status=status, category="Giáo dục", category_slug="giao-duc",
+                )
+            )  # fmt: skip
+    return settings
+
+
+def runtime_for(settings: Settings, refresher: FakeRefresher) -> Runtime:
+    return Runtime(
+        settings=settings,
+        storage=LocalStorage(settings.resolved_site_dir),
+        redis=cast(Any, None),
+        refresher=cast(Any, refresher),
+    )
+
+
+def test_months_split_by_utc_and_leave_out_withdrawn_and_unpublished(settings: Settings) -> None:
+    with Session(engine_for(settings)) as session:
+        july, july_summary = sitemaps.month_rows(session, PUBLIC, "2020-07")
+        august, _ = sitemaps.month_rows(session, PUBLIC, "2020-08")
+        september, _ = sitemaps.month_rows(session, PUBLIC, "2020-09")
+        summaries = sitemaps.month_summaries(session)
+    assert [u.loc for u in july] == [
+        f"{PUBLIC}/so-y-te/ban-tin-1.html", f"{PUBLIC}/so-gd/ban-tin-2.html"
+    ]  # fmt: skip
+    assert [u.lastmod for u in july] == [
+        at(1, 0) + timedelta(minutes=1),
+        at(31, 23) + timedelta(minutes=2),
+    ]
+    assert [u.loc for u in august] == [f"{PUBLIC}/so-gd/ban-tin-5.html"]
+    assert september == []
+    assert [s.key for s in summaries] == ["2020-07", "2020-08", "2020-11"]
+    # The index's aggregates and the month's own rows agree: that is how it spots stale months.
+    assert summaries[0] == july_summary
+    assert summaries[0].fingerprint == f"2:3:{sitemaps.w3c(at(31, 23) + timedelta(minutes=2))}"
+
+
+def test_news_keeps_exactly_the_last_two_days(settings: Settings) -> None:
+    with Session(engine_for(settings)) as session:
+        edge = at(3, 0, month=11) + sitemaps.NEWS_WINDOW
+        inside = sitemaps.news_rows(session, PUBLIC, edge)
+        outside = sitemaps.news_rows(session, PUBLIC, edge + timedelta(seconds=1))
+        august = sitemaps.news_rows(session, PUBLIC, at(2, 0, month=8))
+    assert [row[0] for row in inside] == [6]  # published exactly two days before
+    assert outside == []
+    # Newest first; withdrawn (3) and queued (4) never.
+    assert [row[0] for row in august] == [6, 5, 2]
+
+
+def test_the_index_build_writes_the_site_maps_and_asks_for_stale_months(
+    settings: Settings,
+) -> None:
+    renderer = PageRenderer(settings)
+    refresher = FakeRefresher()
+    runtime = runtime_for(settings, refresher)
+    site = settings.resolved_site_dir
+    # The months first, as the publish path asks for them; their fingerprints recorded.
+    for key in ("2020-07", "2020-08", "2020-11"):
+        refresher.done[f"sitemap:{key}"] = jobs.build_sitemap(runtime, renderer, sitemap(key))
+    refresher.done["sitemap:news"] = jobs.build_sitemap(
+        runtime, renderer, sitemap("news"), at(2, 0, 8)
+    )
+    first = jobs.build_sitemap(runtime, renderer, sitemap("index"))
+    assert refresher.requested == []  # everything current: nothing to rebuild
+
+    index = valid("siteindex", (site / "sitemap.xml").read_bytes())
+    assert index.xpath("s:sitemap/s:loc/text()", namespaces=NS) == [
+        f"{PUBLIC}/sitemaps/2020-07.xml", f"{PUBLIC}/sitemaps/2020-08.xml",
+        f"{PUBLIC}/sitemaps/2020-11.xml",
+    ]  # fmt: skip
+    assert index.xpath("s:sitemap/s:lastmod/text()", namespaces=NS)[0] == sitemaps.w3c(
+        at(31, 23) + timedelta(minutes=2)
+    )
+    for key in ("2020-07", "2020-08", "2020-11"):
+        valid("sitemap", (site / "sitemaps" / f"{key}.xml").read_bytes())
+    news = valid("news", (site / "sitemaps" / "news.xml").read_bytes())
+    assert news.xpath("s:url/s:loc/text()", namespaces=NS) == [
+        f"{PUBLIC}/so-y-te/ban-tin-6.html", f"{PUBLIC}/so-gd/ban-tin-5.html",
+        f"{PUBLIC}/so-gd/ban-tin-2.html",
+    ]  # fmt: skip
+    assert (site / "robots.txt").read_bytes() == sitemaps.robots_txt(PUBLIC)
+
+    # Deterministic: the same rows give the same bytes (and so the same ETag).
+    before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    assert jobs.build_sitemap(runtime, renderer, sitemap("index")) == first
+    for key in ("2020-07", "news"):
+        jobs.build_sitemap(runtime, renderer, sitemap(key), at(2, 0, 8))
+    assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+
+    # A withdrawal: its month loses the URL; a month left empty loses its file and its entry.
+    with session_scope(settings) as session:
+        for bulletin_id in (1, 5):
+            session.get_one(Bulletin, bulletin_id).status = BulletinStatus.WITHDRAWN
+    assert jobs.build_sitemap(runtime, renderer, sitemap("index")) != first
+    assert refresher.requested == [(Job.PAGE, sitemap("2020-07"))]  # August is no more
+    jobs.build_sitemap(runtime, renderer, sitemap("2020-07"))
+    jobs.build_sitemap(runtime, renderer, sitemap("2020-08"))
+    july = valid("sitemap", (site / "sitemaps" / "2020-07.xml").read_bytes())
+    assert july.xpath("s:url/s:loc/text()", namespaces=NS) == [f"{PUBLIC}/so-gd/ban-tin-2.html"]
+    assert not (site / "sitemaps" / "2020-08.xml").exists()
+    index = valid("siteindex", (site / "sitemap.xml").read_bytes())
+    assert len(index) == 2
+
+
+def test_a_lost_month_build_is_found_by_the_index(settings: Settings) -> None:
+    refresher = FakeRefresher()  # nothing built yet, or Redis lost what was
+    jobs.build_sitemap(runtime_for(settings, refresher), PageRenderer(settings), sitemap("index"))
+    assert refresher.requested == [
+        (Job.PAGE, sitemap(key)) for key in ("2020-07", "2020-08", "2020-11", "news")
+    ]
+
+
+def test_opml_and_the_feed_page_list_every_feed(settings: Settings) -> None:
+    renderer = PageRenderer(settings)
+    jobs.build_sitemap(runtime_for(settings, FakeRefresher()), renderer, sitemap("index"))
+    site = settings.resolved_site_dir
+    expected = {
+        "all": (f"{PUBLIC}/", "Bản tin – Tất cả bản tin"),
+        "agency/so-gd": (f"{PUBLIC}/so-gd/", "Sở Giáo dục & <Đào tạo>"),
+        "agency/so-y-te": (f"{PUBLIC}/so-y-te/", "Sở Y tế"),
+        "category/giao-duc": (f"{PUBLIC}/chuyen-muc/giao-duc/", "Bản tin – Giáo dục"),
+    }
+    for fmt, path in (
+        ("rss", "feeds.opml"),
+        ("atom", "feeds/atom.opml"),
+        ("json", "feeds/json.opml"),
+    ):
+        root = etree.fromstring((site / path).read_bytes())
+        outlines = root.xpath("//outline[@xmlUrl]")
+        assert {o.get("type") for o in outlines} == {"rss"}
+        assert [o.get("xmlUrl") for o in outlines] == [
+            f"{PUBLIC}/feeds/{name}.{fmt}" for name in expected
+        ]
+        assert [(o.get("htmlUrl"), o.get("text")) for o in outlines] == list(expected.values())
+        assert [o.get("text") for o in root.xpath("body/outline[not(@xmlUrl)]")] == [
+            "Cơ quan ban hành", "Chuyên mục"
+        ]  # fmt: skip
+
+    page = lxml.html.document_fromstring((site / "feeds" / "index.html").read_bytes())
+    assert page.get("lang") == "vi"
+    assert page.findtext(".//h1") == "Nguồn tin"
+    hrefs = page.xpath("//main//a/@href")
+    for name in expected:
+        for fmt in ("rss", "atom", "json"):
+            assert f"{PUBLIC}/feeds/{name}.{fmt}" in hrefs
+    assert {"/feeds.opml", "/feeds/atom.opml", "/feeds/json.opml", "/so-gd/"} <= set(hrefs)
+    assert "Sở Giáo dục & <Đào tạo>" in page.xpath("//main//a/text()")  # escaped, not markup
+    assert page.xpath('//link[@rel="outline"]/@href')[0] == "/feeds.opml"
+
+
+def test_a_publish_asks_for_its_month_the_index_and_the_news_sitemap() -> None:
+    assert jobs.sitemaps_of(at(31, 23)) == [
+        sitemap("2020-07"), sitemap("index"), sitemap("news")
+    ]  # fmt: skip
+    assert all(target.kind is ListingKind.SITEMAP for target in jobs.sitemaps_of(at(1)))
