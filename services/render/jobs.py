@@ -181,7 +181,8 @@ def publish_bulletin(
         worker_metrics.observe_publish(bulletin.updated_at, bulletin.published_at)
 
     # Its listings' pages and feeds, and the sitemaps: its month's (a withdrawal drops its URL
-    # there), the index and the news sitemap.
+    # there) and the news one. The home page's build asks for the sitemap index (see
+    # render_listing), so `bantin rebuild` and the reconciler's checks reach it too.
     runtime.refresher.request_many(
         [(job, listing) for listing in listings for job in Job]
         + [(Job.PAGE, target) for target in sitemaps_of(bulletin.published_at)]
@@ -204,6 +205,11 @@ def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -
         html = renderer.listing(listing, heading, bulletins)
     runtime.storage.put(file_for(listing.page_path), html.encode())
     worker_metrics.log_build(log, "index page built", listing, bulletins)
+    if listing.kind is ListingKind.ALL:
+        # Every publish, correction and withdrawal rebuilds the home page, and so does
+        # `bantin rebuild` and a stale-listing repair: the sitemap index (with robots.txt and
+        # the feed directory, and through it any stale month) follows them all.
+        runtime.refresher.request(Job.PAGE, sitemap(SITEMAP_INDEX))
     return fingerprint(versions_of(bulletins))
 
 
@@ -211,8 +217,9 @@ def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -
 
 
 def sitemaps_of(published_at: datetime) -> list[Listing]:
-    """The sitemap builds a change to a bulletin published at `published_at` calls for."""
-    return [sitemap(month_key(published_at)), sitemap(SITEMAP_INDEX), sitemap(SITEMAP_NEWS)]
+    """The sitemap builds a change to a bulletin published at `published_at` calls for (the
+    index comes with the home page's build)."""
+    return [sitemap(month_key(published_at)), sitemap(SITEMAP_NEWS)]
 
 
 def build_sitemap(

@@ -352,8 +352,25 @@ def test_opml_and_the_feed_page_list_every_feed(settings: Settings) -> None:
     assert page.xpath('//link[@rel="outline"]/@href')[0] == "/feeds.opml"
 
 
-def test_a_publish_asks_for_its_month_the_index_and_the_news_sitemap() -> None:
-    assert jobs.sitemaps_of(at(31, 23)) == [
-        sitemap("2020-07"), sitemap("index"), sitemap("news")
-    ]  # fmt: skip
+def test_a_publish_asks_for_its_month_and_the_news_sitemap() -> None:
+    assert jobs.sitemaps_of(at(31, 23)) == [sitemap("2020-07"), sitemap("news")]
     assert all(target.kind is ListingKind.SITEMAP for target in jobs.sitemaps_of(at(1)))
+
+
+@dataclass
+class RequestRecorder(FakeRefresher):
+    def request(self, job: Job, listing: Listing) -> bool:
+        self.requested.append((job, listing))
+        return True
+
+
+@pytest.mark.parametrize(
+    ("listing", "asked"),
+    [(Listing(ListingKind.ALL), True), (Listing(ListingKind.AGENCY, "so-y-te"), False)],
+)
+def test_the_home_page_build_asks_for_the_sitemap_index(
+    settings: Settings, listing: Listing, asked: bool
+) -> None:
+    refresher = RequestRecorder()
+    jobs.render_listing(runtime_for(settings, refresher), PageRenderer(settings), listing)
+    assert refresher.requested == ([(Job.PAGE, sitemap("index"))] if asked else [])
