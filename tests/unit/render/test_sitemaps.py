@@ -12,6 +12,7 @@ from typing import Any, cast
 import lxml.html
 import pytest
 from lxml import etree
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from services.render import jobs, sitemaps
@@ -374,3 +375,37 @@ def test_the_home_page_build_asks_for_the_sitemap_index(
     refresher = RequestRecorder()
     jobs.render_listing(runtime_for(settings, refresher), PageRenderer(settings), listing)
     assert refresher.requested == ([(Job.PAGE, sitemap("index"))] if asked else [])
+
+
+@pytest.mark.parametrize("query", ["month", "summaries", "news"])
+def test_sitemap_queries_walk_the_status_published_at_index(settings: Settings, query: str) -> None:
+    engine = engine_for(settings)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    with Session(engine) as session:
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            if query == "month":
+                sitemaps.month_rows(session, PUBLIC, "2020-07")
+            elif query == "summaries":
+                sitemaps.month_summaries(session)
+            else:
+                sitemaps.news_rows(session, PUBLIC, at(2, 0, 8))
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        assert statements
+        for statement, parameters in statements:
+            plan = session.connection().exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters
+            )
+            details = " | ".join(row[-1] for row in plan)
+            # The (status, published_at, id) index, a range of it in its order (or its first
+            # entry, for the MIN that finds the first month): never the whole table.
+            assert "INDEX ix_bulletin_listing_all (status=?" in details, details
+            if "min(" not in statement:
+                assert "AND published_at>" in details, details
+            assert "SCAN bulletins" not in details, details
+            assert "TEMP B-TREE" not in details, details
