@@ -24,6 +24,7 @@ from shared.models import Subscription, SubscriptionState
 from shared.testing import System, start_system, stop_system
 
 WAIT = 30.0
+SLOW_SECONDS = 10.0  # a slow subscriber answers pushes this late: past the hub's timeout
 ATOM = {"atom": "http://www.w3.org/2005/Atom"}
 T = TypeVar("T")
 
@@ -48,11 +49,13 @@ class Received:
 @dataclass
 class Subscriber:
     """A WebSub subscriber: answers intent checks (echoing the challenge, or for paths under
-    /wrong/ something else) and records every GET and POST it gets."""
+    /wrong/ something else) and records every GET and POST it gets; pushes to paths under
+    /slow/ are answered only after SLOW_SECONDS (or when it stops)."""
 
     server: ThreadingHTTPServer
     checks: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     pushes: list[Received] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -66,6 +69,7 @@ class Subscriber:
         return [q for p, q in list(self.checks) if p == path and q.get("hub.mode") == mode]
 
     def stop(self) -> None:
+        self.stopping.set()  # slow answers end now
         self.server.shutdown()
         self.server.server_close()
 
@@ -86,7 +90,10 @@ def start_subscriber() -> Subscriber:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             headers = {name.lower(): value for name, value in self.headers.items()}
-            subscriber.pushes.append(Received(urlsplit(self.path).path, headers, body))
+            path = urlsplit(self.path).path
+            subscriber.pushes.append(Received(path, headers, body))
+            if path.startswith("/slow/"):
+                subscriber.stopping.wait(SLOW_SECONDS)
             self._reply(204, b"")
 
         def _reply(self, status: int, body: bytes) -> None:
@@ -239,16 +246,17 @@ def test_a_wrong_challenge_never_activates(system: System, subscriber: Subscribe
     assert denied is not None and denied.state == SubscriptionState.DENIED
 
 
-def test_a_dead_subscriber_is_retried_and_recorded_while_a_healthy_one_is_served(
+def test_dead_and_slow_subscribers_are_retried_and_recorded_while_a_healthy_one_is_served(
     system: System, subscriber: Subscriber
 ) -> None:
     key, topic = new_agency(system)
     doomed = start_subscriber()  # answers its intent check, then dies
     dead, healthy = doomed.url + "/good/dead", subscriber.url + "/good/healthy"
+    slow = subscriber.url + "/slow/sloth"
     try:
-        hub(system, "subscribe", topic, dead)
-        hub(system, "subscribe", topic, healthy)
-        for callback in (dead, healthy):
+        for callback in (dead, slow, healthy):
+            hub(system, "subscribe", topic, callback)
+        for callback in (dead, slow, healthy):
             eventually(partial(state_is, system, topic, callback, "active"), f"{callback} active")
     finally:
         doomed.stop()  # its port now refuses connections
@@ -256,15 +264,19 @@ def test_a_dead_subscriber_is_retried_and_recorded_while_a_healthy_one_is_served
     first = publish(system, key, "Tin thứ nhất")
     eventually(lambda: pushed_with(subscriber, "/good/healthy", first), "healthy push")
 
-    def retrying() -> Subscription | None:
-        row = subscription(system, topic, dead)
+    def retrying(callback: str) -> Subscription | None:
+        row = subscription(system, topic, callback)
         return row if row is not None and row.last_delivery_status == "retrying" else None
 
-    row = eventually(retrying, "the dead subscriber's failure recorded")
+    row = eventually(partial(retrying, dead), "the dead subscriber's failure recorded")
     assert row.last_error is not None and "ConnectError" in row.last_error
     assert row.state == SubscriptionState.ACTIVE  # retried, not dropped
     assert doomed.pushes == []
+    # The slow one got the body but answered too late: a timeout, retried (at least once).
+    row = eventually(partial(retrying, slow), "the slow subscriber's timeout recorded")
+    assert row.last_error is not None and "ReadTimeout" in row.last_error
+    assert pushed_with(subscriber, "/slow/sloth", first) is not None
 
-    # Its retries (backing off) hold up nobody: the next change reaches the healthy one too.
+    # Their retries (backing off) hold up nobody: the next change reaches the healthy one too.
     second = publish(system, key, "Tin thứ hai")
     eventually(lambda: pushed_with(subscriber, "/good/healthy", second), "healthy 2nd push")
