@@ -278,14 +278,11 @@ def _build_index(runtime: Runtime, renderer: PageRenderer) -> str:
     for fmt in FEED_FORMATS:
         storage.put(file_for(opml_path(fmt)), _opml(renderer, directory, fmt))
 
-    refresher = runtime.refresher
-    stale = [
-        sitemap(m.key) for m in months if refresher.built(Job.PAGE, sitemap(m.key)) != m.fingerprint
-    ]
-    if refresher.built(Job.PAGE, sitemap(SITEMAP_NEWS)) is None:
+    stale = [sitemap(m.key) for m in months if _stale(runtime, m.key, m.fingerprint)]
+    if _stale(runtime, SITEMAP_NEWS, None):
         stale.append(sitemap(SITEMAP_NEWS))
     if stale:
-        refresher.request_many([(Job.PAGE, target) for target in stale])
+        runtime.refresher.request_many([(Job.PAGE, target) for target in stale])
     log.info("sitemap index built: %d months, %d stale", len(months), len(stale),
              extra={"listing": f"sitemap:{SITEMAP_INDEX}"})  # fmt: skip
     digest = hashlib.blake2b(digest_size=12)
@@ -294,6 +291,17 @@ def _build_index(runtime: Runtime, renderer: PageRenderer) -> str:
     for listing, name in directory:
         digest.update(f"{listing.target}={name};".encode())
     return digest.hexdigest()
+
+
+def _stale(runtime: Runtime, key: str, fingerprint: str | None) -> bool:
+    """Does this sitemap need a build: never built (or Redis lost it), built from other rows
+    than `fingerprint` says the database has now (None: any build will do), or its file is
+    missing (a site directory restored without it, `bantin rebuild` onto an empty volume)?
+    An empty month has no file, but then it is not in the index either."""
+    built = runtime.refresher.built(Job.PAGE, sitemap(key))
+    if built is None or (fingerprint is not None and built != fingerprint):
+        return True
+    return not runtime.storage.exists(file_for(sitemap_path(key)))
 
 
 def feed_directory(session: Session) -> list[tuple[Listing, str]]:

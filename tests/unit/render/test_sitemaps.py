@@ -174,6 +174,10 @@ class FakeRefresher:
     def built(self, job: Job, listing: Listing) -> str | None:
         return self.done.get(listing.target)
 
+    def request(self, job: Job, listing: Listing) -> bool:
+        self.requested.append((job, listing))
+        return True
+
     def request_many(self, wanted: list[tuple[Job, Listing]]) -> int:
         self.requested.extend(wanted)
         return len(wanted)
@@ -307,6 +311,38 @@ def test_the_index_build_writes_the_site_maps_and_asks_for_stale_months(
     assert len(index) == 2
 
 
+def built_all(settings: Settings, refresher: FakeRefresher, runtime: Runtime) -> None:
+    """Build every sitemap, recording fingerprints as Refresher.run would."""
+    renderer = PageRenderer(settings)
+    for key in ("2020-07", "2020-08", "2020-09", "2020-11", "news"):
+        refresher.done[f"sitemap:{key}"] = jobs.build_sitemap(runtime, renderer, sitemap(key))
+    jobs.build_sitemap(runtime, renderer, sitemap("index"))
+
+
+def test_a_correction_moving_a_bulletin_to_another_month_is_caught_by_the_index(
+    settings: Settings,
+) -> None:
+    refresher = FakeRefresher()
+    runtime = runtime_for(settings, refresher)
+    built_all(settings, refresher, runtime)
+    assert refresher.requested == []
+    # The publish path asks for the new month only; the old one still lists the URL.
+    with session_scope(settings) as session:
+        session.get_one(Bulletin, 1).published_at = at(9, 0, month=9)
+    jobs.build_sitemap(runtime, PageRenderer(settings), sitemap("index"))
+    assert refresher.requested == [(Job.PAGE, sitemap("2020-07")), (Job.PAGE, sitemap("2020-09"))]
+
+
+def test_a_missing_sitemap_file_is_rebuilt_by_the_index(settings: Settings) -> None:
+    refresher = FakeRefresher()
+    runtime = runtime_for(settings, refresher)
+    built_all(settings, refresher, runtime)
+    (settings.resolved_site_dir / "sitemaps" / "2020-08.xml").unlink()
+    (settings.resolved_site_dir / "sitemaps" / "news.xml").unlink()
+    jobs.build_sitemap(runtime, PageRenderer(settings), sitemap("index"))
+    assert refresher.requested == [(Job.PAGE, sitemap("2020-08")), (Job.PAGE, sitemap("news"))]
+
+
 def test_a_lost_month_build_is_found_by_the_index(settings: Settings) -> None:
     refresher = FakeRefresher()  # nothing built yet, or Redis lost what was
     jobs.build_sitemap(runtime_for(settings, refresher), PageRenderer(settings), sitemap("index"))
@@ -358,13 +394,6 @@ def test_a_publish_asks_for_its_month_and_the_news_sitemap() -> None:
     assert all(target.kind is ListingKind.SITEMAP for target in jobs.sitemaps_of(at(1)))
 
 
-@dataclass
-class RequestRecorder(FakeRefresher):
-    def request(self, job: Job, listing: Listing) -> bool:
-        self.requested.append((job, listing))
-        return True
-
-
 @pytest.mark.parametrize(
     ("listing", "asked"),
     [(Listing(ListingKind.ALL), True), (Listing(ListingKind.AGENCY, "so-y-te"), False)],
@@ -372,7 +401,7 @@ class RequestRecorder(FakeRefresher):
 def test_the_home_page_build_asks_for_the_sitemap_index(
     settings: Settings, listing: Listing, asked: bool
 ) -> None:
-    refresher = RequestRecorder()
+    refresher = FakeRefresher()
     jobs.render_listing(runtime_for(settings, refresher), PageRenderer(settings), listing)
     assert refresher.requested == ([(Job.PAGE, sitemap("index"))] if asked else [])
 
