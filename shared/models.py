@@ -203,6 +203,9 @@ class Subscription(Base):
     # difference is a delivery still owed (the reconciler can re-send it after a loss).
     wanted_fingerprint: Mapped[str | None] = mapped_column(String(64))
     delivered_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # Since when a delivery has been owed; NULL once delivered or given up. The reconciler
+    # re-sends deliveries owed for long with no attempt in sight (a message lost).
+    owed_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_delivery_status: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -205,12 +205,42 @@ def owe_deliveries(
     )
     ids = list(session.scalars(select(Subscription.id).where(*live).order_by(Subscription.id)))
     if ids:
+        chosen = Subscription.id.in_(ids)
+        session.execute(update(Subscription).where(chosen).values(wanted_fingerprint=fingerprint))
+        # Owed since the oldest undelivered change, not the newest.
         session.execute(
             update(Subscription)
-            .where(Subscription.id.in_(ids))
-            .values(wanted_fingerprint=fingerprint)
+            .where(chosen, Subscription.owed_since.is_(None))
+            .values(owed_since=now)
         )
     return ids
+
+
+def overdue(
+    session: Session, owed_for: timedelta, quiet_for: timedelta, now: datetime | None = None
+) -> list[tuple[int, str]]:
+    """(id, owed fingerprint) of live subscribers owed a delivery for over `owed_for` with no
+    attempt since it became owed, nor for `quiet_for` (longer than any retry's backoff): its
+    message was lost. Re-arms them (owed from now), so each is reported once per `owed_for`.
+    The caller commits, then sends them again."""
+    now = now or utcnow()
+    found = session.execute(
+        select(Subscription.id, Subscription.wanted_fingerprint).where(
+            Subscription.state == SubscriptionState.ACTIVE,
+            Subscription.expires_at > now,
+            Subscription.owed_since < now - owed_for,
+            Subscription.wanted_fingerprint.is_not(None),
+            or_(
+                Subscription.last_delivery_at.is_(None),
+                Subscription.last_delivery_at < Subscription.owed_since,
+                Subscription.last_delivery_at < now - quiet_for,
+            ),
+        )
+    ).all()
+    ids = [row.id for row in found]
+    if ids:
+        session.execute(update(Subscription).where(Subscription.id.in_(ids)).values(owed_since=now))
+    return [(row.id, str(row.wanted_fingerprint)) for row in found]
 
 
 def target(
@@ -245,8 +275,20 @@ def record_delivery(
     }
     if status is DeliveryStatus.DELIVERED:
         values["delivered_fingerprint"] = delivered
+    if status is DeliveryStatus.FAILED:
+        values["owed_since"] = None  # given up: the next change is owed afresh
     with sessions() as session:
         session.execute(
             update(Subscription).where(Subscription.id == subscription_id).values(values)
         )
+        if status is DeliveryStatus.DELIVERED:
+            # Nothing owed any more, unless a newer change came meanwhile.
+            session.execute(
+                update(Subscription)
+                .where(
+                    Subscription.id == subscription_id,
+                    Subscription.wanted_fingerprint == delivered,
+                )
+                .values(owed_since=None)
+            )
         session.commit()

@@ -6,10 +6,13 @@ import random
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
+from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.deliver.resend import resend_overdue
 from services.deliver.subscriptions import (
     DEFAULT_LEASE_SECONDS,
     MAX_LEASE_SECONDS,
@@ -18,6 +21,7 @@ from services.deliver.subscriptions import (
     HubRequest,
     Mode,
     clamp_lease,
+    overdue,
     owe_deliveries,
     pending,
     record_delivery,
@@ -25,6 +29,7 @@ from services.deliver.subscriptions import (
     settle,
     target,
 )
+from shared.celery_app import DELIVER_CONTENT
 from shared.db import create_schema, session_factory
 from shared.models import Subscription, SubscriptionState, utcnow
 from shared.settings import Settings
@@ -221,3 +226,68 @@ def test_deliveries_are_owed_to_live_subscribers_of_the_topics_only(
     assert target(sessions, live) is None  # a repeated task for the same content skips
     delivered = row(sessions, live)
     assert (delivered.last_delivery_status, delivered.last_error) == ("delivered", None)
+
+
+class Recorder:
+    """Stands in for the Celery app: records the tasks sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[object]]] = []
+
+    def send_task(self, name: str, args: list[object]) -> None:
+        self.sent.append((name, args))
+
+
+def test_a_delivery_whose_message_was_lost_is_sent_again_once_overdue(
+    sessions: sessionmaker[Session],
+) -> None:
+    live = subscribe(sessions)
+    start = utcnow()
+    with sessions() as session:
+        assert owe_deliveries(session, [TOPIC], "fp-1", now=start) == [live]
+        session.commit()
+    owed_for, quiet = timedelta(seconds=30), timedelta(seconds=180)
+    recorder = Recorder()
+    celery = cast(Celery, recorder)
+
+    # Not yet overdue; then overdue with no attempt at all: sent again, once.
+    early, later = start + timedelta(seconds=29), start + timedelta(seconds=31)
+    assert resend_overdue(sessions, celery, owed_for, now=early) == 0
+    assert resend_overdue(sessions, celery, owed_for, now=later) == 1
+    assert recorder.sent == [(DELIVER_CONTENT, [live, "fp-1"])]
+    with sessions() as session:
+        assert overdue(session, owed_for, quiet, now=later) == []  # re-armed: owed from now
+
+    # A retry chain in progress (an attempt since it became owed, recently) is left alone.
+    record_delivery(sessions, live, DeliveryStatus.RETRYING, error="ReadTimeout")
+    attempt = utcnow()
+    with sessions() as session:
+        assert overdue(session, owed_for, quiet, now=attempt + owed_for * 2) == []
+        # ... until it has been quiet for longer than any backoff: its message was lost.
+        assert overdue(session, owed_for, quiet, now=attempt + quiet * 2) == [(live, "fp-1")]
+        session.rollback()
+
+    # Delivered: owed no more.
+    record_delivery(sessions, live, DeliveryStatus.DELIVERED, delivered="fp-1")
+    assert row(sessions, live).owed_since is None
+    with sessions() as session:
+        assert overdue(session, owed_for, quiet, now=utcnow() + quiet * 2) == []
+
+
+def test_a_newer_change_stays_owed_after_an_older_one_is_delivered(
+    sessions: sessionmaker[Session],
+) -> None:
+    live = subscribe(sessions)
+    with sessions() as session:
+        owe_deliveries(session, [TOPIC], "fp-1")
+        session.commit()
+    first_owed = row(sessions, live).owed_since
+    with sessions() as session:
+        owe_deliveries(session, [TOPIC], "fp-2")
+        session.commit()
+    assert row(sessions, live).owed_since == first_owed  # owed since the oldest change
+    record_delivery(sessions, live, DeliveryStatus.DELIVERED, delivered="fp-1")
+    still = row(sessions, live)
+    assert still.owed_since == first_owed and target(sessions, live) is not None
+    record_delivery(sessions, live, DeliveryStatus.FAILED, error="gave up")
+    assert row(sessions, live).owed_since is None  # given up: owed afresh at the next change
