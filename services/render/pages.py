@@ -125,6 +125,7 @@ class PageRenderer:
             site_title=settings.site_title,
             static_version=STATIC_VERSION,
             home_path=ALL.page_path,
+            feeds_page_path=FEEDS_PAGE_PATH,
             ui_lang=UI_LANGUAGE,
             tagline=TAGLINE,
         )

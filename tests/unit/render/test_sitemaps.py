@@ -389,6 +389,12 @@ def test_opml_and_the_feed_page_list_every_feed(settings: Settings) -> None:
     assert page.xpath('//link[@rel="outline"]/@href')[0] == "/feeds.opml"
 
 
+def test_every_page_links_the_feed_directory(settings: Settings) -> None:
+    html = PageRenderer(settings).listing(Listing(ListingKind.ALL), "Bản tin", [])
+    footer = lxml.html.document_fromstring(html).xpath("//footer//a[@href='/feeds/']")
+    assert [a.text for a in footer] == ["Mọi nguồn tin, theo cơ quan và chuyên mục"]
+
+
 def test_a_publish_asks_for_its_month_and_the_news_sitemap() -> None:
     assert jobs.sitemaps_of(at(31, 23)) == [sitemap("2020-07"), sitemap("news")]
     assert all(target.kind is ListingKind.SITEMAP for target in jobs.sitemaps_of(at(1)))
