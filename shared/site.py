@@ -12,7 +12,8 @@ Every page and feed is a file under the site directory whose relative path is it
     /feeds/category/{category}.rss|.atom|.json    (.json: JSON Feed 1.1)
     /static/...                     CSS and JS
     /sitemap.xml                    sitemap index over the month sitemaps
-    /sitemaps/{YYYY-MM}.xml         the article URLs published that month (UTC)
+    /sitemaps/{YYYY-MM}.xml         the article URLs published that month (UTC); past
+                                    50,000 URLs the rest in /sitemaps/{YYYY-MM}-2.xml, ...
     /sitemaps/news.xml              Google News sitemap: the last two days
     /robots.txt                     names the sitemaps
     /feeds.opml, /feeds/atom.opml, /feeds/json.opml, /feeds/
@@ -148,8 +149,12 @@ def opml_path(fmt: str) -> str:
     return OPML_PATH if fmt == "rss" else f"/feeds/{fmt}.opml"
 
 
-def sitemap_path(key: str) -> str:
-    return SITEMAP_INDEX_PATH if key == SITEMAP_INDEX else f"/sitemaps/{key}.xml"
+def sitemap_path(key: str, part: int = 1) -> str:
+    """Where a sitemap lives. A month of more URLs than one sitemap may hold (50,000) is
+    split: part 1 at the month's path, then ``/sitemaps/YYYY-MM-2.xml`` and so on."""
+    if key == SITEMAP_INDEX:
+        return SITEMAP_INDEX_PATH
+    return f"/sitemaps/{key}.xml" if part == 1 else f"/sitemaps/{key}-{part}.xml"
 
 
 def article_path(agency_slug: str, slug: str, bulletin_id: int) -> str:

@@ -239,11 +239,17 @@ def _build_month(runtime: Runtime, key: str) -> str:
     settings = runtime.settings
     with session_factory(settings)() as session:
         urls, summary = sitemaps.month_rows(session, settings.public_url, key)
-    target = file_for(sitemap_path(key))
-    if urls:
-        runtime.storage.put(target, sitemaps.urlset(urls))
-    else:
-        runtime.storage.delete(target)  # the index no longer lists it either
+    storage = runtime.storage
+    size = sitemaps.MAX_URLS
+    for part in range(1, summary.parts + 1):
+        chunk = urls[(part - 1) * size : part * size]
+        storage.put(file_for(sitemap_path(key, part)), sitemaps.urlset(chunk))
+    # Parts left over from when the month was bigger (all of them when it is now empty: the
+    # index no longer lists it either).
+    part = summary.parts + 1
+    while storage.exists(file_for(sitemap_path(key, part))):
+        storage.delete(file_for(sitemap_path(key, part)))
+        part += 1
     log.info("sitemap built: %s, %d urls", key, len(urls), extra={"listing": f"sitemap:{key}"})
     return summary.fingerprint
 
@@ -269,7 +275,9 @@ def _build_index(runtime: Runtime, renderer: PageRenderer) -> str:
         directory = feed_directory(session)
     storage = runtime.storage
     index = sitemaps.sitemap_index(
-        sitemaps.Url(renderer.absolute(sitemap_path(m.key)), m.lastmod) for m in months
+        sitemaps.Url(renderer.absolute(sitemap_path(m.key, part)), m.lastmod)
+        for m in months
+        for part in range(1, m.parts + 1)
     )
     storage.put(file_for(sitemap_path(SITEMAP_INDEX)), index)
     storage.put(file_for(ROBOTS_PATH), sitemaps.robots_txt(settings.public_url))

@@ -33,6 +33,7 @@ SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 NEWS_NS = "http://www.google.com/schemas/sitemap-news/0.9"
 NEWS_WINDOW = timedelta(days=2)  # Google News: "articles created in the last two days"
 NEWS_MAX_URLS = 1000  # the most Google reads from one news sitemap
+MAX_URLS = 50_000  # the most one sitemap may list (sitemaps.org): a bigger month is split
 OPML_DOCS = "http://opml.org/spec2.opml"
 # Characters XML 1.0 cannot carry at all (lxml refuses them): dropped from titles.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -211,6 +212,11 @@ class MonthSummary:
     @property
     def fingerprint(self) -> str:
         return f"{self.count}:{self.id_sum}:{w3c(self.lastmod)}"
+
+    @property
+    def parts(self) -> int:
+        """How many sitemap files the month takes."""
+        return -(-self.count // MAX_URLS)
 
 
 def _latest(*moments: datetime | None) -> datetime:

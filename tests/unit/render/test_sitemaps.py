@@ -23,7 +23,7 @@ from shared.models import Agency, Bulletin, BulletinStatus, Category
 from shared.refresh import Job
 from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.site import RESERVED_SLUGS, Listing, ListingKind, month_key, sitemap
+from shared.site import RESERVED_SLUGS, Listing, ListingKind, month_key, sitemap, sitemap_path
 from shared.storage import LocalStorage
 
 XSD_DIR = Path(__file__).resolve().parents[2] / "data" / "sitemaps"
@@ -149,6 +149,7 @@ def test_sitemap_targets_are_listings_with_their_own_files() -> None:
     assert sitemap("index").page_path == "/sitemap.xml"
     assert sitemap("news").page_path == "/sitemaps/news.xml"
     assert sitemap("2020-07").page_path == "/sitemaps/2020-07.xml"
+    assert sitemap_path("2020-07", 3) == "/sitemaps/2020-07-3.xml"
     assert Listing.from_target("sitemap:2020-07") == sitemap("2020-07")
     for bad in ("sitemap:2020-13", "sitemap:../x", "sitemap:", "sitemap:2020-7"):
         with pytest.raises(ValueError):
@@ -341,6 +342,31 @@ def test_a_missing_sitemap_file_is_rebuilt_by_the_index(settings: Settings) -> N
     (settings.resolved_site_dir / "sitemaps" / "news.xml").unlink()
     jobs.build_sitemap(runtime, PageRenderer(settings), sitemap("index"))
     assert refresher.requested == [(Job.PAGE, sitemap("2020-08")), (Job.PAGE, sitemap("news"))]
+
+
+def test_a_month_past_the_url_limit_is_split_and_its_parts_follow_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sitemaps, "MAX_URLS", 1)  # July has two URLs: two parts
+    refresher = FakeRefresher()
+    runtime = runtime_for(settings, refresher)
+    built_all(settings, refresher, runtime)
+    site = settings.resolved_site_dir
+    parts = [valid("sitemap", (site / "sitemaps" / name).read_bytes())
+             for name in ("2020-07.xml", "2020-07-2.xml")]  # fmt: skip
+    assert [p.xpath("s:url/s:loc/text()", namespaces=NS) for p in parts] == [
+        [f"{PUBLIC}/so-y-te/ban-tin-1.html"], [f"{PUBLIC}/so-gd/ban-tin-2.html"]
+    ]  # fmt: skip
+    index = valid("siteindex", (site / "sitemap.xml").read_bytes())
+    assert index.xpath("s:sitemap/s:loc/text()", namespaces=NS)[:3] == [
+        f"{PUBLIC}/sitemaps/2020-07.xml", f"{PUBLIC}/sitemaps/2020-07-2.xml",
+        f"{PUBLIC}/sitemaps/2020-08.xml",
+    ]  # fmt: skip
+    # Back under the limit: the second part goes.
+    monkeypatch.setattr(sitemaps, "MAX_URLS", 50_000)
+    jobs.build_sitemap(runtime, PageRenderer(settings), sitemap("2020-07"))
+    assert not (site / "sitemaps" / "2020-07-2.xml").exists()
+    assert len(etree.fromstring((site / "sitemaps" / "2020-07.xml").read_bytes())) == 2
 
 
 def test_a_lost_month_build_is_found_by_the_index(settings: Settings) -> None:
