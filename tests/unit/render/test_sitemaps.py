@@ -25,6 +25,7 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.site import RESERVED_SLUGS, Listing, ListingKind, month_key, sitemap, sitemap_path
 from shared.storage import LocalStorage
+from tests.conftest import fresh_postgresql
 
 XSD_DIR = Path(__file__).resolve().parents[2] / "data" / "sitemaps"
 NS = {"s": sitemaps.SITEMAP_NS, "n": sitemaps.NEWS_NS}
@@ -186,7 +187,11 @@ class FakeRefresher:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    settings = Settings(public_url=PUBLIC, data_dir=tmp_path, site_title="Bản tin")
+    return seeded(Settings(public_url=PUBLIC, data_dir=tmp_path, site_title="Bản tin"))
+
+
+def seeded(settings: Settings, hostile: str = HOSTILE) -> Settings:
+    """A fresh schema with six bulletins: published, withdrawn, queued, in three months."""
     create_schema(settings)
     with session_scope(settings) as session:
         health = Agency(slug="so-y-te", name="Sở Y tế")
@@ -199,7 +204,7 @@ def settings(tmp_path: Path) -> Settings:
             (edu, 31, 7, 23, BulletinStatus.PUBLISHED, "Tháng bảy, cuối"),  # 06:00 on 1/8 in VN
             (health, 15, 7, 0, BulletinStatus.WITHDRAWN, "Đã gỡ"),
             (health, 20, 7, 0, BulletinStatus.QUEUED, "Chưa đăng"),
-            (edu, 1, 8, 0, BulletinStatus.PUBLISHED, HOSTILE),
+            (edu, 1, 8, 0, BulletinStatus.PUBLISHED, hostile),
             (health, 3, 11, 0, BulletinStatus.PUBLISHED, "Tháng mười một"),  # months skipped
         ]
         for i, (agency, day, month, hour, status, title) in enumerate(rows, start=1):
@@ -243,6 +248,22 @@ def test_months_split_by_utc_and_leave_out_withdrawn_and_unpublished(settings: S
     # The index's aggregates and the month's own rows agree: that is how it spots stale months.
     assert summaries[0] == july_summary
     assert summaries[0].fingerprint == f"2:3:{sitemaps.w3c(at(31, 23) + timedelta(minutes=2))}"
+
+
+def test_summaries_and_month_rows_agree_on_postgresql(tmp_path: Path) -> None:
+    # If the index's aggregates and a month's rows disagreed (types, precision), every index
+    # build would rebuild every month: PostgreSQL is what production runs.
+    with fresh_postgresql("bantin_sitemaps") as url:
+        settings = Settings(public_url=PUBLIC, data_dir=tmp_path, database_url=url)
+        seeded(settings, HOSTILE.replace("\x00", ""))  # PostgreSQL text refuses NUL
+        try:
+            with Session(engine_for(settings)) as session:
+                summaries = sitemaps.month_summaries(session)
+                rows = [sitemaps.month_rows(session, PUBLIC, s.key)[1] for s in summaries]
+        finally:
+            engine_for(settings).dispose()
+    assert [s.key for s in summaries] == ["2020-07", "2020-08", "2020-11"]
+    assert summaries == rows
 
 
 def test_news_keeps_exactly_the_last_two_days(settings: Settings) -> None:
