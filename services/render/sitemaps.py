@@ -1,8 +1,9 @@
 """Sitemaps, robots.txt and the feed directory (OPML and the /feeds/ page).
 
 - ``/sitemaps/YYYY-MM.xml``: every published bulletin whose publication time falls in that
-  month (UTC), with ``lastmod`` = its last change. A month's URLs stay in one file for ever,
-  so a crawler re-reads only the months whose ``lastmod`` in the index moved.
+  month (UTC), with ``lastmod`` = its last change. A month's URLs stay in its file for ever,
+  so a crawler re-reads only the months whose ``lastmod`` in the index moved. (Past
+  ``MAX_URLS`` a month goes on in ``YYYY-MM-2.xml`` and so on.)
 - ``/sitemap.xml``: the index over the non-empty months.
 - ``/sitemaps/news.xml``: Google News sitemap of the last ``NEWS_WINDOW`` (Google reads two
   days). It may be empty (no ``<url>``); Google accepts that, though the XSD wants one.
