@@ -154,3 +154,15 @@ def test_sitemaps_follow_publishes_and_withdrawals(system: System) -> None:
     )
     eventually(lambda: get(system, "/sitemaps/2011-04.xml").status_code == 404, "April gone")
     assert f"{base}/sitemaps/2011-02.xml" in locs(system, "/sitemap.xml", "siteindex")
+
+    # `bantin rebuild` onto a site that lost them: the home page's rebuild brings back the
+    # index, robots.txt and the feed lists, and the index the month sitemap.
+    site = system.settings().resolved_site_dir
+    for lost in ("sitemaps/2011-02.xml", "robots.txt", "feeds.opml"):
+        (site / lost).unlink()
+    done = system.cli("rebuild", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    eventually(lambda: locs(system, "/sitemaps/2011-02.xml", "sitemap") == [kept["url"]],
+               "February's sitemap rebuilt")  # fmt: skip
+    eventually(lambda: get(system, "/robots.txt").status_code == 200, "robots.txt rebuilt")
+    eventually(lambda: get(system, "/feeds.opml").status_code == 200, "feeds.opml rebuilt")
