@@ -30,7 +30,7 @@ from celery import Celery, Task
 from redis import Redis
 
 from shared.celery_app import BUILD_FEEDS, RENDER_LISTING
-from shared.site import Listing
+from shared.site import Listing, ListingKind
 
 # Builds read the newest few dozen rows and take milliseconds; the builder renews the lock on
 # every round. A lock whose holder died (or whose task message went down with a killed worker
@@ -39,6 +39,10 @@ from shared.site import Listing
 LOCK_TTL_SECONDS = 15
 # Under sustained load a listing is rebuilt at most this often; at rest, at once.
 MIN_REBUILD_INTERVAL = 0.1
+# The same for sitemaps: crawlers read them minutes apart, and the index and the current
+# month read a month or the whole archive (~70 ms per 100,000 bulletins on SQLite, measured),
+# too much to repeat ten times a second during a burst.
+SITEMAP_REBUILD_INTERVAL = 5.0
 
 
 class Job(StrEnum):
@@ -121,7 +125,8 @@ class Refresher:
 
         Called by the build task, which holds the lock `request` took for it. `build` returns
         the fingerprint of what it built. The delay makes a listing under sustained load
-        rebuild at most every MIN_REBUILD_INTERVAL instead of back to back: with 200
+        rebuild at most every MIN_REBUILD_INTERVAL (SITEMAP_REBUILD_INTERVAL for a sitemap)
+        instead of back to back: with 200
         bulletins/s, back-to-back rebuilds of the home page, the agency and category pages
         kept three render processes busy and starved the article renders (measured).
         """
@@ -140,7 +145,7 @@ class Refresher:
         keys = [wanted, done, lock, _since_key(job, listing)]
         if not self._finish(keys=keys, args=[generation, LOCK_TTL_SECONDS]):
             return None
-        return max(0.0, MIN_REBUILD_INTERVAL - (time.monotonic() - started))
+        return max(0.0, rebuild_interval(listing) - (time.monotonic() - started))
 
     def release(self, job: Job, listing: Listing) -> None:
         """Give up the lock after a failed build, leaving wanted > done for the reconciler."""
@@ -174,6 +179,13 @@ class Refresher:
             self._send_or_unlock(job, listing)
             return True
         return False
+
+
+def rebuild_interval(listing: Listing) -> float:
+    """The least time between two builds of `listing` while requests keep coming."""
+    if listing.kind is ListingKind.SITEMAP:
+        return SITEMAP_REBUILD_INTERVAL
+    return MIN_REBUILD_INTERVAL
 
 
 def owed_since(redis: Redis, job: Job) -> float | None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from services.render import jobs, sitemaps
 from services.render.pages import PageRenderer
 from services.render.sitemaps import NewsUrl, Url
+from shared import refresh
 from shared.db import create_schema, engine_for, session_scope
 from shared.models import Agency, Bulletin, BulletinStatus, Category
 from shared.refresh import Job
@@ -491,3 +492,11 @@ def test_sitemap_queries_walk_the_status_published_at_index(settings: Settings, 
                 assert "AND published_at>" in details, details
             assert "SCAN bulletins" not in details, details
             assert "TEMP B-TREE" not in details, details
+
+
+def test_sitemaps_rebuild_less_often_than_pages_under_load() -> None:
+    assert refresh.rebuild_interval(sitemap("index")) == refresh.SITEMAP_REBUILD_INTERVAL
+    assert refresh.rebuild_interval(sitemap("2020-07")) == refresh.SITEMAP_REBUILD_INTERVAL
+    assert refresh.rebuild_interval(Listing(ListingKind.ALL)) == refresh.MIN_REBUILD_INTERVAL
+    # The builder keeps its lock across the wait: it must outlive it.
+    assert refresh.SITEMAP_REBUILD_INTERVAL < refresh.LOCK_TTL_SECONDS
