@@ -33,7 +33,7 @@ from shared.logs import bulletin_fields
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
-from shared.site import article_path, file_for
+from shared.site import SITEMAP_INDEX, SITEMAP_NEWS, article_path, file_for, sitemap
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -252,6 +252,12 @@ def verify_listings(runtime: Runtime) -> int:
                     log.info("stale %s of %s: rebuild requested", job.value, listing.target,
                              extra={"listing": listing.target})  # fmt: skip
                     stale += 1
+    # Sitemaps: the news sitemap's two-day window moves with the clock, not with publishing,
+    # and the index build re-checks every month against the database (and rebuilds a month
+    # whose file or build went missing). Both are cheap and single-flight.
+    runtime.refresher.request_many(
+        [(Job.PAGE, sitemap(SITEMAP_NEWS)), (Job.PAGE, sitemap(SITEMAP_INDEX))]
+    )
     return stale
 
 

@@ -279,8 +279,12 @@ def _build_index(runtime: Runtime, renderer: PageRenderer) -> str:
         for m in months
         for part in range(1, m.parts + 1)
     )
-    storage.put(file_for(sitemap_path(SITEMAP_INDEX)), index)
-    storage.put(file_for(ROBOTS_PATH), sitemaps.robots_txt(settings.public_url))
+    if months:
+        storage.put(file_for(sitemap_path(SITEMAP_INDEX)), index)
+    else:  # an index must list at least one sitemap: none until something is published
+        storage.delete(file_for(sitemap_path(SITEMAP_INDEX)))
+    robots = sitemaps.robots_txt(settings.public_url, with_sitemaps=bool(months))
+    storage.put(file_for(ROBOTS_PATH), robots)
     html = renderer.feed_directory(directory)
     storage.put(file_for(FEEDS_PAGE_PATH), html.encode())
     for fmt in FEED_FORMATS:

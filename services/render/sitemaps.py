@@ -127,15 +127,16 @@ def news_urlset(urls: Iterable[NewsUrl], publication: str) -> bytes:
     return _serialize(root)
 
 
-def robots_txt(public_url: str) -> bytes:
-    """Everything may be crawled; the sitemaps say where the articles are."""
-    lines = [
-        "User-agent: *",
-        "Allow: /",
-        "",
-        f"Sitemap: {absolute(public_url, sitemap_path('index'))}",
-        f"Sitemap: {absolute(public_url, sitemap_path('news'))}",
-    ]
+def robots_txt(public_url: str, *, with_sitemaps: bool = True) -> bytes:
+    """Everything may be crawled; the sitemaps (once there are any) say where the articles
+    are."""
+    lines = ["User-agent: *", "Allow: /"]
+    if with_sitemaps:
+        lines += [
+            "",
+            f"Sitemap: {absolute(public_url, sitemap_path('index'))}",
+            f"Sitemap: {absolute(public_url, sitemap_path('news'))}",
+        ]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -500,3 +500,12 @@ def test_sitemaps_rebuild_less_often_than_pages_under_load() -> None:
     assert refresh.rebuild_interval(Listing(ListingKind.ALL)) == refresh.MIN_REBUILD_INTERVAL
     # The builder keeps its lock across the wait: it must outlive it.
     assert refresh.SITEMAP_REBUILD_INTERVAL < refresh.LOCK_TTL_SECONDS
+
+
+def test_a_site_with_nothing_published_names_no_sitemap() -> None:
+    """An index must list at least one sitemap (the XSD says so): until the first publish
+    there is none, and robots.txt must not point crawlers at a 404."""
+    empty = sitemaps.robots_txt("https://bantin.example.vn", with_sitemaps=False).decode()
+    assert empty == "User-agent: *\nAllow: /\n"
+    full = sitemaps.robots_txt("https://bantin.example.vn").decode()
+    assert "Sitemap: https://bantin.example.vn/sitemap.xml" in full
