@@ -206,6 +206,11 @@ class Subscription(Base):
     # Since when a delivery has been owed; NULL once delivered or given up. The reconciler
     # re-sends deliveries owed for long with no attempt in sight (a message lost).
     owed_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # One delivery in flight per subscriber: the task (its Celery id, kept across retries)
+    # holding it, until when. Other tasks for the subscriber step aside; the holder sends
+    # the newest feed and follows up if a newer one became owed meanwhile.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_delivery_status: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -223,10 +223,8 @@ def children(settings: Settings) -> list[Child]:
                                       settings.gateway_host, settings.gateway_port)),
         Child("render", _python("services.cli", "worker", "render"), metrics),
         Child("feed", _python("services.cli", "worker", "feed", "--concurrency", "1"), metrics),
-        # WebSub deliveries wait on subscribers' networks, not the CPU: a few processes, so
-        # a slow subscriber holds up one of them only.
-        Child("deliver", _python("services.cli", "worker", "deliver", "--concurrency", "3"),
-              metrics),
+        # WebSub deliveries: a thread pool (see `bantin worker deliver`).
+        Child("deliver", _python("services.cli", "worker", "deliver"), metrics),
         Child("reconciler", _python("services.cli", "reconciler"), metrics),
     ]  # fmt: skip
 

@@ -8,6 +8,9 @@ import click
 
 from shared.settings import get_settings
 
+# Threads of a deliver worker: deliveries wait on subscribers' networks, not the CPU.
+DELIVER_THREADS = 16
+
 
 @click.command()
 @click.argument("kind", type=click.Choice(["render", "feed", "deliver"]))
@@ -37,6 +40,12 @@ def worker(kind: str, concurrency: int | None) -> None:
         # saves a second at start-up and steady Redis traffic.
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
+    if kind == "deliver":
+        # A slow subscriber then holds up one thread until its timeout, not a whole process;
+        # the deliver tasks share nothing but thread-safe clients (and never touch feedgen's
+        # process-wide locale).
+        argv += ["--pool", "threads"]
+        concurrency = concurrency or DELIVER_THREADS
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     app.worker_main(argv)

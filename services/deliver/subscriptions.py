@@ -260,6 +260,49 @@ def target(
         return Target(row.topic, row.callback, row.secret, row.wanted_fingerprint)
 
 
+def claim(
+    sessions: sessionmaker[Session],
+    subscription_id: int,
+    holder: str,
+    until: datetime,
+    now: datetime | None = None,
+) -> bool:
+    """Take (or extend) the subscriber's one delivery slot for `holder` until `until`
+    (compare-and-set); False while another holder's claim is still running."""
+    now = now or utcnow()
+    with sessions() as session:
+        result = session.execute(
+            update(Subscription)
+            .where(
+                Subscription.id == subscription_id,
+                or_(
+                    Subscription.claimed_by.is_(None),
+                    Subscription.claimed_by == holder,
+                    Subscription.claimed_until < now,
+                ),
+            )
+            .values(claimed_by=holder, claimed_until=until)
+        )
+        session.commit()
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def release(sessions: sessionmaker[Session], subscription_id: int, holder: str) -> str | None:
+    """Give the slot back; the fingerprint still owed (newer than what was delivered), if
+    any, for the holder to follow up on."""
+    with sessions() as session:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == subscription_id, Subscription.claimed_by == holder)
+            .values(claimed_by=None, claimed_until=None)
+        )
+        session.commit()
+        row = session.get(Subscription, subscription_id)
+        if row is None or row.owed_since is None or row.wanted_fingerprint is None:
+            return None
+        return row.wanted_fingerprint
+
+
 def record_delivery(
     sessions: sessionmaker[Session],
     subscription_id: int,

@@ -1,7 +1,8 @@
 """Celery tasks of the deliver worker (queue `deliver`): intent verification and content
 distribution for the WebSub hub.
 
-One task per subscriber and change, so a slow or dead subscriber holds up only its own task.
+One task per subscriber and change, run on a pool of threads (`bantin worker deliver`), so a
+slow or dead subscriber holds up only its own task.
 Failures retry with exponential backoff and full jitter (a Celery retry with a countdown) and
 give up after a bounded time, recording the last error on the subscription.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import time
+from datetime import datetime, timedelta
 from functools import cache
 
 import httpx
@@ -29,6 +32,7 @@ from services.deliver.topics import (
 )
 from shared.celery_app import DELIVER_CONTENT, VERIFY_INTENT
 from shared.db import session_factory
+from shared.models import utcnow
 from shared.settings import get_settings
 from shared.site import file_for
 from shared.storage import LocalStorage
@@ -45,6 +49,10 @@ BACKOFF_BASE = 2.0
 BACKOFF_CAP = 120.0
 CHALLENGE_BYTES = 32
 MAX_ECHO_BYTES = 1024  # a verification answer longer than this cannot be the challenge
+# Longer than one attempt can take (connect, write and read timeouts), with margin.
+CLAIM_SECONDS = 30.0
+# Timeouts bound each read, not a whole answer: a callback trickling bytes is cut off here.
+ECHO_DEADLINE_SECONDS = 10.0
 
 
 @cache
@@ -91,9 +99,10 @@ def verify_intent(self: Task, subscription_id: int, token: str) -> None:
         # httpx keeps the callback's own query and adds these (the spec asks for that).
         with client().stream("GET", request.callback, params=params) as response:
             echoed = b""
+            deadline = time.monotonic() + ECHO_DEADLINE_SECONDS
             for chunk in response.iter_bytes():
                 echoed += chunk
-                if len(echoed) > MAX_ECHO_BYTES:
+                if len(echoed) > MAX_ECHO_BYTES or time.monotonic() > deadline:
                     break
             status = response.status_code
     except httpx.HTTPError as exc:
@@ -134,12 +143,16 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
     }
     if target.secret:
         headers["X-Hub-Signature"] = signature(target.secret, body)
+    holder = str(self.request.id)  # the same across this task's retries
+    if not subscriptions.claim(sessions, subscription_id, holder, _claim_until(0)):
+        return  # another delivery to this subscriber is under way; it follows up if needed
     try:
         check_callback(target.callback, settings.hub_allow_private_callbacks)
     except CallbackRefused as exc:
         subscriptions.record_delivery(
             sessions, subscription_id, DeliveryStatus.FAILED, error=f"callback refused: {exc}"
         )
+        subscriptions.release(sessions, subscription_id, holder)
         return
     try:
         with client().stream("POST", target.callback, content=body, headers=headers) as response:
@@ -152,11 +165,24 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
             sessions, subscription_id, DeliveryStatus.DELIVERED, delivered=target.wanted_fingerprint
         )
         log.info("hub: delivered %s (%s) to %s", target.topic, fingerprint[:12], target.callback)
+        newer = subscriptions.release(sessions, subscription_id, holder)
+        if newer is not None:  # a change came while this one was on its way
+            self.app.send_task(DELIVER_CONTENT, args=[subscription_id, newer])
         return
     if self.request.retries < DELIVERY_RETRIES:
         subscriptions.record_delivery(
             sessions, subscription_id, DeliveryStatus.RETRYING, error=error
         )
-        raise self.retry(countdown=backoff(self.request.retries))
+        countdown = backoff(self.request.retries)
+        # Hold the slot through the wait: the retry sends whatever is newest then.
+        subscriptions.claim(sessions, subscription_id, holder, _claim_until(countdown))
+        raise self.retry(countdown=countdown)
     subscriptions.record_delivery(sessions, subscription_id, DeliveryStatus.FAILED, error=error)
+    subscriptions.release(sessions, subscription_id, holder)
     log.warning("hub: gave up delivering %s to %s: %s", target.topic, target.callback, error)
+
+
+def _claim_until(wait: float) -> datetime:
+    """When a claim lapses: after `wait` and one attempt (with margin). A worker killed while
+    holding one frees the subscriber at that moment."""
+    return utcnow() + timedelta(seconds=wait + CLAIM_SECONDS)

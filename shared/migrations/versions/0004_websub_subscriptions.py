@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("wanted_fingerprint", sa.String(length=64), nullable=True),
         sa.Column("delivered_fingerprint", sa.String(length=64), nullable=True),
         sa.Column("owed_since", sa.DateTime(), nullable=True),
+        sa.Column("claimed_by", sa.String(length=64), nullable=True),
+        sa.Column("claimed_until", sa.DateTime(), nullable=True),
         sa.Column("last_delivery_at", sa.DateTime(), nullable=True),
         sa.Column("last_delivery_status", sa.String(length=16), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),

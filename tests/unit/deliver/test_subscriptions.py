@@ -20,12 +20,14 @@ from services.deliver.subscriptions import (
     DeliveryStatus,
     HubRequest,
     Mode,
+    claim,
     clamp_lease,
     overdue,
     owe_deliveries,
     pending,
     record_delivery,
     record_request,
+    release,
     settle,
     target,
 )
@@ -291,3 +293,31 @@ def test_a_newer_change_stays_owed_after_an_older_one_is_delivered(
     assert still.owed_since == first_owed and target(sessions, live) is not None
     record_delivery(sessions, live, DeliveryStatus.FAILED, error="gave up")
     assert row(sessions, live).owed_since is None  # given up: owed afresh at the next change
+
+
+def test_one_delivery_in_flight_per_subscriber(sessions: sessionmaker[Session]) -> None:
+    live = subscribe(sessions)
+    with sessions() as session:
+        owe_deliveries(session, [TOPIC], "fp-1")
+        session.commit()
+    now = utcnow()
+    until = now + timedelta(seconds=30)
+    assert claim(sessions, live, "task-a", until, now=now)
+    assert not claim(sessions, live, "task-b", until, now=now)  # steps aside
+    assert claim(sessions, live, "task-a", until + timedelta(seconds=60), now=now)  # a retry
+    # A claim whose holder died lapses.
+    assert claim(sessions, live, "task-b", until, now=until + timedelta(seconds=61))
+    assert release(sessions, live, "task-a") == "fp-1"  # not the holder: nothing released
+    assert row(sessions, live).claimed_by == "task-b"
+
+    # A newer change came while task-b delivered fp-1: releasing names it for a follow-up.
+    with sessions() as session:
+        owe_deliveries(session, [TOPIC], "fp-2")
+        session.commit()
+    record_delivery(sessions, live, DeliveryStatus.DELIVERED, delivered="fp-1")
+    assert release(sessions, live, "task-b") == "fp-2"
+    assert claim(sessions, live, "task-c", until, now=now)
+    record_delivery(sessions, live, DeliveryStatus.DELIVERED, delivered="fp-2")
+    assert release(sessions, live, "task-c") is None  # all delivered: no follow-up
+    released = row(sessions, live)
+    assert (released.claimed_by, released.claimed_until) == (None, None)
