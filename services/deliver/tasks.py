@@ -164,7 +164,7 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
         subscriptions.record_delivery(
             sessions, subscription_id, DeliveryStatus.DELIVERED, delivered=target.wanted_fingerprint
         )
-        log.info("hub: delivered %s (%s) to %s", target.topic, fingerprint[:12], target.callback)
+        log.debug("hub: delivered %s (%s) to %s", target.topic, fingerprint[:12], target.callback)
         newer = subscriptions.release(sessions, subscription_id, holder)
         if newer is not None:  # a change came while this one was on its way
             self.app.send_task(DELIVER_CONTENT, args=[subscription_id, newer])
