@@ -111,18 +111,26 @@ def start_subscriber() -> Subscriber:
     return subscriber
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """The whole system with private callbacks allowed (the subscribers are on loopback)."""
+    database_url = None
+    if request.param == "postgresql":  # the compare-and-set updates on both databases
+        database_url = request.getfixturevalue("postgres_database")
     running = start_system(
-        tmp_path_factory.mktemp("bantin-hub"),
+        tmp_path_factory.mktemp(f"bantin-hub-{request.param}"),
+        database_url,
         extra_env={"BANTIN_HUB_ALLOW_PRIVATE_CALLBACKS": "true"},
     )
     yield running
     stop_system(running)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def subscriber() -> Iterator[Subscriber]:
+    """One per test: what it records belongs to that test alone."""
     running = start_subscriber()
     yield running
     running.stop()
