@@ -29,6 +29,7 @@ MAX_SECRET_BYTES = 199  # the spec: "less than 200 bytes"
 MAX_TOPIC_CHARS = 500  # the column sizes
 MAX_CALLBACK_CHARS = 1000
 ERROR_CHARS = 500  # of a recorded error
+OVERDUE_BATCH = 1000  # re-sent deliveries per reconciler pass, at most
 
 
 class Mode(StrEnum):
@@ -217,7 +218,11 @@ def owe_deliveries(
 
 
 def overdue(
-    session: Session, owed_for: timedelta, quiet_for: timedelta, now: datetime | None = None
+    session: Session,
+    owed_for: timedelta,
+    quiet_for: timedelta,
+    now: datetime | None = None,
+    limit: int = OVERDUE_BATCH,
 ) -> list[tuple[int, str]]:
     """(id, owed fingerprint) of live subscribers owed a delivery for over `owed_for` with no
     attempt since it became owed, nor for `quiet_for` (longer than any retry's backoff): its
@@ -225,7 +230,8 @@ def overdue(
     The caller commits, then sends them again."""
     now = now or utcnow()
     found = session.execute(
-        select(Subscription.id, Subscription.wanted_fingerprint).where(
+        select(Subscription.id, Subscription.wanted_fingerprint)
+        .where(
             Subscription.state == SubscriptionState.ACTIVE,
             Subscription.expires_at > now,
             Subscription.owed_since < now - owed_for,
@@ -236,6 +242,8 @@ def overdue(
                 Subscription.last_delivery_at < now - quiet_for,
             ),
         )
+        .order_by(Subscription.owed_since)
+        .limit(limit)  # the oldest first; the rest on the next pass
     ).all()
     ids = [row.id for row in found]
     if ids:
