@@ -251,6 +251,32 @@ def overdue(
     return [(row.id, str(row.wanted_fingerprint)) for row in found]
 
 
+def unverified(
+    session: Session,
+    older_than: timedelta,
+    now: datetime | None = None,
+    limit: int = OVERDUE_BATCH,
+) -> list[tuple[int, str]]:
+    """(id, token) of requests still awaiting verification after `older_than` (longer than
+    a verification's retries take): their message was lost. Re-arms them. The caller commits,
+    then sends the verifications again."""
+    now = now or utcnow()
+    stale = (Subscription.token.is_not(None), Subscription.updated_at < now - older_than)
+    found = session.execute(
+        select(Subscription.id, Subscription.token)
+        .where(*stale)
+        .order_by(Subscription.updated_at)
+        .limit(limit)
+    ).all()
+    for row in found:  # compare-and-set: a newer request keeps its own clock
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == row.id, Subscription.token == row.token)
+            .values(updated_at=now)
+        )
+    return [(row.id, str(row.token)) for row in found]
+
+
 def target(
     sessions: sessionmaker[Session], subscription_id: int, now: datetime | None = None
 ) -> Target | None:

@@ -30,8 +30,9 @@ from services.deliver.subscriptions import (
     release,
     settle,
     target,
+    unverified,
 )
-from shared.celery_app import DELIVER_CONTENT
+from shared.celery_app import DELIVER_CONTENT, VERIFY_INTENT
 from shared.db import create_schema, session_factory
 from shared.models import Subscription, SubscriptionState, utcnow
 from shared.settings import Settings
@@ -321,3 +322,22 @@ def test_one_delivery_in_flight_per_subscriber(sessions: sessionmaker[Session]) 
     assert release(sessions, live, "task-c") is None  # all delivered: no follow-up
     released = row(sessions, live)
     assert (released.claimed_by, released.claimed_until) == (None, None)
+
+
+def test_a_verification_whose_message_was_lost_is_sent_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    recorded = record_request(sessions, ask(Mode.SUBSCRIBE))
+    assert recorded is not None
+    recorder = Recorder()
+    celery = cast(Celery, recorder)
+    soon = utcnow() + timedelta(seconds=30)
+    assert resend_overdue(sessions, celery, timedelta(seconds=30), now=soon) == 0
+    later = utcnow() + timedelta(minutes=3)
+    assert resend_overdue(sessions, celery, timedelta(seconds=30), now=later) == 1
+    assert recorder.sent == [(VERIFY_INTENT, list(recorded))]
+    with sessions() as session:  # re-armed: not again on the next pass
+        assert unverified(session, timedelta(minutes=2), now=later) == []
+    assert settle(sessions, *recorded, confirmed=True)
+    with sessions() as session:  # settled: nothing to verify
+        assert unverified(session, timedelta(minutes=2), now=later + timedelta(hours=1)) == []
