@@ -41,7 +41,7 @@ import click
 from shared.heartbeat import HEARTBEAT_INTERVAL, HEARTBEAT_TTL
 from shared.settings import Settings, get_settings
 
-EXPECTED_ROLES = ("ingest", "gateway", "render", "feed", "reconciler")
+EXPECTED_ROLES = ("ingest", "gateway", "render", "feed", "deliver", "reconciler")
 LATENCY_WINDOW = 60.0
 LATENCY_ROWS = 50_000  # bound on the rows one status reads for the latency
 LAST_ERRORS = 5

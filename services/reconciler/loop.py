@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import CursorResult, and_, case, or_, select, update
 
+from services.deliver.resend import resend_overdue
 from services.reconciler import metrics as reconciler_metrics
 from shared.celery_app import RENDER_BULLETIN
 from shared.db import session_factory, session_scope
@@ -50,9 +51,12 @@ class Pass:
     restarted: int = 0  # listing builds restarted
     stale: int = 0  # listings found stale by verification
     repaired: int = 0  # bulletins whose page on disk disagreed with their status
+    resent: int = 0  # WebSub deliveries and verifications re-sent (lost with Redis or a worker)
 
     def __bool__(self) -> bool:
-        return any((self.released, self.requeued, self.restarted, self.stale, self.repaired))
+        return any(
+            (self.released, self.requeued, self.restarted, self.stale, self.repaired, self.resent)
+        )
 
 
 def _send_renders(runtime: Runtime, rows: Any, action: str) -> int:
@@ -266,6 +270,11 @@ def reconcile_once(runtime: Runtime, *, verify: bool = False, scan: PageScan | N
         released=release_embargoes(runtime),
         requeued=requeue_stale(runtime),
         restarted=restart_stuck_builds(runtime),
+        resent=resend_overdue(
+            session_factory(runtime.settings),
+            runtime.refresher.celery,
+            timedelta(seconds=runtime.settings.requeue_after_seconds),
+        ),
     )
     if verify:
         result.repaired = verify_pages(runtime, scan)

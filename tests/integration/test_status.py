@@ -20,7 +20,7 @@ from shared.faults import RENDER_BEFORE_WRITE
 from shared.heartbeat import HEARTBEAT_TTL
 from shared.testing import System, start_system, stop_system
 
-ROLES = {"ingest", "gateway", "render", "feed", "reconciler"}
+ROLES = {"ingest", "gateway", "render", "feed", "deliver", "reconciler"}
 WAIT = HEARTBEAT_TTL * 3  # bound on waiting for a change to show
 
 

@@ -24,7 +24,7 @@ def _process(role: str, pid: int, **extra: Any) -> dict[str, Any]:
 
 
 def healthy() -> dict[str, Any]:
-    roles = ("feed", "gateway", "ingest", "reconciler", "render")
+    roles = ("feed", "gateway", "ingest", "reconciler", "render", "deliver")
     reconciler_info = {"last_pass_at": NOW - 1.5, "last_pass": {"released": 1, "requeued": 0}}
     report: dict[str, Any] = {
         "ok": True,
