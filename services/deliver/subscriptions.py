@@ -196,15 +196,23 @@ def _live(row: Subscription, now: datetime) -> bool:
 def owe_deliveries(
     session: Session, topics: Sequence[str], fingerprint: str, now: datetime | None = None
 ) -> list[int]:
-    """Mark `fingerprint` as owed to every live subscriber of `topics`; their ids. The caller
-    commits."""
+    """Mark `fingerprint` as owed to every live subscriber of `topics` that has not had it
+    delivered; their ids. The caller commits."""
     now = now or utcnow()
     live = (
         Subscription.topic.in_(topics),
         Subscription.state == SubscriptionState.ACTIVE,
         Subscription.expires_at > now,
     )
-    ids = list(session.scalars(select(Subscription.id).where(*live).order_by(Subscription.id)))
+    # A rebuild with unchanged content owes nothing: owing it anyway would leave owed_since
+    # set with nothing to send, and the reconciler re-sending that no-op every pass.
+    differs = or_(
+        Subscription.delivered_fingerprint.is_(None),
+        Subscription.delivered_fingerprint != fingerprint,
+    )
+    ids = list(
+        session.scalars(select(Subscription.id).where(*live, differs).order_by(Subscription.id))
+    )
     if ids:
         chosen = Subscription.id.in_(ids)
         session.execute(update(Subscription).where(chosen).values(wanted_fingerprint=fingerprint))
@@ -214,7 +222,30 @@ def owe_deliveries(
             .where(chosen, Subscription.owed_since.is_(None))
             .values(owed_since=now)
         )
+    # Back to what they have (a change reverted before it reached them): nothing owed.
+    session.execute(
+        update(Subscription)
+        .where(*live, Subscription.delivered_fingerprint == fingerprint)
+        .values(wanted_fingerprint=fingerprint, owed_since=None)
+        .execution_options(synchronize_session=False)
+    )
     return ids
+
+
+def clear_if_delivered(sessions: sessionmaker[Session], subscription_id: int) -> None:
+    """Owe nothing if what is wanted is what was delivered (compare-and-set: a newer change
+    owed meanwhile stays owed)."""
+    with sessions() as session:
+        session.execute(
+            update(Subscription)
+            .where(
+                Subscription.id == subscription_id,
+                Subscription.owed_since.is_not(None),
+                Subscription.wanted_fingerprint == Subscription.delivered_fingerprint,
+            )
+            .values(owed_since=None)
+        )
+        session.commit()
 
 
 def overdue(

@@ -125,8 +125,10 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
     settings = get_settings()
     sessions = session_factory(settings)
     target = subscriptions.target(sessions, subscription_id)
-    if target is None:
-        return  # unsubscribed, expired, or this content reached it already
+    if target is None:  # unsubscribed, expired, or this content reached it already
+        # Else a stale owed_since would have the reconciler re-send this no-op forever.
+        subscriptions.clear_if_delivered(sessions, subscription_id)
+        return
     found = parse_topic(settings.public_url, target.topic)
     if found is None:  # the public URL changed since it subscribed
         subscriptions.record_delivery(

@@ -341,3 +341,29 @@ def test_a_verification_whose_message_was_lost_is_sent_again(
     assert settle(sessions, *recorded, confirmed=True)
     with sessions() as session:  # settled: nothing to verify
         assert unverified(session, timedelta(minutes=2), now=later + timedelta(hours=1)) == []
+
+
+def test_a_rebuild_with_unchanged_content_owes_nothing(sessions: sessionmaker[Session]) -> None:
+    live = subscribe(sessions)
+    with sessions() as session:
+        assert owe_deliveries(session, [TOPIC], "fp-1") == [live]
+        session.commit()
+    record_delivery(sessions, live, DeliveryStatus.DELIVERED, delivered="fp-1")
+    with sessions() as session:  # `bantin rebuild`: the same content again
+        assert owe_deliveries(session, [TOPIC], "fp-1") == []
+        session.commit()
+    assert row(sessions, live).owed_since is None
+    with sessions() as session:  # so the reconciler never re-sends a no-op
+        later = utcnow() + timedelta(hours=1)
+        assert overdue(session, timedelta(seconds=30), timedelta(seconds=180), now=later) == []
+
+    # A change reverted before it was delivered: back to what it has, nothing owed.
+    with sessions() as session:
+        assert owe_deliveries(session, [TOPIC], "fp-2") == [live]
+        session.commit()
+    assert row(sessions, live).owed_since is not None
+    with sessions() as session:
+        assert owe_deliveries(session, [TOPIC], "fp-1") == []
+        session.commit()
+    reverted = row(sessions, live)
+    assert (reverted.wanted_fingerprint, reverted.owed_since) == ("fp-1", None)

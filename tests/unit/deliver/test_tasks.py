@@ -177,3 +177,17 @@ def test_an_expired_lease_gets_nothing(settings: Settings, callback: Callback) -
         session.commit()
     run(deliver_content, sid, "fp-1")
     assert callback.pushes == []
+
+
+def test_a_task_with_nothing_to_send_clears_what_is_owed(
+    settings: Settings, callback: Callback
+) -> None:
+    sid = subscribed(settings, callback.url + "/good")
+    run(deliver_content, sid, "fp-1")
+    assert len(callback.pushes) == 1
+    with session_factory(settings)() as session:  # owed although delivered (an older bug)
+        session.query(Subscription).filter_by(id=sid).update({"owed_since": utcnow()})
+        session.commit()
+    run(deliver_content, sid, "fp-1")
+    assert len(callback.pushes) == 1  # nothing sent ...
+    assert row(settings, sid).owed_since is None  # ... and nothing owed any more
