@@ -213,21 +213,28 @@ def owe_deliveries(
     ids = list(
         session.scalars(select(Subscription.id).where(*live, differs).order_by(Subscription.id))
     )
-    if ids:
-        chosen = Subscription.id.in_(ids)
-        session.execute(update(Subscription).where(chosen).values(wanted_fingerprint=fingerprint))
-        # Owed since the oldest undelivered change, not the newest.
-        session.execute(
-            update(Subscription)
-            .where(chosen, Subscription.owed_since.is_(None))
-            .values(owed_since=now)
-        )
+    # Set-based, with the select's own WHERE: an IN list of every id would pass SQLite's and
+    # psycopg's parameter limits (~32k) and fail the build after it wrote the feeds.
+    unsynced = {"synchronize_session": False}  # the caller's objects expire at its commit
+    session.execute(
+        update(Subscription)
+        .where(*live, differs)
+        .values(wanted_fingerprint=fingerprint)
+        .execution_options(**unsynced)
+    )
+    # Owed since the oldest undelivered change, not the newest.
+    session.execute(
+        update(Subscription)
+        .where(*live, differs, Subscription.owed_since.is_(None))
+        .values(owed_since=now)
+        .execution_options(**unsynced)
+    )
     # Back to what they have (a change reverted before it reached them): nothing owed.
     session.execute(
         update(Subscription)
         .where(*live, Subscription.delivered_fingerprint == fingerprint)
         .values(wanted_fingerprint=fingerprint, owed_since=None)
-        .execution_options(synchronize_session=False)
+        .execution_options(**unsynced)
     )
     return ids
 

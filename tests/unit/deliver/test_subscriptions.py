@@ -6,10 +6,11 @@ import random
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from celery import Celery
+from sqlalchemy import event, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.deliver.resend import resend_overdue
@@ -367,3 +368,35 @@ def test_a_rebuild_with_unchanged_content_owes_nothing(sessions: sessionmaker[Se
         session.commit()
     reverted = row(sessions, live)
     assert (reverted.wanted_fingerprint, reverted.owed_since) == ("fp-1", None)
+
+
+def test_owing_many_subscribers_binds_a_few_parameters_not_one_per_subscriber(
+    sessions: sessionmaker[Session],
+) -> None:
+    count = 3000
+    expires = utcnow() + timedelta(hours=1)
+    rows = [{"topic": TOPIC, "callback": f"{CALLBACK}/{n}", "state": SubscriptionState.ACTIVE,
+             "expires_at": expires} for n in range(count)]  # fmt: skip
+    with sessions() as session:
+        session.execute(insert(Subscription), rows)
+        session.commit()
+    bound: list[int] = []
+
+    def count_parameters(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        bound.append(len(parameters))
+
+    with sessions() as session:
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", count_parameters)
+        try:
+            ids = owe_deliveries(session, [TOPIC], "fp-1")
+            session.commit()
+        finally:
+            event.remove(engine, "before_cursor_execute", count_parameters)
+        assert len(ids) == count
+        owed = session.query(Subscription).filter(
+            Subscription.wanted_fingerprint == "fp-1", Subscription.owed_since.is_not(None)
+        )
+        assert owed.count() == count
+    # An IN list of ids would bind `count` parameters (past ~32k subscribers: the limit).
+    assert bound and max(bound) < 20
