@@ -105,8 +105,9 @@ def verify_intent(self: Task, subscription_id: int, token: str) -> None:
                 if len(echoed) > MAX_ECHO_BYTES or time.monotonic() > deadline:
                     break
             status = response.status_code
-    except httpx.HTTPError as exc:
-        if self.request.retries < VERIFY_RETRIES:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        # A URL httpx refuses (checked above, but a backstop) fails the same way every time.
+        if not isinstance(exc, httpx.InvalidURL) and self.request.retries < VERIFY_RETRIES:
             raise self.retry(countdown=backoff(self.request.retries)) from exc
         subscriptions.settle(sessions, subscription_id, token, False, _describe(exc))
         return
@@ -156,12 +157,14 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
         )
         subscriptions.release(sessions, subscription_id, holder)
         return
+    permanent = False
     try:
         with client().stream("POST", target.callback, content=body, headers=headers) as response:
             status = response.status_code  # the body is not read: nothing in it matters
         error = None if 200 <= status < 300 else f"HTTP {status}"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         error = _describe(exc)
+        permanent = isinstance(exc, httpx.InvalidURL)  # no retry can fix the URL
     if error is None:
         subscriptions.record_delivery(
             sessions, subscription_id, DeliveryStatus.DELIVERED, delivered=target.wanted_fingerprint
@@ -171,7 +174,7 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
         if newer is not None:  # a change came while this one was on its way
             self.app.send_task(DELIVER_CONTENT, args=[subscription_id, newer])
         return
-    if self.request.retries < DELIVERY_RETRIES:
+    if not permanent and self.request.retries < DELIVERY_RETRIES:
         subscriptions.record_delivery(
             sessions, subscription_id, DeliveryStatus.RETRYING, error=error
         )

@@ -12,6 +12,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import httpx
+
 from shared.site import FEED_FORMATS, Listing, ListingKind, absolute
 
 HUB_PATH = "/hub"
@@ -76,7 +78,10 @@ def check_callback(callback: str, allow_private: bool) -> None:
     try:
         parts = urlsplit(callback)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:  # a bad port, a bad IPv6 literal
+        # What httpx refuses (a control character, a bad IDNA host) would otherwise pass here
+        # and fail every request: InvalidURL is no httpx.HTTPError.
+        httpx.URL(callback)
+    except (ValueError, httpx.InvalidURL) as exc:  # a bad port, a bad IPv6 literal, ...
         raise CallbackRefused(f"not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CallbackRefused("must be an absolute http:// or https:// URL")

@@ -191,3 +191,26 @@ def test_a_task_with_nothing_to_send_clears_what_is_owed(
     run(deliver_content, sid, "fp-1")
     assert len(callback.pushes) == 1  # nothing sent ...
     assert row(settings, sid).owed_since is None  # ... and nothing owed any more
+
+
+def test_a_url_httpx_refuses_fails_at_once_instead_of_retrying_forever(
+    settings: Settings, callback: Callback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = "http://example.com/\x7f"  # refused by check_callback; here its backstop is tested
+    monkeypatch.setattr("services.deliver.tasks.check_callback", lambda *_: None)
+    sessions = session_factory(settings)
+    recorded = record_request(sessions, HubRequest(Mode.SUBSCRIBE, TOPIC, bad, 3600, None))
+    assert recorded is not None
+    run(verify_intent, *recorded)  # no Retry raised
+    denied = row(settings, recorded[0])
+    assert denied.state == SubscriptionState.DENIED and denied.token is None
+    assert denied.last_error is not None and "InvalidURL" in denied.last_error
+
+    sid = subscribed(settings, callback.url + "/good")
+    with session_factory(settings)() as session:
+        session.query(Subscription).filter_by(id=sid).update({"callback": bad + "/2"})
+        session.commit()
+    run(deliver_content, sid, "fp-1")  # no Retry raised
+    failed = row(settings, sid)
+    assert failed.last_delivery_status == "failed" and failed.claimed_by is None
+    assert failed.last_error is not None and "InvalidURL" in failed.last_error

@@ -111,3 +111,10 @@ def test_backoff_grows_stays_jittered_and_bounded() -> None:
     # The give-up comes within a bounded time of the first try.
     worst = sum(min(BACKOFF_CAP, 2.0 * 2**retries) for retries in range(DELIVERY_RETRIES))
     assert worst <= 10 * 60
+
+
+@pytest.mark.parametrize("callback", ["http://example.com/\x7f", "http://☃.example/push"])
+def test_a_callback_httpx_cannot_request_is_refused(callback: str) -> None:
+    # Else it passes, gets a 202, and its every request raises httpx.InvalidURL.
+    with pytest.raises(CallbackRefused, match="not a valid URL"):
+        check_callback(callback, allow_private=True)

@@ -132,6 +132,17 @@ def test_bad_requests_are_refused_at_once_naming_the_field(
     assert subscriptions(settings) == [] and sent == []
 
 
+@pytest.mark.parametrize("callback", ["http://example.com/%7F", "http://%E2%98%83.example/"])
+def test_a_callback_httpx_cannot_request_is_refused(
+    client: TestClient, settings: Settings, topic: str, sent: list[Any], callback: str
+) -> None:
+    body = f"hub.mode=subscribe&hub.topic={topic}&hub.callback={callback}"
+    problem = assert_problem(client.post("/hub", content=body, headers=FORM), 422)
+    assert problem["errors"][0]["field"] == "hub.callback"
+    assert "not a valid URL" in problem["detail"]
+    assert subscriptions(settings) == [] and sent == []
+
+
 def test_a_field_given_twice_is_refused(client: TestClient, topic: str, sent: list[Any]) -> None:
     body = f"hub.mode=subscribe&hub.topic={topic}&hub.callback=a&hub.callback=b"
     problem = assert_problem(client.post("/hub", content=body, headers=FORM), 422)
