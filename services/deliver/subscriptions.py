@@ -26,8 +26,10 @@ DEFAULT_LEASE_SECONDS = 10 * 24 * 3600
 MIN_LEASE_SECONDS = 60
 MAX_LEASE_SECONDS = 30 * 24 * 3600
 MAX_SECRET_BYTES = 199  # the spec: "less than 200 bytes"
-MAX_TOPIC_CHARS = 500  # the column sizes
-MAX_CALLBACK_CHARS = 1000
+# In UTF-8 bytes, within the column sizes (in characters), and together well inside
+# PostgreSQL's btree entry limit (~2704 bytes) on the unique (topic, callback) index.
+MAX_TOPIC_BYTES = 500
+MAX_CALLBACK_BYTES = 1000
 ERROR_CHARS = 500  # of a recorded error
 OVERDUE_BATCH = 1000  # re-sent deliveries per reconciler pass, at most
 

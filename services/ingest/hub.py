@@ -13,12 +13,13 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from services.deliver.subscriptions import (
-    MAX_CALLBACK_CHARS,
+    MAX_CALLBACK_BYTES,
     MAX_SECRET_BYTES,
-    MAX_TOPIC_CHARS,
+    MAX_TOPIC_BYTES,
     HubRequest,
     Mode,
     clamp_lease,
@@ -72,11 +73,11 @@ def parse_form(body: bytes, public_url: str) -> HubRequest:
     except ValueError:
         raise invalid("hub.mode", "must be `subscribe` or `unsubscribe`") from None
     topic = one("hub.topic") or ""
-    if len(topic) > MAX_TOPIC_CHARS or parse_topic(public_url, topic) is None:
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES or parse_topic(public_url, topic) is None:
         raise invalid("hub.topic", f"not a feed of this site (feeds are {public_url}/feeds/...)")
     callback = one("hub.callback") or ""
-    if len(callback) > MAX_CALLBACK_CHARS:
-        raise invalid("hub.callback", f"longer than {MAX_CALLBACK_CHARS} characters")
+    if len(callback.encode("utf-8")) > MAX_CALLBACK_BYTES:
+        raise invalid("hub.callback", f"longer than {MAX_CALLBACK_BYTES} bytes in UTF-8")
     lease_text = one("hub.lease_seconds", required=False)
     lease: int | None = None
     if lease_text is not None:
@@ -97,6 +98,15 @@ def _topic_exists(settings: Settings, topic: str) -> bool:
         return listing_exists(session, found[0])
 
 
+def _database_problem(exc: SQLAlchemyError) -> Problem:
+    """Any database error (not only a lost connection, which the app's handler answers):
+    the client retries, superseding whatever this request left."""
+    log.warning("hub: database error: %s", exc)
+    return Problem(
+        503, "Service unavailable", "The hub's database is unavailable; retry later."
+    )  # _on_problem adds Retry-After to every 503
+
+
 # Not in the agency API's OpenAPI document: the protocol is W3C WebSub's (the README's "Push
 # (WebSub)" section documents it), its callers are subscribers, not agencies, and whether a
 # well-formed request is accepted depends on the site's agencies and the callback's DNS,
@@ -108,13 +118,20 @@ async def hub(request: Request) -> Response:
     if content_type != FORM:
         raise Problem(415, "Unsupported media type", f"Send the request as {FORM}.")
     form = parse_form(await request.body(), settings.public_url)
-    if not await run_in_threadpool(_topic_exists, settings, form.topic):
+    try:
+        exists = await run_in_threadpool(_topic_exists, settings, form.topic)
+    except SQLAlchemyError as exc:
+        raise _database_problem(exc) from exc
+    if not exists:
         raise invalid("hub.topic", "no such agency or category on this site")
     try:
         await run_in_threadpool(check_callback, form.callback, settings.hub_allow_private_callbacks)
     except CallbackRefused as exc:
         raise invalid("hub.callback", str(exc)) from None
-    recorded = await run_in_threadpool(record_request, session_factory(settings), form)
+    try:
+        recorded = await run_in_threadpool(record_request, session_factory(settings), form)
+    except SQLAlchemyError as exc:
+        raise _database_problem(exc) from exc
     if recorded is not None:
         try:
             await run_in_threadpool(

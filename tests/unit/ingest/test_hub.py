@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import DataError
 
 from services.deliver.subscriptions import DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS
 from shared.celery_app import VERIFY_INTENT
@@ -141,6 +142,29 @@ def test_a_callback_httpx_cannot_request_is_refused(
     assert problem["errors"][0]["field"] == "hub.callback"
     assert "not a valid URL" in problem["detail"]
     assert subscriptions(settings) == [] and sent == []
+
+
+def test_a_long_non_ascii_callback_is_refused_by_its_bytes(
+    client: TestClient, settings: Settings, topic: str, sent: list[Any]
+) -> None:
+    # 990 characters but 2,932 bytes: past PostgreSQL's btree entry limit on (topic, callback).
+    callback = "http://example.com/" + "ắ" * 971
+    fields = form(mode="subscribe", topic=topic, callback=callback)
+    problem = assert_problem(client.post("/hub", data=fields), 422)
+    assert problem["errors"][0]["field"] == "hub.callback" and "bytes" in problem["detail"]
+    assert subscriptions(settings) == [] and sent == []
+
+
+def test_a_database_error_is_a_503_not_a_500(
+    client: TestClient, topic: str, sent: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(*_: Any) -> None:
+        raise DataError("INSERT ...", {}, Exception("index row size exceeds btree maximum"))
+
+    monkeypatch.setattr("services.ingest.hub.record_request", fails)
+    response = client.post("/hub", data=form(mode="subscribe", topic=topic, callback=CALLBACK))
+    assert_problem(response, 503)
+    assert response.headers["retry-after"] == "5" and sent == []
 
 
 def test_a_field_given_twice_is_refused(client: TestClient, topic: str, sent: list[Any]) -> None:
