@@ -40,7 +40,9 @@ from shared.storage import LocalStorage
 log = logging.getLogger(__name__)
 
 # Short: a subscriber that cannot answer in this long is retried later, not waited for.
-TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+# No pool timeout: waiting for one of our own connections (more threads than connections)
+# is our limit, not the subscriber's failure.
+TIMEOUT = httpx.Timeout(5.0, connect=3.0, pool=None)
 # Backoff: 2, 4, 8 ... s capped at 2 min, each times a random factor in [0.5, 1]; 8 retries
 # end within ~6 min of the first try (2+4+8+16+32+64+120+120 s at most).
 DELIVERY_RETRIES = 8

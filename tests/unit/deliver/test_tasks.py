@@ -16,7 +16,7 @@ import pytest
 from celery.exceptions import Retry
 
 from services.deliver.subscriptions import HubRequest, Mode, owe_deliveries, record_request
-from services.deliver.tasks import DELIVERY_RETRIES, deliver_content, verify_intent
+from services.deliver.tasks import DELIVERY_RETRIES, client, deliver_content, verify_intent
 from services.deliver.topics import signature
 from shared.db import create_schema, session_factory
 from shared.models import Subscription, SubscriptionState, utcnow
@@ -214,3 +214,11 @@ def test_a_url_httpx_refuses_fails_at_once_instead_of_retrying_forever(
     failed = row(settings, sid)
     assert failed.last_delivery_status == "failed" and failed.claimed_by is None
     assert failed.last_error is not None and "InvalidURL" in failed.last_error
+
+
+def test_waiting_for_a_free_connection_is_not_a_subscriber_failure() -> None:
+    # DELIVER_CONCURRENCY threads may outnumber the client's connections: a PoolTimeout
+    # would be recorded against whichever subscriber waited.
+    timeout = client().timeout
+    assert timeout.pool is None
+    assert (timeout.connect, timeout.read, timeout.write) == (3.0, 5.0, 5.0)
