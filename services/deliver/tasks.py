@@ -20,6 +20,7 @@ import httpx
 from celery import Task, shared_task
 
 from services.deliver import subscriptions
+from services.deliver.network import DeliveryTransport
 from services.deliver.subscriptions import DeliveryStatus, Mode
 from services.deliver.topics import (
     CONTENT_TYPES,
@@ -58,13 +59,17 @@ ECHO_DEADLINE_SECONDS = 10.0
 
 
 @cache
-def client() -> httpx.Client:
+def client(allow_private: bool) -> httpx.Client:
     """The process's HTTP client, made on first use (in the pool process, after the fork):
-    its TLS context (~10 ms to make) and kept-alive connections serve every delivery."""
+    its TLS context (~10 ms to make) and kept-alive connections serve every delivery. It
+    connects only to public addresses unless `allow_private` (the setting; tests)."""
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
     return httpx.Client(
         timeout=TIMEOUT,
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        # With a transport of its own, httpx reads no proxy from the environment: a proxy
+        # would be connected to instead of the callback, defeating the address check.
+        transport=DeliveryTransport(limits, allow_private),
     )
 
 
@@ -99,7 +104,9 @@ def verify_intent(self: Task, subscription_id: int, token: str) -> None:
         params["hub.lease_seconds"] = str(request.lease_seconds)
     try:
         # httpx keeps the callback's own query and adds these (the spec asks for that).
-        with client().stream("GET", request.callback, params=params) as response:
+        with client(settings.hub_allow_private_callbacks).stream(
+            "GET", request.callback, params=params
+        ) as response:
             echoed = b""
             deadline = time.monotonic() + ECHO_DEADLINE_SECONDS
             for chunk in response.iter_bytes():
@@ -161,7 +168,9 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
         return
     permanent = False
     try:
-        with client().stream("POST", target.callback, content=body, headers=headers) as response:
+        with client(settings.hub_allow_private_callbacks).stream(
+            "POST", target.callback, content=body, headers=headers
+        ) as response:
             status = response.status_code  # the body is not read: nothing in it matters
         error = None if 200 <= status < 300 else f"HTTP {status}"
     except (httpx.HTTPError, httpx.InvalidURL) as exc:

@@ -69,11 +69,37 @@ class CallbackRefused(ValueError):
     """A callback URL the hub will not call."""
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix (RFC 6052)
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated; some stacks still route it
+
+
+def non_public(address: Address) -> Address | None:
+    """The non-global address `address` reaches (itself or the IPv4 address it wraps), or
+    None if it is global: what the hub may not call (loopback, private, link-local ...)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in IPV4_COMPATIBLE:
+            return address  # ::7f00:1 is 127.0.0.1 on some stacks; nothing public lives here
+        # The IPv4 address inside: ::ffff:127.0.0.1, 6to4 2002:7f00:1::, NAT64 64:ff9b::7f00:1.
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and address in NAT64:
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if inner is not None:
+            return None if inner.is_global else inner
+    return None if address.is_global else address
+
+
+def parse_address(text: str) -> Address:
+    """An address from getaddrinfo, without an IPv6 scope (`fe80::1%eth0`)."""
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
 def check_callback(callback: str, allow_private: bool) -> None:
     """Refuse non-http(s) callbacks, and (unless `allow_private`) any whose host resolves to a
     loopback, private, link-local or otherwise non-global address. Blocking: resolves DNS.
 
-    Checked when subscribing and again before every request, as DNS answers can change.
+    Checked when subscribing and again before every request, as DNS answers can change (and
+    once more at connect time: services/deliver/network.py).
     """
     try:
         parts = urlsplit(callback)
@@ -94,12 +120,10 @@ def check_callback(callback: str, allow_private: bool) -> None:
     except (socket.gaierror, UnicodeError) as exc:
         raise CallbackRefused(f"its host does not resolve ({exc})") from None
     for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
-        if not address.is_global:
+        refused = non_public(parse_address(str(info[4][0])))
+        if refused is not None:
             raise CallbackRefused(
-                f"its host resolves to {address}, a non-public address (loopback, private or "
+                f"its host resolves to {refused}, a non-public address (loopback, private or "
                 "link-local), which this hub does not call"
             )
 

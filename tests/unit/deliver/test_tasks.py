@@ -219,6 +219,6 @@ def test_a_url_httpx_refuses_fails_at_once_instead_of_retrying_forever(
 def test_waiting_for_a_free_connection_is_not_a_subscriber_failure() -> None:
     # DELIVER_CONCURRENCY threads may outnumber the client's connections: a PoolTimeout
     # would be recorded against whichever subscriber waited.
-    timeout = client().timeout
+    timeout = client(False).timeout
     assert timeout.pool is None
     assert (timeout.connect, timeout.read, timeout.write) == (3.0, 5.0, 5.0)
