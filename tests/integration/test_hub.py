@@ -272,17 +272,21 @@ def test_dead_and_slow_subscribers_are_retried_and_recorded_while_a_healthy_one_
     first = publish(system, key, "Tin thứ nhất")
     eventually(lambda: pushed_with(subscriber, "/good/healthy", first), "healthy push")
 
-    def retrying(callback: str) -> Subscription | None:
+    def retrying(callback: str, error: str) -> Subscription | None:
         row = subscription(system, topic, callback)
-        return row if row is not None and row.last_delivery_status == "retrying" else None
+        if row is None or row.last_delivery_status != "retrying":
+            return None
+        return row if error in (row.last_error or "") else None
 
-    row = eventually(partial(retrying, dead), "the dead subscriber's failure recorded")
-    assert row.last_error is not None and "ConnectError" in row.last_error
+    # A delivery in flight when it died may fail otherwise (the connection cut mid-answer);
+    # the retries that follow find the port closed.
+    row = eventually(partial(retrying, dead, "ConnectError"), "the dead subscriber's refusal")
     assert row.state == SubscriptionState.ACTIVE  # retried, not dropped
-    assert doomed.pushes == []
+    # It may have received the agency's empty feed before it died (a build the reconciler
+    # asks for), never the bulletin published after.
+    assert pushed_with(doomed, "/good/dead", first) is None
     # The slow one got the body but answered too late: a timeout, retried (at least once).
-    row = eventually(partial(retrying, slow), "the slow subscriber's timeout recorded")
-    assert row.last_error is not None and "ReadTimeout" in row.last_error
+    row = eventually(partial(retrying, slow, "ReadTimeout"), "the slow subscriber's timeout")
     assert pushed_with(subscriber, "/slow/sloth", first) is not None
 
     # Their retries (backing off) hold up nobody: the next change reaches the healthy one too.
