@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -20,6 +21,7 @@ from shared.embedded_redis import free_port
 from shared.settings import Settings
 
 START_TIMEOUT = 60.0
+T = TypeVar("T")
 # Where `bantin up` writes every process's output, and its run state once ready (as
 # services/cli/up.py's log_file and run_state_file say; tests/unit/cli checks they agree).
 LOG_FILE = Path("log") / "bantin.log"
@@ -153,6 +155,18 @@ def _log_tail(path: Path) -> str:
         return path.read_text(errors="replace")[-4000:]
     except FileNotFoundError:
         return f"({path} does not exist)"
+
+
+def eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    """`check()`'s first truthy value, polled every 50 ms; fails naming `what` after
+    `timeout` seconds (a bound on waiting, never a measure of speed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:

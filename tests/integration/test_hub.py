@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -21,22 +20,11 @@ from lxml import etree
 
 from shared.db import session_factory
 from shared.models import Subscription, SubscriptionState
-from shared.testing import System, start_system, stop_system
+from shared.testing import System, eventually, start_system, stop_system
 
 WAIT = 30.0
 SLOW_SECONDS = 10.0  # a slow subscriber answers pushes this late: past the hub's timeout
 ATOM = {"atom": "http://www.w3.org/2005/Atom"}
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 @dataclass

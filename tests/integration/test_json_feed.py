@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import jsonschema_rs
 import lxml.html
 from lxml import etree
 
-from shared.testing import System
+from shared.testing import System, eventually
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "data" / "jsonfeed-1.1.schema.json").read_text()
@@ -23,18 +21,6 @@ SCHEMA = json.loads(
 VALIDATOR = jsonschema_rs.validator_for(SCHEMA, validate_formats=True)
 JSON_FEED_TYPE = "application/feed+json; charset=utf-8"
 ATOM = {"atom": "http://www.w3.org/2005/Atom"}
-WAIT = 30.0
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def json_feed(system: System, path: str) -> dict[str, Any] | None:

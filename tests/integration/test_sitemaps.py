@@ -7,32 +7,17 @@ is valid against the official XSDs and served with its own content type.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
 
 import httpx
 import lxml.html
 from lxml import etree
 
-from shared.testing import System
+from shared.testing import System, eventually
 from tests.unit.render.test_sitemaps import NS, valid
 
 XML_TYPE = "application/xml; charset=utf-8"
-WAIT = 30.0
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def get(system: System, path: str, **headers: str) -> httpx.Response:
