@@ -22,7 +22,6 @@ from shared.db import session_factory
 from shared.models import Subscription, SubscriptionState
 from shared.testing import System, eventually, start_system, stop_system
 
-WAIT = 30.0
 SLOW_SECONDS = 10.0  # a slow subscriber answers pushes this late: past the hub's timeout
 ATOM = {"atom": "http://www.w3.org/2005/Atom"}
 
