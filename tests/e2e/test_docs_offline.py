@@ -27,11 +27,11 @@ LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
 @pytest.fixture(scope="module")
-def ingest_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ingest server (uvicorn, as production runs it); the docs need no database."""
+def ingest_url(tmp_path_factory: pytest.TempPathFactory, private_redis: str) -> Iterator[str]:
+    """A real ingest server (uvicorn, as production runs it) on a real Redis."""
     data = tmp_path_factory.mktemp("docs-offline")
     port = free_port()
-    env = {**os.environ, "BANTIN_DATA_DIR": str(data), "BANTIN_REDIS_URL": "memory://"}
+    env = {**os.environ, "BANTIN_DATA_DIR": str(data), "BANTIN_REDIS_URL": private_redis}
     argv = [sys.executable, "-m", "uvicorn", "--factory", "services.ingest.app:app_from_env",
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with (data / "ingest.log").open("wb") as log:

@@ -326,11 +326,11 @@ def test_a_disable_racing_submissions_publishes_every_accepted_one_and_stores_no
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+def database(request: pytest.FixtureRequest, tmp_path: Path, private_redis: str) -> Settings:
     url = None
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres_database")
-    settings = Settings(data_dir=tmp_path, database_url=url, redis_url="memory://")
+    settings = Settings(data_dir=tmp_path, database_url=url, redis_url=private_redis)
     create_schema(settings)
     return settings
 

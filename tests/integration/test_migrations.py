@@ -45,20 +45,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def previous(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+def previous(
+    request: pytest.FixtureRequest, tmp_path: Path, private_redis: str
+) -> Iterator[Settings]:
     """Settings of a fresh database holding the previous release's data."""
     if request.param == "sqlite":
-        settings = Settings(data_dir=tmp_path / "data", redis_url="memory://")
+        settings = Settings(data_dir=tmp_path / "data", redis_url=private_redis)
         load_sqlite(settings.data_dir / "bantin.db")
         yield settings
         return
     with fresh_postgresql() as url:
         load_postgresql(url)
-        yield Settings(data_dir=tmp_path / "data", database_url=url, redis_url="memory://")
+        yield Settings(data_dir=tmp_path / "data", database_url=url, redis_url=private_redis)
 
 
 def cli(settings: Settings, *args: str) -> str:
-    env = {**os.environ, "BANTIN_DATA_DIR": str(settings.data_dir), "BANTIN_REDIS_URL": "memory://"}
+    env = {**os.environ, "BANTIN_DATA_DIR": str(settings.data_dir)}
+    env["BANTIN_REDIS_URL"] = settings.redis_url or ""
     if settings.database_url:
         env["BANTIN_DATABASE_URL"] = settings.database_url
     done = subprocess.run(
@@ -233,7 +236,7 @@ def index_state(url: str, name: str) -> tuple[bool, bool, list[str]] | None:
 
 
 def test_on_postgresql_the_rendered_at_index_is_built_concurrently_outside_a_transaction(
-    tmp_path: Path,
+    tmp_path: Path, private_redis: str
 ) -> None:
     name = "ix_bulletin_rendered_at"
     statements: list[tuple[str, bool]] = []
@@ -255,7 +258,7 @@ def test_on_postgresql_the_rendered_at_index_is_built_concurrently_outside_a_tra
             engine.dispose()
         assert index_state(url, name) == (False, True, ["agency_id"])
 
-        settings = Settings(data_dir=tmp_path, database_url=url, redis_url="memory://")
+        settings = Settings(data_dir=tmp_path, database_url=url, redis_url=private_redis)
         event.listen(Engine, "before_cursor_execute", record)
         try:
             done = upgrade(settings)
