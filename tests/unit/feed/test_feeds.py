@@ -429,7 +429,8 @@ def test_same_input_gives_the_same_bytes_whatever_the_clock(
 
     assert second.rss == first.rss
     assert second.atom == first.atom
-    assert b"1999" not in second.rss + second.atom
+    assert second.json == first.json
+    assert b"1999" not in second.rss + second.atom + second.json
 
 
 def test_empty_listing_gives_valid_stable_feeds(settings: Settings) -> None:
