@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     )
     feed_items: int = Field(50, description="Items per feed (the newest ones).")
     index_items: int = Field(30, description="Bulletins listed on the home and index pages.")
+    archive_items: int = Field(
+        500,
+        ge=1,
+        description="Most entries in one RFC 5005 archive document (a listing's month); a "
+        "bigger month is split into parts.",
+    )
     requeue_after_seconds: float = Field(
         30.0,
         description="The reconciler re-sends a render still owed after this long (covers a "
@@ -103,6 +109,21 @@ class Settings(BaseSettings):
         description="Let the WebSub hub (`POST /hub` on ingest) call back to loopback, private "
         "and link-local addresses. Off, such callbacks are refused, so the hub cannot be used "
         "to probe the operator's network; tests and single-machine setups turn it on.",
+    )
+    hub_max_per_topic: int = Field(
+        10_000, ge=1, description="Most live WebSub subscriptions one feed (topic) may have."
+    )
+    hub_max_per_host: int = Field(
+        100,
+        ge=1,
+        description="Most live WebSub subscriptions whose callbacks share one host name, so one "
+        "subscriber cannot fill the hub.",
+    )
+    hub_purge_days: int = Field(
+        30,
+        ge=1,
+        description="Unsubscribed, denied and expired WebSub subscriptions are deleted this many "
+        "days after they ended.",
     )
     fault_injection: bool = Field(
         False,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from services.deliver.subscriptions import owe_deliveries
-from services.deliver.topics import topics_of
+from services.deliver import fanout
 from services.feed.feeds import build_feeds
-from shared.celery_app import DELIVER_CONTENT
 from shared.db import session_factory
 from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
 from shared.runtime import Runtime
@@ -35,23 +33,5 @@ def write_feeds(runtime: Runtime, listing: Listing) -> str:
         runtime.storage.put(file_for(listing.feed_path(fmt)), documents[fmt])
     log_build(log, "feeds built", listing, bulletins)
     shown = fingerprint(versions_of(bulletins))
-    notify_subscribers(runtime, listing, shown)
+    fanout.notify_subscribers(runtime, listing, shown)
     return shown
-
-
-def notify_subscribers(runtime: Runtime, listing: Listing, shown: str) -> int:
-    """Record `shown` as owed to every live subscriber of the listing's feeds and queue a
-    delivery task for each (queue `deliver`); how many.
-
-    The owed fingerprint is in the database before any message is sent, so a message lost
-    (a Redis restart, a killed worker) leaves a difference the reconciler can find and send
-    again. A subscriber that already has this content skips its task.
-    """
-    settings = runtime.settings
-    topics = list(topics_of(settings.public_url, listing).values())
-    with session_factory(settings)() as session:
-        ids = owe_deliveries(session, topics, shown)
-        session.commit()
-    for subscription_id in ids:
-        runtime.refresher.celery.send_task(DELIVER_CONTENT, args=[subscription_id, shown])
-    return len(ids)
