@@ -20,6 +20,13 @@ Oldest age is the age of the oldest piece of work owed, whichever message (if an
 - feed: the oldest feed build requested and not yet started (shared/refresh.py's `since`).
   Feed messages carry a listing, not a bulletin, and many requests coalesce into one build,
   so the request times are the only honest measure of how long a feed has been waiting.
+- deliver: the oldest WebSub work owed in the database and not yet attempted: a delivery owed
+  to a live subscriber (`owed_since`) with no attempt since, or a subscription request
+  awaiting its verification (`updated_at` of a row with a `token`). A subscriber whose
+  delivery failed and is being retried is the subscriber's problem, not a backlog: it does not
+  count. The reconciler restarts both clocks when it re-sends lost work, so the age is capped
+  near `requeue_after_seconds` (deliveries) or two minutes (verifications) for work nobody
+  consumes; the depth still grows then.
 """
 
 from __future__ import annotations
@@ -28,11 +35,11 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 
-from shared.celery_app import FEED_QUEUE, RENDER_QUEUE
+from shared.celery_app import DELIVER_QUEUE, FEED_QUEUE, RENDER_QUEUE
 from shared.db import session_factory
-from shared.models import Bulletin, BulletinStatus
+from shared.models import Bulletin, BulletinStatus, Subscription, SubscriptionState, utcnow
 from shared.refresh import Job, owed_since
 from shared.settings import Settings
 
@@ -44,7 +51,7 @@ KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 
 @dataclass(frozen=True)
 class QueueStats:
-    queue: str  # RENDER_QUEUE or FEED_QUEUE
+    queue: str  # RENDER_QUEUE, FEED_QUEUE or DELIVER_QUEUE
     depth: int  # messages waiting in Redis for a worker
     oldest_age_seconds: float | None  # age of the oldest work owed on this queue; None: none
 
@@ -56,7 +63,7 @@ def queue_lists(queue: str) -> list[str]:
 
 
 def queue_depths(
-    redis: Redis, queues: tuple[str, ...] = (RENDER_QUEUE, FEED_QUEUE)
+    redis: Redis, queues: tuple[str, ...] = (RENDER_QUEUE, FEED_QUEUE, DELIVER_QUEUE)
 ) -> dict[str, int]:
     """Messages waiting per queue, in one round trip."""
     pipe = redis.pipeline(transaction=False)
@@ -86,19 +93,41 @@ def oldest_render_owed(settings: Settings) -> float | None:
     return None if oldest is None else oldest.timestamp()
 
 
+def oldest_delivery_owed(settings: Settings) -> float | None:
+    """Unix time of the oldest WebSub delivery or verification owed (None: none is)."""
+    with session_factory(settings)() as session:
+        delivery = session.scalar(
+            select(func.min(Subscription.owed_since)).where(
+                Subscription.state == SubscriptionState.ACTIVE,
+                Subscription.expires_at > utcnow(),
+                or_(
+                    Subscription.last_delivery_at.is_(None),
+                    Subscription.last_delivery_at < Subscription.owed_since,
+                ),
+            )
+        )
+        verification = session.scalar(
+            select(func.min(Subscription.updated_at)).where(Subscription.token.is_not(None))
+        )
+    times = [t.timestamp() for t in (delivery, verification) if t is not None]
+    return min(times) if times else None
+
+
 def _age(now: float, *since: float | None) -> float | None:
     times = [t for t in since if t is not None]
     return max(0.0, now - min(times)) if times else None
 
 
 def queue_stats(settings: Settings, redis: Redis) -> list[QueueStats]:
-    """One entry per queue (render, feed). Raises RedisError / SQLAlchemyError when a
+    """One entry per queue (render, feed, deliver). Raises RedisError / SQLAlchemyError when a
     backend is unreachable."""
     depths = queue_depths(redis)
     render_since = oldest_render_owed(settings), owed_since(redis, Job.PAGE)
     feed_since = owed_since(redis, Job.FEED)
+    deliver_since = oldest_delivery_owed(settings)
     now = time.time()
     return [
         QueueStats(RENDER_QUEUE, depths[RENDER_QUEUE], _age(now, *render_since)),
         QueueStats(FEED_QUEUE, depths[FEED_QUEUE], _age(now, feed_since)),
+        QueueStats(DELIVER_QUEUE, depths[DELIVER_QUEUE], _age(now, deliver_since)),
     ]

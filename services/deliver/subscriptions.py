@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,6 +86,65 @@ def listing_exists(session: Session, listing: Listing) -> bool:
         return True
     model = Agency if listing.kind is ListingKind.AGENCY else Category
     return session.scalar(select(model.id).where(model.slug == listing.key)) is not None
+
+
+def refusal(
+    session: Session,
+    request: HubRequest,
+    max_per_topic: int,
+    max_per_host: int,
+    now: datetime | None = None,
+) -> str | None:
+    """Why a subscribe request would exceed the hub's limits (None: it may go ahead). Counts
+    subscriptions live or awaiting their verification; a request for a (topic, callback)
+    that already has a row (a renewal, a re-subscription) is never refused, nor is an
+    unsubscribe. A soft limit: two new requests at the same moment may both pass."""
+    if request.mode is not Mode.SUBSCRIBE:
+        return None
+    now = now or utcnow()
+    exists = session.scalar(
+        select(Subscription.id).where(
+            Subscription.topic == request.topic, Subscription.callback == request.callback
+        )
+    )
+    if exists is not None:
+        return None
+    counted = or_(
+        and_(Subscription.state == SubscriptionState.ACTIVE, Subscription.expires_at > now),
+        Subscription.token.is_not(None),
+    )
+    on_topic = session.scalar(
+        select(func.count()).where(Subscription.topic == request.topic, counted)
+    )
+    if (on_topic or 0) >= max_per_topic:
+        return f"this feed has the most subscriptions the hub allows ({max_per_topic})"
+    host = callback_host(request.callback)
+    # A prefix narrows the scan to callbacks that may share the host; the host itself is
+    # compared after parsing (ports, paths, case).
+    literal = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+    prefixes = [f"{scheme}://{_like_escape(literal)}%" for scheme in ("http", "https")]
+    candidates = session.scalars(
+        select(Subscription.callback).where(
+            counted,
+            or_(*(func.lower(Subscription.callback).like(p, escape="\\") for p in prefixes)),
+        )
+    )
+    same_host = sum(1 for callback in candidates if callback_host(callback) == host)
+    if same_host >= max_per_host:
+        return f"callbacks on {host} have the most subscriptions the hub allows ({max_per_host})"
+    return None
+
+
+def callback_host(callback: str) -> str:
+    """The callback's host name, lower case ("" if it has none)."""
+    try:
+        return (urlsplit(callback).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def record_request(sessions: sessionmaker[Session], request: HubRequest) -> tuple[int, str] | None:

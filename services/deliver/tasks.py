@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import time
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -20,7 +19,8 @@ import httpx
 from celery import Task, shared_task
 
 from services.deliver import subscriptions
-from services.deliver.network import DeliveryTransport
+from services.deliver.fanout import fan_out
+from services.deliver.network import DeliveryTransport, deadline
 from services.deliver.subscriptions import DeliveryStatus, Mode
 from services.deliver.topics import (
     CONTENT_TYPES,
@@ -31,11 +31,11 @@ from services.deliver.topics import (
     parse_topic,
     signature,
 )
-from shared.celery_app import DELIVER_CONTENT, VERIFY_INTENT
+from shared.celery_app import DELIVER_CONTENT, DELIVER_FANOUT, VERIFY_INTENT
 from shared.db import session_factory
 from shared.models import utcnow
 from shared.settings import get_settings
-from shared.site import file_for
+from shared.site import Listing, file_for
 from shared.storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,12 @@ BACKOFF_BASE = 2.0
 BACKOFF_CAP = 120.0
 CHALLENGE_BYTES = 32
 MAX_ECHO_BYTES = 1024  # a verification answer longer than this cannot be the challenge
-# Longer than one attempt can take (connect, write and read timeouts), with margin.
+# Timeouts bound each read, not a whole answer: a callback trickling bytes is cut off after
+# this long in all (services/deliver/network.py's `deadline`), and the attempt failed.
+REQUEST_DEADLINE_SECONDS = 15.0
+ECHO_DEADLINE_SECONDS = 10.0  # an intent check's whole answer
+# Longer than one attempt can take (its deadline), with margin.
 CLAIM_SECONDS = 30.0
-# Timeouts bound each read, not a whole answer: a callback trickling bytes is cut off here.
-ECHO_DEADLINE_SECONDS = 10.0
 
 
 @cache
@@ -104,14 +106,16 @@ def verify_intent(self: Task, subscription_id: int, token: str) -> None:
         params["hub.lease_seconds"] = str(request.lease_seconds)
     try:
         # httpx keeps the callback's own query and adds these (the spec asks for that).
-        with client(settings.hub_allow_private_callbacks).stream(
-            "GET", request.callback, params=params
-        ) as response:
+        with (
+            deadline(ECHO_DEADLINE_SECONDS),
+            client(settings.hub_allow_private_callbacks).stream(
+                "GET", request.callback, params=params
+            ) as response,
+        ):
             echoed = b""
-            deadline = time.monotonic() + ECHO_DEADLINE_SECONDS
             for chunk in response.iter_bytes():
                 echoed += chunk
-                if len(echoed) > MAX_ECHO_BYTES or time.monotonic() > deadline:
+                if len(echoed) > MAX_ECHO_BYTES:
                     break
             status = response.status_code
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -126,6 +130,16 @@ def verify_intent(self: Task, subscription_id: int, token: str) -> None:
     log.info("hub: %s of %s for %s: %s%s", request.mode.value, request.topic,
              request.callback, "confirmed" if confirmed else "not confirmed",
              "" if settled else " (superseded)")  # fmt: skip
+
+
+@shared_task(name=DELIVER_FANOUT, bind=True)
+def fan_out_listing(self: Task, target: str, fingerprint: str) -> int:
+    """A listing's feeds now show `fingerprint` (the feed build's one message): owe it to every
+    live subscriber and queue their deliveries; how many. Idempotent: a repeat (a redelivered
+    message, the reconciler's repair) owes nothing new to those who have it."""
+    settings = get_settings()
+    listing = Listing.from_target(target)
+    return fan_out(session_factory(settings), self.app, settings.public_url, listing, fingerprint)
 
 
 @shared_task(name=DELIVER_CONTENT, bind=True, max_retries=DELIVERY_RETRIES)
@@ -168,9 +182,12 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
         return
     permanent = False
     try:
-        with client(settings.hub_allow_private_callbacks).stream(
-            "POST", target.callback, content=body, headers=headers
-        ) as response:
+        with (
+            deadline(REQUEST_DEADLINE_SECONDS),
+            client(settings.hub_allow_private_callbacks).stream(
+                "POST", target.callback, content=body, headers=headers
+            ) as response,
+        ):
             status = response.status_code  # the body is not read: nothing in it matters
         error = None if 200 <= status < 300 else f"HTTP {status}"
     except (httpx.HTTPError, httpx.InvalidURL) as exc:

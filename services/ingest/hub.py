@@ -25,6 +25,7 @@ from services.deliver.subscriptions import (
     clamp_lease,
     listing_exists,
     record_request,
+    refusal,
 )
 from services.deliver.topics import CallbackRefused, check_callback, parse_topic
 from services.ingest.problems import Problem
@@ -98,6 +99,11 @@ def _topic_exists(settings: Settings, topic: str) -> bool:
         return listing_exists(session, found[0])
 
 
+def _refusal(settings: Settings, form: HubRequest) -> str | None:
+    with session_factory(settings)() as session:
+        return refusal(session, form, settings.hub_max_per_topic, settings.hub_max_per_host)
+
+
 def _database_problem(exc: SQLAlchemyError) -> Problem:
     """Any database error (not only a lost connection, which the app's handler answers):
     the client retries, superseding whatever this request left."""
@@ -128,6 +134,13 @@ async def hub(request: Request) -> Response:
         await run_in_threadpool(check_callback, form.callback, settings.hub_allow_private_callbacks)
     except CallbackRefused as exc:
         raise invalid("hub.callback", str(exc)) from None
+    try:
+        refused = await run_in_threadpool(_refusal, settings, form)
+    except SQLAlchemyError as exc:
+        raise _database_problem(exc) from exc
+    if refused is not None:
+        # 403, not 429: waiting does not help; an unsubscribe elsewhere (or an operator) does.
+        raise Problem(403, "Subscription limit reached", f"Not subscribed: {refused}.")
     try:
         recorded = await run_in_threadpool(record_request, session_factory(settings), form)
     except SQLAlchemyError as exc:
