@@ -14,6 +14,10 @@ render worker's notice for a withdrawn bulletin) is answered ``410 Gone`` with t
 live file always wins over a tombstone, and the tombstone directory, a dot-directory, is never
 served under its own URL.
 
+A subscription feed's answers (200, 304, HEAD) carry WebSub discovery ``Link`` headers (its hub
+and its own URL), a month's archive document its own URL, and a past month's archive a day's
+max-age: ``feed_extras`` in files.py.
+
 Run: ``uvicorn --factory services.gateway.app:app_from_env --workers 2 --http httptools
 --loop uvloop --no-access-log --no-proxy-headers --no-server-header`` (why each flag:
 ``GATEWAY_FLAGS`` in bench/gateway.py).
@@ -29,6 +33,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -38,15 +43,20 @@ from urllib.parse import quote
 from redis import Redis
 from starlette.types import Receive, Scope, Send
 
+from services.deliver.topics import hub_url
 from services.gateway.files import (
+    NO_EXTRAS,
     SECURITY_HEADERS,
     TOMBSTONE_TYPE,
     Entry,
+    Extras,
+    FeedLinks,
     FileCache,
     FileType,
     HeaderList,
     Reply,
     Variant,
+    feed_extras,
     file_type,
     http_date,
     load_entry,
@@ -240,11 +250,17 @@ class Gateway:
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         revalidate_after: float = 0.0,
         heartbeat: Heartbeat | None = None,
+        links: FeedLinks | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = str(site_dir)
         self._root_prefix = self.root.rstrip("/") + "/"
         self._tombstone_prefix = self._root_prefix + TOMBSTONE_DIR + "/"
-        self.cache = FileCache(cache_bytes, revalidate_after=revalidate_after)
+        self.cache = FileCache(
+            cache_bytes, revalidate_after=revalidate_after, wall_clock=wall_clock
+        )
+        self.links = links  # the feeds' Link headers: none without
+        self._wall_clock = wall_clock
         self.max_entry_bytes = max_entry_bytes
         # Browsers send a handful of distinct Accept-Encoding values: parse each once.
         self._gzip_ok: dict[bytes, bool] = {}
@@ -314,12 +330,13 @@ class Gateway:
         real_path = self._inside(fs_path)
         if real_path is None or not stat.S_ISREG(info.st_mode):
             return self._not_found
+        extras = feed_extras(relative, self.links, self._wall_clock())
         if info.st_size > self.max_entry_bytes:
-            return self._open_stream(scope, real_path, relative)
+            return self._open_stream(scope, real_path, relative, extras=extras)
         if info.st_size > THREAD_LOAD_BYTES:
-            entry = await asyncio.to_thread(load_entry, fs_path, real_path, relative)
+            entry = await asyncio.to_thread(load_entry, fs_path, real_path, relative, extras=extras)
         else:
-            entry = load_entry(fs_path, real_path, relative)
+            entry = load_entry(fs_path, real_path, relative, extras=extras)
         if entry is None:
             # Deleted between the stat and the open: perhaps withdrawn this very moment.
             return await self._gone(scope, path, relative, fs_path)
@@ -409,6 +426,7 @@ class Gateway:
         *,
         status: int = 200,
         kind: FileType | None = None,
+        extras: Extras = NO_EXTRAS,
     ) -> Reply | FileStream:
         try:
             handle = open(real_path, "rb")  # closed by _stream, or below when nothing is sent
@@ -418,6 +436,8 @@ class Gateway:
             info = os.fstat(handle.fileno())
             if kind is None:
                 kind = file_type(relative)
+                if extras.max_age is not None:
+                    kind = kind._replace(max_age=extras.max_age)
             # Hashing hundreds of MiB per request is not an option: a stat-derived tag, as
             # nginx uses, still changes with every atomic replace (new inode and mtime).
             etag = b'"%x-%x-%x"' % (info.st_ino, info.st_size, info.st_mtime_ns)
@@ -427,6 +447,7 @@ class Gateway:
                 (b"etag", etag),
                 (b"last-modified", last_modified),
                 (b"cache-control", b"public, max-age=%d" % kind.max_age),
+                *extras.headers,
             ]
             _, if_none_match, if_modified_since = request_conditions(scope["headers"])
             # Preconditions apply to a 200 only (RFC 9110 13.2.1): a 410 is never a 304.
@@ -509,13 +530,15 @@ def create_app(
     revalidate_after: float = 0.0,
 ) -> Gateway:
     """A gateway that, by default, re-checks every file on every request; the production
-    factory below trusts a check for ``REVALIDATE_AFTER``."""
+    factory below trusts a check for ``REVALIDATE_AFTER``. Its feeds' Link headers name
+    ``settings.public_url`` and the hub on ingest, as the hub itself does."""
     return Gateway(
         settings.resolved_site_dir,
         cache_bytes=cache_bytes,
         max_entry_bytes=max_entry_bytes,
         revalidate_after=revalidate_after,
         heartbeat=heartbeat_for(settings),
+        links=FeedLinks(settings.public_url, hub_url(settings.resolved_ingest_url)),
     )
 
 

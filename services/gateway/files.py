@@ -12,13 +12,20 @@ first (it must still be missing, since the live file always wins) and then the t
 With ``revalidate_after`` > 0 an entry checked less than that long ago is served without a new
 ``os.stat``: a change on disk then shows up at most that late (a file not in the cache, such
 as a newly published page, is always looked up at once). See ``REVALIDATE_AFTER`` in app.py.
+
+Feeds say more than their type (``feed_extras``): a subscription feed names its WebSub hub and
+its own URL in ``Link`` headers, an RFC 5005 archive document (a listing's month) its own URL,
+and a past month's archive is cached for a day. deploy/nginx.conf says the same for the files
+it serves itself.
 """
 
 from __future__ import annotations
 
+import calendar
 import gzip
 import hashlib
 import os
+import re
 import stat
 import time
 from collections import OrderedDict
@@ -26,8 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import NamedTuple
+from urllib.parse import quote
 
+from services.deliver.topics import link_header
 from shared.security_headers import SITE_HEADERS, raw_headers
+from shared.site import absolute
 
 # Below this, gzip saves less than the extra header and the client's inflate cost.
 MIN_GZIP_BYTES = 512
@@ -38,6 +48,9 @@ HTML_MAX_AGE = 30  # pages are re-rendered on corrections: keep stale copies sho
 FEED_MAX_AGE = 60  # feed readers poll; a minute bounds how late an update can show
 STATIC_MAX_AGE = 86_400  # templates reference assets with ?v=<hash>, so a new asset has a new URL
 TOMBSTONE_MAX_AGE = 30  # a withdrawal must reach readers (and shared caches) quickly
+# A month's archive once that month (UTC) is over: its entries no longer change but for a rare
+# correction or withdrawal of an old bulletin, which a day's delay in caches is fair for.
+ARCHIVE_MAX_AGE = 86_400
 
 HeaderList = list[tuple[bytes, bytes]]
 
@@ -100,6 +113,76 @@ def file_type(relative: str) -> FileType:
     return kind
 
 
+# The subscription feeds (shared.site: Listing.feed_path) and their month archives (RFC 5005,
+# "feeds/all/2026-11.rss", a big month's later parts "-2", "-3" ...), site-relative. The same
+# patterns are in deploy/nginx.conf.
+_LISTING = r"feeds/(?:all|agency/[^/]+|category/[^/]+)"
+_FEED_PATH = re.compile(_LISTING + r"\.(?:rss|atom|json)")
+_ARCHIVE_PATH = re.compile(_LISTING + r"/([0-9]{4}-[0-9]{2})(?:-[0-9]+)?\.(?:rss|atom)")
+# What a URL path may carry unescaped (RFC 3986 pchar and "/"), as the redirects quote it.
+_PATH_SAFE = "/-._~!$&'()*+,;=:@"
+
+
+@dataclass(slots=True, frozen=True)
+class FeedLinks:
+    """The deployment's URLs the feeds' ``Link`` headers name: the site's public base URL
+    (``settings.public_url``) and the WebSub hub (``services.deliver.topics.hub_url``)."""
+
+    public_url: str
+    hub: str
+
+
+class Extras(NamedTuple):
+    """What a file's answers carry beyond its type's defaults."""
+
+    headers: HeaderList  # on the 200 and the 304 alike
+    max_age: int | None = None  # instead of the type's
+    # Wall-clock time (epoch seconds) from which these extras are out of date: the end of the
+    # month for an archive of the current month, whose max-age then becomes a day.
+    until: float | None = None
+
+
+NO_EXTRAS = Extras([])
+
+
+def month_of(now: float) -> tuple[str, float]:
+    """The UTC month (``YYYY-MM``) at `now`, and the epoch second the next one starts."""
+    moment = time.gmtime(now)
+    year, month = moment.tm_year, moment.tm_mon
+    following = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0, 0, 0, 0))
+    return f"{year:04d}-{month:02d}", float(following)
+
+
+def feed_extras(relative: str, links: FeedLinks | None, now: float) -> Extras:
+    """Link headers and cache lifetime of a site-relative path (``NO_EXTRAS`` for anything
+    but a feed or an archive document).
+
+    A subscription feed gets ``Link: <hub>; rel="hub", <self>; rel="self"`` (W3C WebSub 4),
+    self being exactly the topic URL the hub accepts for it; an archive document only its own
+    URL (there is no subscribing to a closed month). An archive of a month before `now`'s (UTC)
+    is cached for ``ARCHIVE_MAX_AGE``; the current month's, still growing, as a feed is.
+    Without `links` (a gateway given no URLs) no Link header is sent.
+    """
+    if not relative.startswith("feeds/"):
+        return NO_EXTRAS
+    if _FEED_PATH.fullmatch(relative):
+        if links is None:
+            return NO_EXTRAS
+        topic = absolute(links.public_url, "/" + quote(relative, safe=_PATH_SAFE))
+        return Extras([(b"link", link_header(links.hub, topic).encode("ascii"))])
+    match = _ARCHIVE_PATH.fullmatch(relative)
+    if match is None:
+        return NO_EXTRAS
+    headers: HeaderList = []
+    if links is not None:
+        own = absolute(links.public_url, "/" + quote(relative, safe=_PATH_SAFE))
+        headers.append((b"link", f'<{own}>; rel="self"'.encode("ascii")))
+    current, next_month = month_of(now)
+    if match.group(1) < current:
+        return Extras(headers, ARCHIVE_MAX_AGE)
+    return Extras(headers, None, next_month)
+
+
 @dataclass(slots=True, frozen=True)
 class Reply:
     """A complete response. Header lists may be shared between requests: never mutate them."""
@@ -132,6 +215,8 @@ class Entry:
     gzip: Variant | None
     # Set on a tombstone: the live file this entry answers for while that file is missing.
     live_path: str | None = None
+    # Wall-clock time from which the prepared headers are out of date (``Extras.until``).
+    until: float | None = None
 
     @property
     def conditional(self) -> bool:
@@ -143,11 +228,14 @@ class Entry:
         return len(self.identity.ok.body) + (len(self.gzip.ok.body) if self.gzip else 0)
 
 
-def _validator_headers(etag: bytes, last_modified: bytes, kind: FileType, vary: bool) -> HeaderList:
+def _validator_headers(
+    etag: bytes, last_modified: bytes, kind: FileType, vary: bool, extra: HeaderList
+) -> HeaderList:
     headers = [
         (b"etag", etag),
         (b"last-modified", last_modified),
         (b"cache-control", b"public, max-age=%d" % kind.max_age),
+        *extra,
     ]
     if vary:
         headers.append((b"vary", b"accept-encoding"))
@@ -163,8 +251,9 @@ def _variant(
     vary: bool,
     gzipped: bool,
     status: int,
+    extra: HeaderList,
 ) -> Variant:
-    validators = _validator_headers(etag, last_modified, kind, vary)
+    validators = _validator_headers(etag, last_modified, kind, vary, extra)
     headers = [
         (b"content-type", kind.content_type),
         (b"content-length", str(len(body)).encode()),
@@ -186,6 +275,7 @@ def load_entry(
     relative: str,
     *,
     live_path: str | None = None,
+    extras: Extras = NO_EXTRAS,
 ) -> Entry | None:
     """Read, hash and compress one file; ``None`` when it is gone or not a regular file.
 
@@ -193,7 +283,7 @@ def load_entry(
     stats to, so that any later change along the URL's path is noticed and re-checked.
 
     With ``live_path``, ``fs_path`` is the tombstone of that (missing) file: the entry answers
-    410 Gone, as HTML, with a short max-age.
+    410 Gone, as HTML, with a short max-age. `extras` (``feed_extras``) apply to a live file.
     """
     try:
         with open(real_path, "rb") as handle:
@@ -207,6 +297,10 @@ def load_entry(
         return None
     kind = TOMBSTONE_TYPE if live_path is not None else file_type(relative)
     status = 200 if live_path is None else 410
+    if live_path is not None:
+        extras = NO_EXTRAS
+    elif extras.max_age is not None:
+        kind = kind._replace(max_age=extras.max_age)
     mtime = info.st_mtime_ns // 1_000_000_000
     last_modified = http_date(mtime)
     digest = hashlib.blake2b(body, digest_size=10).hexdigest().encode()
@@ -218,16 +312,18 @@ def load_entry(
             compressed = None
     vary = compressed is not None
     identity = _variant(
-        body, b'"%s"' % digest, last_modified, kind, vary=vary, gzipped=False, status=status
-    )
+        body, b'"%s"' % digest, last_modified, kind,
+        vary=vary, gzipped=False, status=status, extra=extras.headers,
+    )  # fmt: skip
     gzip_variant = None
     if compressed is not None:
         # A distinct tag per encoding (RFC 9110 8.8.3): a cache must not pair a gzip body with
         # the identity tag, or a later 304 would let it serve bytes the client cannot decode.
         gz_etag = b'"%s-gz"' % digest
         gzip_variant = _variant(
-            compressed, gz_etag, last_modified, kind, vary=True, gzipped=True, status=status
-        )
+            compressed, gz_etag, last_modified, kind,
+            vary=True, gzipped=True, status=status, extra=extras.headers,
+        )  # fmt: skip
     return Entry(
         fs_path=fs_path,
         mtime_ns=info.st_mtime_ns,
@@ -238,6 +334,7 @@ def load_entry(
         identity=identity,
         gzip=gzip_variant,
         live_path=live_path,
+        until=extras.until,
     )
 
 
@@ -255,7 +352,8 @@ class FileCache:
     """Least-recently-used entries, bounded by the bytes they hold (bodies plus gzip forms).
 
     ``revalidate_after`` (seconds) is how long a checked entry is trusted without a new
-    ``os.stat``; 0, the default, stats on every hit.
+    ``os.stat``; 0, the default, stats on every hit. ``wall_clock`` tells when an entry's
+    ``until`` has passed (a month's end: ``clock`` is monotonic, not a calendar).
     """
 
     def __init__(
@@ -264,11 +362,13 @@ class FileCache:
         *,
         revalidate_after: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_bytes = max_bytes
         self.revalidate_after = revalidate_after
         self.total_bytes = 0
         self._clock = clock
+        self._wall_clock = wall_clock
         self._entries: OrderedDict[str, _Slot] = OrderedDict()
 
     def __len__(self) -> int:
@@ -291,6 +391,9 @@ class FileCache:
         if now < slot.valid_until:
             self._entries.move_to_end(key)
             return entry
+        if entry.until is not None and self._wall_clock() >= entry.until:
+            self.discard(key)  # its month is over: read again, with the headers that now apply
+            return None
         if entry.live_path is not None:
             try:
                 os.stat(entry.live_path)

@@ -655,7 +655,7 @@ def test_not_found_page(client: Client) -> None:
 def test_unexpected_error_gives_500_without_traceback(
     client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*args: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(gateway_app, "load_entry", broken)

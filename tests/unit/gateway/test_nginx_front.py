@@ -7,6 +7,10 @@ a real nginx and the real gateway behind it, and asks both the same questions. N
 The same nginx fronts a real ingest (its own server in the file): reachable through it, bodies
 over BANTIN_MAX_REQUEST_BYTES and oversized headers refused by nginx in ingest's problem+json,
 and every answer of both carrying the security headers of shared/security_headers.py, once.
+
+The file is rendered as the nginx image renders it (envsubst of BANTIN_PUBLIC_URL and
+BANTIN_INGEST_PUBLIC_URL, the gateway's own settings here): the feeds' WebSub Link headers and
+the archives' Cache-Control must be the gateway's, whoever serves the file.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import gzip
 import http.client
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -23,9 +28,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench import gateway as harness
+from services.deliver.topics import hub_url, parse_topic
+from services.gateway.files import month_of
 from shared.security_headers import API_HEADERS, DOCS_HEADERS, SITE_HEADERS
 from shared.settings import Settings
 from shared.site import tombstone_for
@@ -62,7 +70,26 @@ OPML = (
 ROBOTS = b"User-agent: *\nAllow: /\n\nSitemap: https://tin.example/sitemap.xml\n"
 NOTICE = ("<!doctype html><title>Bản tin đã được gỡ bỏ</title>" + "<p>Đã gỡ.</p>" * 60).encode()
 HEADERS = ["content-type", "cache-control", "content-encoding", "location", "allow",
-           "x-content-type-options"]  # fmt: skip
+           "x-content-type-options", "link"]  # fmt: skip
+# The deployment's URLs, given to the gateway (its settings) and to nginx (envsubst) alike; the
+# trailing slash is dropped by both.
+URLS = {
+    "BANTIN_PUBLIC_URL": "https://tin.example",
+    "BANTIN_INGEST_PUBLIC_URL": "https://api.tin.example/",
+}
+PUBLIC = URLS["BANTIN_PUBLIC_URL"]
+HUB = hub_url(Settings(ingest_public_url=URLS["BANTIN_INGEST_PUBLIC_URL"]).resolved_ingest_url)
+# Archive documents (RFC 5005): a month long past, and the current UTC month (at import).
+PAST_MONTH = "2020-07"
+THIS_MONTH = month_of(time.time())[0]
+ARCHIVES = [
+    f"/feeds/all/{PAST_MONTH}.rss",
+    f"/feeds/agency/bac-kan/{PAST_MONTH}-2.atom",
+    f"/feeds/category/giao-duc/{THIS_MONTH}.rss",
+    f"/feeds/all/{THIS_MONTH}.atom",
+]
+FEEDS = [f"/feeds/{scope}.{fmt}" for scope in ("all", "agency/bac-kan", "category/giao-duc")
+         for fmt in ("rss", "atom", "json")]  # fmt: skip
 
 Answer = tuple[int, dict[str, str], bytes]
 # The security headers nginx must pass or add, each exactly once (header name -> value).
@@ -98,6 +125,23 @@ def assert_once(expected: dict[str, str], lines: list[tuple[str, str]] | None = 
     lines = last_header_lines if lines is None else lines
     for name, value in expected.items():
         assert [v for k, v in lines if k == name] == [value], name
+
+
+def render(conf: str, env: dict[str, str]) -> str:
+    """What the nginx image's entrypoint does to a template (20-envsubst-on-templates.sh):
+    envsubst of the variables matching NGINX_ENVSUBST_FILTER (here: ours), nothing else."""
+    names = " ".join(f"${{{name}}}" for name in env)
+    envsubst = shutil.which("envsubst")
+    if envsubst is not None:
+        done = subprocess.run([envsubst, names], input=conf, env=env, capture_output=True,
+                              text=True, check=True, timeout=30)  # fmt: skip
+        rendered = done.stdout
+    else:  # the same, for these two plain ${NAME} forms
+        rendered = conf
+        for name, value in env.items():
+            rendered = rendered.replace(f"${{{name}}}", value)
+    assert "${BANTIN_" not in rendered
+    return rendered
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +186,14 @@ def ports(site: Path, ingest_ports: tuple[int, int]) -> Iterator[tuple[int, int]
     storage.put("feeds/.tmp-x.json", JSON_FEED)
     storage.put("feeds/category/giao-duc.json", JSON_FEED)
     storage.put("feeds/category/giao-duc.json.gz", gzip.compress(JSON_FEED, mtime=0))
+    for feed in FEEDS:
+        if not storage.exists(feed.lstrip("/")):
+            storage.put(feed.lstrip("/"), JSON_FEED if feed.endswith(".json") else FEED)
+    for document in ARCHIVES:
+        storage.put(document.lstrip("/"), FEED)
+    # Look like archives, but are not (a name that is no month; JSON Feed has no archives).
+    storage.put("feeds/all/ghi-chu.rss", FEED)
+    storage.put("feeds/agency/bac-kan/2020-07.json", JSON_FEED)
     storage.put("static/site.css", b"body { color: #222 }\n" * 40)
     storage.put("sitemap.xml", SITEMAP)
     storage.put("sitemaps/2020-07.xml", SITEMAP)
@@ -164,15 +216,23 @@ def ports(site: Path, ingest_ports: tuple[int, int]) -> Iterator[tuple[int, int]
     command[command.index("--workers") + 1] = "1"
     ingest_alone, ingest_front = ingest_ports
     conf = harness._production_conf(site, nginx_port, gateway_port, (ingest_front, ingest_alone))
-    servers = [
-        harness.Server("gateway", gateway_port,
-                       harness.gateway_starter(work, site, "gateway", gateway_port, command)),
-        ingest_starter(work, ingest_alone),
-        harness.Server("nginx", nginx_port, harness.nginx_starter(work, "nginx", conf)),
-    ]  # fmt: skip
+    conf = render(conf, URLS)
+    servers: list[harness.Server] = []
     try:
-        for server in servers:
-            server.process = server.start()
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in URLS.items():
+                env.setenv(name, value)  # the gateway's settings
+            # nginx's month is its local one: UTC, as in the nginx image (see the file).
+            env.setenv("TZ", "UTC")
+            servers = [
+                harness.Server("gateway", gateway_port,
+                               harness.gateway_starter(work, site, "gateway", gateway_port,
+                                                       command)),
+                ingest_starter(work, ingest_alone),
+                harness.Server("nginx", nginx_port, harness.nginx_starter(work, "nginx", conf)),
+            ]  # fmt: skip
+            for server in servers:
+                server.process = server.start()
         for server in servers:
             harness.wait_ready(server, "/healthz" if server.name == "ingest" else "/")
         yield gateway_port, nginx_port
@@ -224,6 +284,11 @@ SAME = [
     ("GET", "/feeds.opml", {}),
     ("GET", "/feeds/atom.opml", GZ),
     ("GET", "/feeds/", {}),
+    *(("GET", path, {}) for path in FEEDS + ARCHIVES),
+    *(("GET", path, GZ) for path in ("/feeds/agency/bac-kan.atom", ARCHIVES[0], ARCHIVES[2])),
+    *(("HEAD", path, {}) for path in ("/feeds/category/giao-duc.rss", ARCHIVES[1])),
+    ("GET", "/feeds/all.rss?hub.mode=x", {}),  # self is the feed's URL, never the query
+    ("GET", "/feeds/agency/khong-co.rss", {}),  # no such feed: a 404, no Link
 ]
 
 
@@ -304,6 +369,54 @@ def test_nginx_serves_sitemaps_robots_and_opml_with_their_types(
         assert (status, answer["content-type"], content) == (200, content_type, body), port
         assert answer["cache-control"] == f"public, max-age={max_age}"
         assert_once(SITE)
+
+
+def links() -> dict[str, str]:
+    """The last answer's Link header lines, parsed as httpx parses them: rel -> URL."""
+    lines = [("link", v) for k, v in last_header_lines if k == "link"]
+    parsed = httpx.Response(200, headers=lines).links
+    return {str(rel): link["url"] for rel, link in parsed.items()}
+
+
+@pytest.mark.parametrize("path", FEEDS)
+def test_feeds_name_their_hub_and_themselves(ports: tuple[int, int], path: str) -> None:
+    # WebSub discovery (W3C WebSub 4), on the 200, the 304 and HEAD, from the gateway alone,
+    # from nginx serving the file and from nginx handing a gzip request to the gateway.
+    wanted = {"hub": HUB, "self": PUBLIC + path}
+    assert parse_topic(PUBLIC, wanted["self"]) is not None  # a topic the hub accepts
+    for port, headers in ((ports[0], {}), (ports[1], {}), (ports[1], GZ)):
+        status, answer, _ = fetch(port, "GET", path, headers)
+        assert (status, links()) == (200, wanted), (port, headers)
+        assert_once(SITE)
+        status, _, _ = fetch(port, "GET", path, {**headers, "If-None-Match": answer["etag"]})
+        assert (status, links()) == (304, wanted), (port, headers)
+        assert fetch(port, "HEAD", path, headers)[0] == 200 and links() == wanted
+
+
+@pytest.mark.parametrize("path", ARCHIVES)
+def test_archives_name_themselves_and_past_months_are_cached_for_a_day(
+    ports: tuple[int, int], path: str
+) -> None:
+    max_age = 86400 if PAST_MONTH in path else 60
+    for port, headers in ((ports[0], {}), (ports[1], {}), (ports[1], GZ)):
+        status, answer, _ = fetch(port, "GET", path, headers)
+        assert status == 200
+        assert links() == {"self": PUBLIC + path}  # no hub: a closed month has no updates
+        assert answer["cache-control"] == f"public, max-age={max_age}", (port, headers)
+        status, answer, _ = fetch(port, "GET", path, {**headers, "If-None-Match": answer["etag"]})
+        assert status == 304 and links() == {"self": PUBLIC + path}
+        assert answer["cache-control"] == f"public, max-age={max_age}", (port, headers)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/bac-kan/tin-1.html", "/feeds.opml", "/feeds/atom.opml", "/feeds/", "/sitemap.xml",
+     "/du-lieu.json", "/feeds/all/ghi-chu.rss", "/feeds/agency/bac-kan/2020-07.json"],
+)  # fmt: skip
+def test_no_link_on_anything_else(ports: tuple[int, int], path: str) -> None:
+    for port in ports:
+        fetch(port, "GET", path)
+        assert links() == {}, (port, path)
 
 
 @pytest.mark.parametrize(
@@ -428,6 +541,11 @@ def test_ingest_down_is_a_problem_503_and_the_site_stays_up(site: Path) -> None:
     nginx.process = nginx.start()
     try:
         harness.wait_ready(harness.Server("site", nginx_port, nginx.start, nginx.process), "/")
+        # Not rendered by envsubst, the file still loads: the placeholders show, as said there.
+        status, _, _ = fetch(nginx_port, "GET", "/feeds/all.rss")
+        assert status == 200
+        assert links() == {"hub": "${BANTIN_INGEST_PUBLIC_URL}/hub",
+                           "self": "${BANTIN_PUBLIC_URL}/feeds/all.rss"}  # fmt: skip
         status, headers, body = fetch(front, "GET", "/healthz")
         assert status == 503 and headers["content-type"] == "application/problem+json"
         assert json.loads(body)["status"] == 503
