@@ -1,28 +1,36 @@
-"""The one query behind every index page and feed: the newest published bulletins of a listing."""
+"""The queries behind every index page and feed (the newest published bulletins of a
+listing) and behind its RFC 5005 archive (the listing's bulletins month by month)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from shared.models import Agency, Bulletin, BulletinStatus, Category
 from shared.site import ALL, Listing, ListingKind
 
 
-def _newest(listing: Listing, *columns: Any) -> Select[Any]:
-    """Each filter matches a composite index (status / agency / category, then published_at,
-    id), so the cost stays the same however large the archive grows."""
+def _published(listing: Listing, *columns: Any) -> Select[Any]:
+    """The listing's published bulletins. Each filter matches a composite index (status /
+    agency / category, then published_at, id), so the cost stays the same however large the
+    archive grows, and a published_at range reads only that range."""
     query = select(*columns).where(Bulletin.status == BulletinStatus.PUBLISHED)
     if listing.kind is ListingKind.AGENCY:
         agency_id = select(Agency.id).where(Agency.slug == listing.key).scalar_subquery()
         query = query.where(Bulletin.agency_id == agency_id)
     elif listing.kind is ListingKind.CATEGORY:
         query = query.where(Bulletin.category_slug == listing.key)
-    return query.order_by(Bulletin.published_at.desc(), Bulletin.id.desc())
+    return query
+
+
+def _newest(listing: Listing, *columns: Any) -> Select[Any]:
+    return _published(listing, *columns).order_by(Bulletin.published_at.desc(), Bulletin.id.desc())
 
 
 def newest_bulletins(session: Session, listing: Listing, limit: int) -> list[Bulletin]:
@@ -72,3 +80,166 @@ def listing_heading(session: Session, listing: Listing, site_title: str) -> str:
         category = session.scalar(select(Category.name).where(Category.slug == listing.key))
         return category or listing.key
     return site_title
+
+
+# -- archives (RFC 5005): a listing's bulletins by UTC month ---------------------------------
+
+
+def month_bounds(key: str) -> tuple[datetime, datetime]:
+    """[start, end) of a month key ``YYYY-MM``, in UTC."""
+    start = datetime.strptime(key, "%Y-%m").replace(tzinfo=UTC)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _key_of(moment: datetime) -> str:
+    return _utc(moment).astimezone(UTC).strftime("%Y-%m")
+
+
+def parts_of(count: int, per_part: int) -> int:
+    """How many archive documents a month of `count` entries takes (0 when empty)."""
+    return -(-count // per_part)
+
+
+@dataclass(frozen=True)
+class ArchiveMonth:
+    """One non-empty month of a listing's archive, in a few numbers: computed by its build
+    from the rows it shows, and by the check from aggregates; a difference means stale."""
+
+    key: str
+    count: int
+    id_sum: int
+    revision_sum: int  # any correction bumps a revision, so it moves this
+    lastmod: datetime
+
+    @property
+    def summary(self) -> str:
+        stamp = _utc(self.lastmod).astimezone(UTC).isoformat(timespec="microseconds")
+        return f"{self.count}:{self.id_sum}:{self.revision_sum}:{stamp}"
+
+    @classmethod
+    def of_rows(cls, key: str, rows: Sequence[MonthRow]) -> ArchiveMonth:
+        return cls(
+            key,
+            len(rows),
+            sum(row.id for row in rows),
+            sum(row.revision for row in rows),
+            max((_utc(row.updated_at) for row in rows), default=month_bounds(key)[0]),
+        )
+
+
+@dataclass(frozen=True)
+class MonthRow:
+    id: int
+    revision: int
+    updated_at: datetime
+
+
+def month_rows(session: Session, listing: Listing, key: str) -> list[MonthRow]:
+    """The listing's bulletins published in month `key`, oldest first by (published_at, id):
+    the order archive parts are cut in, so earlier parts fill up and then stay fixed."""
+    start, end = month_bounds(key)
+    query = (
+        _published(listing, Bulletin.id, Bulletin.revision, Bulletin.updated_at)
+        .where(Bulletin.published_at >= start, Bulletin.published_at < end)
+        .order_by(Bulletin.published_at, Bulletin.id)
+    )
+    return [MonthRow(row.id, row.revision, row.updated_at) for row in session.execute(query)]
+
+
+def _month_summary(session: Session, listing: Listing, key: str) -> ArchiveMonth:
+    start, end = month_bounds(key)
+    count, id_sum, revision_sum, lastmod = session.execute(
+        _published(
+            listing,
+            func.count(Bulletin.id),
+            func.sum(Bulletin.id),
+            func.sum(Bulletin.revision),
+            func.max(Bulletin.updated_at),
+        ).where(Bulletin.published_at >= start, Bulletin.published_at < end)
+    ).one()
+    return ArchiveMonth(
+        key, int(count), int(id_sum or 0), int(revision_sum or 0), _utc(lastmod or start)
+    )
+
+
+def archive_months(session: Session, listing: Listing) -> list[ArchiveMonth]:
+    """Every non-empty month of the listing, oldest first: two index lookups per month (its
+    aggregates, then the first row past it), so empty stretches cost nothing."""
+    months: list[ArchiveMonth] = []
+    first = session.scalar(_published(listing, func.min(Bulletin.published_at)))
+    while first is not None:
+        key = _key_of(first)
+        months.append(_month_summary(session, listing, key))
+        first = session.scalar(
+            _published(listing, func.min(Bulletin.published_at)).where(
+                Bulletin.published_at >= month_bounds(key)[1]
+            )
+        )
+    return months
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The non-empty months around one month: the older one with its part count (its last
+    part is the older neighbour of this month's first), and the newer one's key."""
+
+    prev: tuple[str, int] | None
+    next: str | None
+
+
+def neighbours(session: Session, listing: Listing, key: str, per_part: int) -> Neighbours:
+    """Three index lookups: the newest row before the month, its month's count, the oldest
+    row after it."""
+    start, end = month_bounds(key)
+    before = session.scalar(
+        _published(listing, func.max(Bulletin.published_at)).where(Bulletin.published_at < start)
+    )
+    after = session.scalar(
+        _published(listing, func.min(Bulletin.published_at)).where(Bulletin.published_at >= end)
+    )
+    prev = None
+    if before is not None:
+        older = _month_summary(session, listing, _key_of(before))
+        prev = (older.key, parts_of(older.count, per_part))
+    return Neighbours(prev, None if after is None else _key_of(after))
+
+
+def month_fingerprint(month: ArchiveMonth, around: Neighbours) -> str:
+    """What a month's archive documents show: its rows (in summary) and its neighbour links."""
+    prev = "" if around.prev is None else f"{around.prev[0]}#{around.prev[1]}"
+    return f"{month.summary}|{prev}|{around.next or ''}"
+
+
+def month_fingerprints(months: Sequence[ArchiveMonth], per_part: int) -> dict[str, str]:
+    """Each month's fingerprint, given every non-empty month of a listing oldest first (the
+    neighbours of each are the months beside it)."""
+    found = {}
+    for i, month in enumerate(months):
+        older = months[i - 1] if i > 0 else None
+        newer = months[i + 1] if i + 1 < len(months) else None
+        around = Neighbours(
+            None if older is None else (older.key, parts_of(older.count, per_part)),
+            None if newer is None else newer.key,
+        )
+        found[month.key] = month_fingerprint(month, around)
+    return found
+
+
+def newest_month(session: Session, listing: Listing, per_part: int) -> tuple[str, int] | None:
+    """The listing's newest non-empty month and its part count: where its subscription
+    feeds' ``prev-archive`` link points (the last part). Two index lookups."""
+    newest = session.scalar(_published(listing, func.max(Bulletin.published_at)))
+    if newest is None:
+        return None
+    start, end = month_bounds(_key_of(newest))
+    count = session.scalar(
+        _published(listing, func.count(Bulletin.id)).where(
+            Bulletin.published_at >= start, Bulletin.published_at < end
+        )
+    )
+    return _key_of(newest), parts_of(int(count or 0), per_part)

@@ -30,7 +30,7 @@ from celery import Celery, Task
 from redis import Redis
 
 from shared.celery_app import BUILD_FEEDS, RENDER_LISTING
-from shared.site import Listing, ListingKind
+from shared.site import ARCHIVE_CHECK, Listing, ListingKind
 
 # Builds read the newest few dozen rows and take milliseconds; the builder renews the lock on
 # every round. A lock whose holder died (or whose task message went down with a killed worker
@@ -43,6 +43,10 @@ MIN_REBUILD_INTERVAL = 0.1
 # month read a month or the whole archive (~70 ms per 100,000 bulletins on SQLite, measured),
 # too much to repeat ten times a second during a burst.
 SITEMAP_REBUILD_INTERVAL = 5.0
+# An archive month reads the whole month's (id, revision) list and may build a part of up to
+# `archive_items` entries: at most once a second under load. A listing's archive check walks
+# every month, like the sitemap index.
+ARCHIVE_REBUILD_INTERVAL = 1.0
 
 
 class Job(StrEnum):
@@ -156,6 +160,13 @@ class Refresher:
         value = self.redis.get(f"{_base(job, listing)}:built")
         return value.decode() if isinstance(value, bytes) else value
 
+    def built_many(self, job: Job, listings: list[Listing]) -> list[str | None]:
+        """`built` of each listing, in one round trip."""
+        if not listings:
+            return []
+        values = self.redis.mget([f"{_base(job, listing)}:built" for listing in listings])
+        return [value.decode() if isinstance(value, bytes) else value for value in values]
+
     def builds(self, job: Job, listing: Listing) -> int:
         """How many builds of this listing ever ran (for operators and tests)."""
         return int(self.redis.get(f"bantin:stats:builds:{job.value}:{listing.target}") or 0)
@@ -185,6 +196,9 @@ def rebuild_interval(listing: Listing) -> float:
     """The least time between two builds of `listing` while requests keep coming."""
     if listing.kind is ListingKind.SITEMAP:
         return SITEMAP_REBUILD_INTERVAL
+    if listing.kind is ListingKind.ARCHIVE:
+        check = listing.archive_scope[1] == ARCHIVE_CHECK
+        return SITEMAP_REBUILD_INTERVAL if check else ARCHIVE_REBUILD_INTERVAL
     return MIN_REBUILD_INTERVAL
 
 

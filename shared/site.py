@@ -10,6 +10,10 @@ Every page and feed is a file under the site directory whose relative path is it
     /feeds/all.rss, /feeds/all.atom, /feeds/all.json
     /feeds/agency/{agency}.rss|.atom|.json
     /feeds/category/{category}.rss|.atom|.json    (.json: JSON Feed 1.1)
+    /feeds/all/{YYYY-MM}.rss|.atom                 RFC 5005 archive: every bulletin of the
+    /feeds/agency/{agency}/{YYYY-MM}.rss|.atom     listing published that month (UTC); past
+    /feeds/category/{category}/{YYYY-MM}.rss|.atom `archive_items` entries the rest in
+                                    {YYYY-MM}-2.rss|.atom, ... (each feed links the newest)
     /static/...                     CSS and JS
     /sitemap.xml                    sitemap index over the month sitemaps
     /sitemaps/{YYYY-MM}.xml         the article URLs published that month (UTC); past
@@ -65,6 +69,10 @@ _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 # Every listing's feed formats, each the suffix of its file: RSS 2.0, Atom 1.0, JSON Feed 1.1.
 FEED_FORMATS = ("rss", "atom", "json")
+# The formats with RFC 5005 archives (JSON Feed has no archive convention).
+ARCHIVE_FORMATS = ("rss", "atom")
+# The key of a listing's archive check (which finds its stale months) besides its months.
+ARCHIVE_CHECK = "check"
 
 
 class ListingKind(StrEnum):
@@ -74,6 +82,10 @@ class ListingKind(StrEnum):
     # Not a scope of bulletins but one sitemap file, built like an index page (Job.PAGE):
     # key "index" (which also writes robots.txt and the feed directory), "news" or a month.
     SITEMAP = "sitemap"
+    # Not a scope either but one month of a listing's RFC 5005 archive, built like a feed
+    # (Job.FEED): key "{listing target}@{YYYY-MM}", or "{listing target}@check" for the
+    # listing's check of every month against the database.
+    ARCHIVE = "archive"
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,21 @@ class Listing:
             key in (SITEMAP_INDEX, SITEMAP_NEWS) or _MONTH.fullmatch(key)
         ):
             raise ValueError(f"bad sitemap target {target!r}")
+        if listing.kind is ListingKind.ARCHIVE:
+            scope, _, month = key.rpartition("@")
+            if Listing.from_target(scope).kind not in _SCOPES or not (
+                month == ARCHIVE_CHECK or _MONTH.fullmatch(month)
+            ):
+                raise ValueError(f"bad archive target {target!r}")
         return listing
+
+    @property
+    def archive_scope(self) -> tuple[Listing, str]:
+        """An ARCHIVE build's listing and month key (or ``ARCHIVE_CHECK``)."""
+        if self.kind is not ListingKind.ARCHIVE:
+            raise ValueError(f"not an archive: {self.target}")
+        scope, _, month = self.key.rpartition("@")
+        return Listing.from_target(scope), month
 
     @property
     def page_path(self) -> str:
@@ -107,13 +133,15 @@ class Listing:
             return "/"
         if self.kind is ListingKind.SITEMAP:
             return sitemap_path(self.key)
+        if self.kind is ListingKind.ARCHIVE:
+            raise ValueError(f"an archive has no page: {self.target}")
         if self.kind is ListingKind.AGENCY:
             return f"/{self.key}/"
         return f"/{CATEGORY_PREFIX}/{self.key}/"
 
     def feed_path(self, fmt: str) -> str:
         """`fmt` is one of ``FEED_FORMATS``."""
-        if fmt not in FEED_FORMATS or self.kind is ListingKind.SITEMAP:
+        if fmt not in FEED_FORMATS or self.kind not in _SCOPES:
             raise ValueError(fmt)
         if self.kind is ListingKind.ALL:
             return f"/feeds/all.{fmt}"
@@ -121,6 +149,8 @@ class Listing:
 
 
 ALL = Listing(ListingKind.ALL)
+# The kinds that are scopes of bulletins (with a page, feeds and archives).
+_SCOPES = (ListingKind.ALL, ListingKind.AGENCY, ListingKind.CATEGORY)
 
 
 def listings_of(agency_slug: str, category_slug: str | None) -> list[Listing]:
@@ -140,6 +170,25 @@ def month_key(moment: datetime) -> str:
     """The month sitemap a bulletin published at `moment` is in (months are UTC)."""
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     return aware.astimezone(UTC).strftime("%Y-%m")
+
+
+def archive(listing: Listing, month: str) -> Listing:
+    """The build of one month (``YYYY-MM``, UTC) of `listing`'s archive, or with
+    ``ARCHIVE_CHECK`` the check of all its months."""
+    return Listing.from_target(f"{ListingKind.ARCHIVE.value}:{listing.target}@{month}")
+
+
+def archive_path(listing: Listing, month: str, part: int, fmt: str) -> str:
+    """Where one RFC 5005 archive document lives: part 1 of a month at
+    ``/feeds/{scope}/YYYY-MM.{fmt}``, the next ones at ``YYYY-MM-2.{fmt}`` and so on (the
+    gateway and nginx match exactly this to cache past months for long)."""
+    if fmt not in ARCHIVE_FORMATS or listing.kind not in _SCOPES or part < 1:
+        raise ValueError(f"no archive {listing.target} {month} {part} {fmt}")
+    if not _MONTH.fullmatch(month):
+        raise ValueError(f"bad month {month!r}")
+    scope = "all" if listing.kind is ListingKind.ALL else f"{listing.kind.value}/{listing.key}"
+    name = month if part == 1 else f"{month}-{part}"
+    return f"/feeds/{scope}/{name}.{fmt}"
 
 
 def opml_path(fmt: str) -> str:

@@ -9,7 +9,9 @@ run the command against the same database and Redis. It
 2. sends one `render.batch` task per page of ids (services/render/batch.py), keeping only a
    few batches queued at a time, so a bulletin published during the rebuild waits behind
    seconds of rebuild work, not all of it;
-3. asks for a rebuild of every index page and feed (the usual single-flight requests);
+3. asks for a rebuild of every index page and feed, and of every month of every listing's
+   RFC 5005 archive (the usual single-flight requests; the archive builds rewrite every part,
+   so the same rows give the same bytes);
 4. shows a progress bar of pages actually written (the batch tasks count them in Redis) and
    prints the totals with the rate.
 
@@ -67,6 +69,8 @@ class RebuildReport:
     pages_seconds: float = 0.0  # from the first batch sent to the last one finished
     listings: int = 0  # index pages and feed pairs requested
     listings_built: int = 0  # of those, builds seen to finish
+    archives: int = 0  # archive months (of any listing) requested
+    archives_built: int = 0  # of those, builds seen to finish
     seconds: float = 0.0  # the whole run
 
     @property
@@ -82,6 +86,7 @@ class RebuildReport:
             f"{self.batches:,} batches",
             f"skipped {c.skipped:,} changed or not yet rendered (their own renders write them)",
             f"index pages and feeds: {self.listings_built} of {self.listings} rebuilt; "
+            f"feed archive months: {self.archives_built} of {self.archives}; "
             f"total {self.seconds:.1f} s",
         ]
         if c.failed:
@@ -231,15 +236,29 @@ def _send_and_follow(
 def _rebuild_listings(
     settings: Settings, redis: Redis, celery: Celery, report: RebuildReport
 ) -> None:
-    """Request every index page and feed, and wait (a while) for those builds to finish."""
+    """Request every index page, feed and archive month, and wait (a while) for those
+    builds to finish."""
+    from services.feed.archives import forget_parts, recorded_months
     from shared.db import session_factory
-    from shared.listings import all_listings
+    from shared.listings import all_listings, archive_months
     from shared.refresh import Job, Refresher
+    from shared.site import archive
 
     refresher = Refresher(redis, celery)
     with session_factory(settings)() as session:
         listings = all_listings(session)
+        # Every month with bulletins, and every month built before (now empty: its build
+        # deletes its files).
+        months = {
+            listing: sorted(
+                {m.key for m in archive_months(session, listing)} | recorded_months(redis, listing)
+            )
+            for listing in listings
+        }
+    archives = [archive(listing, key) for listing in listings for key in months[listing]]
+    forget_parts(redis, archives)
     jobs = [(job, listing) for listing in listings for job in Job]
+    jobs += [(Job.FEED, target) for target in archives]
     # A build counts once it finishes after the request: its `builds` counter moves. (A build
     # already running at the request moves it too; it then builds once more by itself.)
     before = {key: refresher.builds(*key) for key in jobs}
@@ -255,6 +274,8 @@ def _rebuild_listings(
     report.listings_built = sum(
         1 for listing in listings if all((job, listing) not in waiting for job in Job)
     )
+    report.archives = len(archives)
+    report.archives_built = sum(1 for target in archives if (Job.FEED, target) not in waiting)
 
 
 @click.command("rebuild")

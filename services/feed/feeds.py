@@ -22,6 +22,12 @@ Every feed names its WebSub hub and itself (discovery, W3C WebSub section 4): `<
 rel="hub">` beside the `rel="self"` one in RSS, `<link rel="hub">` in Atom, `hubs` in JSON
 Feed. The hub is ingest's `/hub` (services/deliver/topics.py).
 
+History (RFC 5005 "Archived Feeds"): `build_archive` writes one archive document of a listing
+(a month, or one part of a big month) with the same entries as the feeds would show, marked
+`<fh:archive/>` and linked `current` (the subscription feed), `self`, and `prev-archive` /
+`next-archive` to its older and newer neighbours; the subscription feeds link their newest
+archive document as `prev-archive`. RSS carries these links as `atom:link` elements.
+
 Not thread-safe: feedgen formats every RSS date between two ``locale.setlocale(LC_ALL)``
 calls, which change the locale of the whole process. Build feeds only from a process's main
 thread (the Celery prefork pool is fine; thread, gevent or eventlet pools are not).
@@ -66,6 +72,9 @@ _DC_NS = "http://purl.org/dc/elements/1.1/"
 _DC_CREATOR = f"{{{_DC_NS}}}creator"
 _ATOM_NS = "http://www.w3.org/2005/Atom"
 _ATOM_LINK = f"{{{_ATOM_NS}}}link"
+FH_NS = "http://purl.org/syndication/history/1.0"
+_FH_ARCHIVE = f"{{{FH_NS}}}archive"
+_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,32 @@ class BuiltFeeds:
     def by_format(self) -> Mapping[str, bytes]:
         """Each document under its format's name (``shared.site.FEED_FORMATS``)."""
         return {"rss": self.rss, "atom": self.atom, "json": self.json}
+
+
+@dataclass(frozen=True)
+class BuiltArchive:
+    """One RFC 5005 archive document in both formats that have archives."""
+
+    rss: bytes
+    atom: bytes
+
+    def by_format(self) -> Mapping[str, bytes]:
+        """Each document under its format's name (``shared.site.ARCHIVE_FORMATS``)."""
+        return {"rss": self.rss, "atom": self.atom}
+
+
+@dataclass(frozen=True)
+class History:
+    """The RFC 5005 links of one document, each as a URL path per format ("rss", "atom").
+
+    `archive` unset: a subscription feed, whose `prev` is its newest archive document (or
+    None before there is one). Set: an archive document at the `archive` paths."""
+
+    archive: Mapping[str, str] | None = None
+    prev: Mapping[str, str] | None = None
+    next: Mapping[str, str] | None = None
+    # Shown after the feed's title and description in an archive document ("tháng 02/2011").
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,16 +133,49 @@ class _Item:
 
 
 def build_feeds(
-    listing: Listing, title: str, bulletins: Sequence[Bulletin], settings: Settings
+    listing: Listing,
+    title: str,
+    bulletins: Sequence[Bulletin],
+    settings: Settings,
+    prev_archive: Mapping[str, str] | None = None,
 ) -> BuiltFeeds:
     """The three feeds of `listing`.
 
     `bulletins` are the newest items, newest first, each with `.agency` loaded; they appear in
     that order. `title` is the agency or category name (unused for the ALL listing, which is
-    named after the site).
+    named after the site). `prev_archive`: the URL path, per format, of the listing's newest
+    archive document, which RSS and Atom link as ``prev-archive``.
     """
+    feeds = _build_safely(listing, title, bulletins, settings, History(prev=prev_archive))
+    assert isinstance(feeds, BuiltFeeds)
+    return feeds
+
+
+def build_archive(
+    listing: Listing,
+    title: str,
+    bulletins: Sequence[Bulletin],
+    settings: Settings,
+    history: History,
+) -> BuiltArchive:
+    """One RFC 5005 archive document of `listing` (RSS and Atom): `bulletins` as for
+    `build_feeds` (newest first), `history.archive` its own paths."""
+    if history.archive is None:
+        raise ValueError("an archive document needs its own paths")
+    archive = _build_safely(listing, title, bulletins, settings, history)
+    assert isinstance(archive, BuiltArchive)
+    return archive
+
+
+def _build_safely(
+    listing: Listing,
+    title: str,
+    bulletins: Sequence[Bulletin],
+    settings: Settings,
+    history: History,
+) -> BuiltFeeds | BuiltArchive:
     try:
-        return _build(listing, title, bulletins, settings, _unchanged)
+        return _build(listing, title, bulletins, settings, _unchanged, history)
     except ValueError:
         # lxml refuses characters XML forbids (and a lone surrogate fails to encode, a
         # UnicodeEncodeError, also a ValueError). Ingest strips them with the same clean_text,
@@ -115,9 +183,9 @@ def build_feeds(
         # down. Cleaning only on this path keeps the normal build free of a regex pass over
         # every body (~6 µs per 2 KiB, 0.3 ms per feed). Any other ValueError simply happens
         # again below and propagates.
-        feeds = _build(listing, title, bulletins, settings, clean_text)
+        built = _build(listing, title, bulletins, settings, clean_text, history)
         log.warning("feed %s: removed characters XML does not allow", listing.target)
-        return feeds
+        return built
 
 
 def _build(
@@ -126,13 +194,26 @@ def _build(
     bulletins: Sequence[Bulletin],
     settings: Settings,
     clean: Callable[[str], str],
-) -> BuiltFeeds:
+    history: History,
+) -> BuiltFeeds | BuiltArchive:
     tz = settings.tz
     page_url = absolute(settings.public_url, listing.page_path)
-    rss_url = absolute(settings.public_url, listing.feed_path("rss"))
-    atom_url = absolute(settings.public_url, listing.feed_path("atom"))
+    current = {fmt: absolute(settings.public_url, listing.feed_path(fmt)) for fmt in _TYPES}
+    archive = history.archive
+    rss_url = current["rss"] if archive is None else absolute(settings.public_url, archive["rss"])
+    atom_url = (
+        current["atom"] if archive is None else absolute(settings.public_url, archive["atom"])
+    )
     json_url = absolute(settings.public_url, listing.feed_path("json"))
     hub = hub_url(settings.resolved_ingest_url)
+
+    def history_links(fmt: str) -> list[tuple[str, str]]:
+        """(rel, absolute URL) of the RFC 5005 links in `fmt`, after self (and hub)."""
+        links = [] if archive is None else [("current", current[fmt])]
+        for rel, paths in (("prev-archive", history.prev), ("next-archive", history.next)):
+            if paths is not None:
+                links.append((rel, absolute(settings.public_url, paths[fmt])))
+        return links
 
     # One generator serves both formats: the entries are built once; the self link, the
     # content type and how text is written change between the two serialisations.
@@ -140,12 +221,18 @@ def _build(
     # dc:creator carries the author's name in RSS, whose <author> must be an e-mail address.
     # Atom has its own <author><name>, so the extension stays out of it.
     fg.register_extension("dc", _DcNamespace, _DcCreator, atom=False, rss=True)
-    # feedgen writes only the self link into RSS; this adds the hub beside it.
-    fg.register_extension("websub", _RssHub, None, atom=False, rss=True)
-    fg.websub.hub = hub
+    # feedgen writes only the self link into RSS; this adds the hub (a subscription feed's
+    # topic; an archive never changes, so it names none) and the RFC 5005 links after it.
+    fg.register_extension("links", _RssLinks, None, atom=False, rss=True)
+    fg.links.links = ([("hub", hub)] if archive is None else []) + history_links("rss")
+    if archive is not None:
+        fg.register_extension("fh", _FhArchive, None, atom=True, rss=True)
     fg.id(atom_url)
     feed_title = clean(_feed_title(listing, title, settings.site_title))
     feed_description = clean(_feed_description(listing, title))  # RSS requires one
+    if history.label:
+        feed_title = f"{feed_title} – {clean(history.label)}"
+        feed_description = f"{feed_description} – {clean(history.label)}"
     fg.language(FEED_LANGUAGE)
     fg.generator(GENERATOR)
     # feedgen would stamp "now" here; the latest change among the items is stable and right:
@@ -213,7 +300,10 @@ def _build(
     fg.title(feed_title)
     fg.description(feed_description)  # the Atom subtitle
     fg.link(href=atom_url, rel="self", type="application/atom+xml", replace=True)
-    fg.link(href=hub, rel="hub")
+    if archive is None:
+        fg.link(href=hub, rel="hub")
+    for rel, href in history_links("atom"):
+        fg.link(href=href, rel=rel, type=_TYPES["atom"])
     fg.link(href=page_url, rel="alternate", type="text/html")
     for item in items:
         item.entry.title(item.title)
@@ -221,6 +311,8 @@ def _build(
             item.entry.summary(item.summary, type="text")
         item.entry.content(item.body, type="html")  # escaped HTML; "CDATA" is not Atom
     atom = fg.atom_str()
+    if archive is not None:
+        return BuiltArchive(rss=rss, atom=atom)
 
     json_feed = _json_feed(feed_title, feed_description, page_url, json_url, hub, items)
     return BuiltFeeds(rss=rss, atom=atom, json=json_feed)
@@ -322,25 +414,49 @@ class _DcCreator(BaseEntryExtension):
         return item
 
 
-class _RssHub(BaseExtension):
-    """`<atom:link rel="hub">` after the channel's `rel="self"` one (the atom prefix is
-    declared by feedgen already)."""
+class _RssLinks(BaseExtension):
+    """`<atom:link rel=…>`s (the hub, the RFC 5005 links) after the channel's `rel="self"`
+    one, in the order given (the atom prefix is declared by feedgen already)."""
 
     def __init__(self) -> None:
-        self.hub = ""
+        self.links: list[tuple[str, str]] = []  # (rel, href)
 
     def extend_ns(self) -> dict[str, str]:
         return {}
 
     def extend_rss(self, feed: etree._Element) -> etree._Element:
         channel = feed.find("channel")
-        if channel is not None and self.hub:
-            link = etree.Element(_ATOM_LINK, href=self.hub, rel="hub")
-            anchor = channel.find(_ATOM_LINK)
+        if channel is None:
+            return feed
+        anchor = channel.find(_ATOM_LINK)
+        for rel, href in self.links:
+            attributes = {"href": href, "rel": rel}
+            if rel != "hub":
+                attributes["type"] = _TYPES["rss"]
+            link = etree.Element(_ATOM_LINK, attributes)
             if anchor is not None:
                 anchor.addnext(link)
             else:
                 channel.append(link)
+            anchor = link
+        return feed
+
+
+class _FhArchive(BaseExtension):
+    """`<fh:archive/>`: this document is an archive (RFC 5005 section 4), in the RSS
+    channel and the Atom feed element."""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": FH_NS}
+
+    def extend_rss(self, feed: etree._Element) -> etree._Element:
+        channel = feed.find("channel")
+        if channel is not None:
+            etree.SubElement(channel, _FH_ARCHIVE)
+        return feed
+
+    def extend_atom(self, feed: etree._Element) -> etree._Element:
+        etree.SubElement(feed, _FH_ARCHIVE)
         return feed
 
 

@@ -4,9 +4,10 @@ Every `reconcile_interval_seconds` it releases embargoed bulletins whose time ha
 re-sends renders owed for longer than `requeue_after_seconds` (Redis restarted, a message went
 down with a killed worker) and restarts listing builds whose builder died. Every
 `verify_interval_seconds` it also checks each index page and feed against the database and
-rebuilds the stale ones, and checks bulletins' pages on disk against their status (the newest
-ones every time, the older ones a slice per pass) and repairs any that disagree. Run exactly
-one.
+rebuilds the stale ones, requests the RFC 5005 archive check of a slice of listings (which
+rebuilds the archive months whose build no longer matches the database), and checks
+bulletins' pages on disk against their status (the newest ones every time, the older ones a
+slice per pass) and repairs any that disagree. Run exactly one.
 
 Every change it makes to a bulletin is guarded by the state it read, in the UPDATE itself, so
 a request that changed the bulletin meanwhile always wins.
@@ -34,7 +35,15 @@ from shared.logs import bulletin_fields
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
-from shared.site import SITEMAP_INDEX, SITEMAP_NEWS, article_path, file_for, sitemap
+from shared.site import (
+    ARCHIVE_CHECK,
+    SITEMAP_INDEX,
+    SITEMAP_NEWS,
+    archive,
+    article_path,
+    file_for,
+    sitemap,
+)
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -42,6 +51,10 @@ BATCH = 500
 # a slice of the rest, so the whole archive is covered over time at a bounded cost.
 PAGE_CHECK_NEWEST = 500
 PAGE_CHECK_SLICE = 500
+# Listings whose archive check is requested per verification: each check walks the
+# listing's months (two index lookups a month) on a feed worker, so a site with thousands of
+# agencies and categories is covered over a few passes instead of all at once.
+ARCHIVE_CHECK_SLICE = 100
 
 
 @dataclass
@@ -242,13 +255,22 @@ def restart_stuck_builds(runtime: Runtime) -> int:
     return sum(runtime.refresher.kick(job, listing) for job, listing in runtime.refresher.pending())
 
 
-def verify_listings(runtime: Runtime) -> int:
-    """Rebuild every page listing or feed whose last build no longer matches the database."""
+@dataclass
+class ArchiveScan:
+    """Where the slice of listings whose archives are checked next begins."""
+
+    start: int = 0
+
+
+def verify_listings(runtime: Runtime, archives: ArchiveScan | None = None) -> int:
+    """Rebuild every page listing or feed whose last build no longer matches the database;
+    request the archive check of the next slice of listings (all of them without `archives`)."""
     settings = runtime.settings
     sizes = {Job.PAGE: settings.index_items, Job.FEED: settings.feed_items}
     stale = 0
     with session_factory(settings)() as session:
-        for listing in all_listings(session):
+        listings = all_listings(session)
+        for listing in listings:
             versions = newest_versions(session, listing, max(sizes.values()))
             for job, size in sizes.items():
                 if runtime.refresher.built(job, listing) != fingerprint(versions[:size]):
@@ -261,11 +283,28 @@ def verify_listings(runtime: Runtime) -> int:
     # whose file or build went missing). Both are cheap and single-flight.
     runtime.refresher.request_many(
         [(Job.PAGE, sitemap(SITEMAP_NEWS)), (Job.PAGE, sitemap(SITEMAP_INDEX))]
+        + [(Job.FEED, archive(listing, ARCHIVE_CHECK)) for listing in _slice(listings, archives)]
     )
     return stale
 
 
-def reconcile_once(runtime: Runtime, *, verify: bool = False, scan: PageScan | None = None) -> Pass:
+def _slice(listings: list[Any], scan: ArchiveScan | None) -> list[Any]:
+    """The listings whose archives this pass checks; moves `scan` on (round the end)."""
+    if scan is None or len(listings) <= ARCHIVE_CHECK_SLICE:
+        return listings
+    start = scan.start % len(listings)
+    chosen = (listings + listings)[start : start + ARCHIVE_CHECK_SLICE]
+    scan.start = (start + ARCHIVE_CHECK_SLICE) % len(listings)
+    return chosen
+
+
+def reconcile_once(
+    runtime: Runtime,
+    *,
+    verify: bool = False,
+    scan: PageScan | None = None,
+    archives: ArchiveScan | None = None,
+) -> Pass:
     result = Pass(
         released=release_embargoes(runtime),
         requeued=requeue_stale(runtime),
@@ -278,7 +317,7 @@ def reconcile_once(runtime: Runtime, *, verify: bool = False, scan: PageScan | N
     )
     if verify:
         result.repaired = verify_pages(runtime, scan)
-        result.stale = verify_listings(runtime)
+        result.stale = verify_listings(runtime, archives)
     return result
 
 
@@ -328,12 +367,12 @@ def run_forever(runtime: Runtime, state: LoopState | None = None) -> None:
     settings = runtime.settings
     log.info("reconciler running every %.1f s", settings.reconcile_interval_seconds)
     next_verify = 0.0  # verify at once: builds `/` and the feeds of a new site
-    scan = PageScan()
+    scan, archives = PageScan(), ArchiveScan()
     while not stop.is_set():
         started = time.monotonic()
         try:
             verify = time.monotonic() >= next_verify
-            done = reconcile_once(runtime, verify=verify, scan=scan)
+            done = reconcile_once(runtime, verify=verify, scan=scan, archives=archives)
             if verify:
                 next_verify = time.monotonic() + settings.verify_interval_seconds
             if done:

@@ -20,6 +20,7 @@ from shared.models import Agency, Bulletin, BulletinStatus, Category, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
 from shared.site import (
+    ARCHIVE_CHECK,
     FEED_FORMATS,
     FEEDS_PAGE_PATH,
     ROBOTS_PATH,
@@ -27,6 +28,7 @@ from shared.site import (
     SITEMAP_NEWS,
     Listing,
     ListingKind,
+    archive,
     article_path,
     file_for,
     listings_of,
@@ -186,6 +188,7 @@ def publish_bulletin(
     runtime.refresher.request_many(
         [(job, listing) for listing in listings for job in Job]
         + [(Job.PAGE, target) for target in sitemaps_of(bulletin.published_at)]
+        + archives_of(listings, bulletin.published_at, corrected=bulletin.revision > 1)
     )
     # One line per publish, naming the listings asked to refresh: their builds log the
     # listing too, so a bulletin can be followed to the feeds that show it.
@@ -211,6 +214,19 @@ def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -
         # the feed directory, and through it any stale month) follows them all.
         runtime.refresher.request(Job.PAGE, sitemap(SITEMAP_INDEX))
     return fingerprint(versions_of(bulletins))
+
+
+def archives_of(
+    listings: list[Listing], published_at: datetime, *, corrected: bool
+) -> list[tuple[Job, Listing]]:
+    """The RFC 5005 archive builds (feed worker) a change to a bulletin calls for: its month
+    in each of its listings; after a correction also each listing's check, which finds a
+    month the bulletin left (a new published_at) by its stale fingerprint."""
+    month = month_key(published_at)
+    wanted = [(Job.FEED, archive(listing, month)) for listing in listings]
+    if corrected:
+        wanted += [(Job.FEED, archive(listing, ARCHIVE_CHECK)) for listing in listings]
+    return wanted
 
 
 # -- sitemaps and the feed directory ---------------------------------------------------------
