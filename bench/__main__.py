@@ -6,7 +6,8 @@
     python -m bench --postgres            # PostgreSQL instead of the embedded SQLite
 
 Scenarios: ingest (1), latency (2, with 7 memory), rebuild (3), feed-cost (4), gateway (5),
-scaling (6). A benchmark measures and reports; it never fails on a poor number.
+scaling (6), push-latency (8, WebSub). A benchmark measures and reports; it never fails on a
+poor number.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ SCENARIOS = {
     "feed-cost": "bench.feed_cost",
     "gateway": "bench.gateway",
     "scaling": "bench.scaling",
+    "push-latency": "bench.push_latency",
 }
 
 

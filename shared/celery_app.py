@@ -18,7 +18,7 @@ RENDER_BATCH = "render.batch"  # `bantin rebuild`: many pages per task
 BUILD_FEEDS = "feed.listing"
 VERIFY_INTENT = "deliver.verify"
 DELIVER_CONTENT = "deliver.content"
-DELIVER_FANOUT = "deliver.fanout"  # one per feed build: owes and queues every subscriber's
+DELIVER_FANOUT = "deliver.fanout"  # one per feed build; it queues one delivery per subscriber
 
 QUEUES = (RENDER_QUEUE, FEED_QUEUE, DELIVER_QUEUE)
 TASK_TIME_LIMIT = 60
