@@ -21,6 +21,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
 
+from services.deliver.topics import hub_url
 from shared.excerpt import excerpt, shorten
 from shared.models import Bulletin
 from shared.settings import Settings
@@ -91,13 +92,22 @@ def _aware(moment: datetime) -> datetime:
 class FeedLink:
     title: str  # the feed's name, as a feed reader lists it
     label: str  # the same scope as a human reads it in the footer
+    follow: str  # "Theo dõi …": with " qua RSS" it names the link out of context
     rss: str
     atom: str
     json: str
 
     def alternates(self) -> list[dict[str, str]]:
+        # `name` is the visible badge; `context` is the start of the link text that is only
+        # read out (WCAG technique C7), so a list of links still says whose feed each is.
         return [
-            {"type": mime, "href": getattr(self, fmt), "title": self.title, "name": name}
+            {
+                "type": mime,
+                "href": getattr(self, fmt),
+                "title": self.title,
+                "name": name,
+                "context": f"{self.follow} qua ",
+            }
             for fmt, mime, name in _FEED_TYPES
         ]
 
@@ -168,26 +178,30 @@ class PageRenderer:
         site = self.settings.site_title
         if listing.kind is ListingKind.ALL:
             title, label = f"{site} – Tất cả bản tin", "Tất cả bản tin"
+            follow = "Theo dõi tất cả bản tin"
         elif listing.kind is ListingKind.AGENCY:
             title, label = name, name
+            follow = f"Theo dõi bản tin của {name}"
         else:
             title, label = f"{site} – {name}", f"Chuyên mục {name}"
+            follow = f"Theo dõi chuyên mục {name}"
         return FeedLink(
             title=title,
             label=label,
+            follow=follow,
             rss=self._url(listing.feed_path("rss")),
             atom=self._url(listing.feed_path("atom")),
             json=self._url(listing.feed_path("json")),
         )
 
-    def _bulletin_feeds(self, bulletin: Bulletin) -> list[FeedLink]:
+    def _bulletin_feeds(self, bulletin: Bulletin) -> list[tuple[ListingKind, FeedLink]]:
         names = {
             ListingKind.ALL: "",
             ListingKind.AGENCY: bulletin.agency.name,
             ListingKind.CATEGORY: bulletin.category or bulletin.category_slug or "",
         }
         return [
-            self._feed_link(listing, names[listing.kind])
+            (listing.kind, self._feed_link(listing, names[listing.kind]))
             for listing in listings_of(bulletin.agency.slug, bulletin.category_slug)
         ]
 
@@ -237,6 +251,7 @@ class PageRenderer:
             else None
         )
         language = bulletin.language or UI_LANGUAGE
+        feeds = self._bulletin_feeds(bulletin)
         return self._render(
             self._article,
             bulletin=bulletin,
@@ -248,7 +263,11 @@ class PageRenderer:
             category_name=bulletin.category or bulletin.category_slug,
             category_path=category_path,
             modified=self._modified(bulletin),
-            feeds=self._bulletin_feeds(bulletin),
+            feeds=[feed for _, feed in feeds],
+            # The "follow" block offers the feeds nearest the bulletin: its agency's and its
+            # category's (the site-wide ones stay in the footer).
+            follow_feeds=[feed for kind, feed in feeds if kind is not ListingKind.ALL],
+            hub=hub_url(self.settings.resolved_ingest_url),
             json_ld=self._json_ld(bulletin, url, description),
         )
 

@@ -54,21 +54,32 @@
     }
     var size = load();
 
+    function atLimit(button) {
+      var step = parseInt(button.getAttribute("data-step"), 10);
+      return step > 0 ? size >= MAX : size <= MIN;
+    }
+
+    // aria-disabled, not disabled: a disabled button drops the keyboard focus into <body>
+    // the moment it reaches the limit, and a screen reader would lose its place.
     function apply(next, announce) {
       size = clamp(next);
       target.style.setProperty("--text-scale", String(size / 100));
       for (var i = 0; i < buttons.length; i++) {
-        var step = parseInt(buttons[i].getAttribute("data-step"), 10);
-        buttons[i].disabled = step > 0 ? size >= MAX : size <= MIN;
+        buttons[i].setAttribute("aria-disabled", atLimit(buttons[i]) ? "true" : "false");
       }
       if (announce && status) {
+        // role="status" is a polite live region: screen readers say the new size.
         status.textContent = "Cỡ chữ " + size + "%";
       }
     }
 
     for (var i = 0; i < buttons.length; i++) {
       buttons[i].addEventListener("click", function (event) {
-        var step = parseInt(event.currentTarget.getAttribute("data-step"), 10);
+        var button = event.currentTarget;
+        if (atLimit(button)) {
+          return;
+        }
+        var step = parseInt(button.getAttribute("data-step"), 10);
         apply(size + step * STEP, true);
         save(size);
       });

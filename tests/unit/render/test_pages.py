@@ -222,6 +222,8 @@ def test_text_size_toolbar_is_present_but_inert_without_javascript(
     for button in toolbar.xpath(".//button"):
         assert button.get("type") == "button"
         assert button.get("aria-controls") == "noi-dung-bai"
+    # site.js says the new size here; a polite live region that exists before it changes.
+    assert toolbar.xpath(".//*[@role='status']/@data-text-size-status") == [""]
     script = doc.xpath("//head/script[@src]")[0]
     assert script.get("src") == f"/static/site.js?v={STATIC_VERSION}"
     assert script.get("defer") is not None
@@ -362,9 +364,72 @@ def test_feed_alternates_for_every_listing_the_bulletin_is_in(renderer: PageRend
     visible = doc.xpath("//footer//a[@class='feeds__link']")
     assert [a.get("href") for a in visible] == [href for _, _, href in alternates(doc)]
     assert [a.get("type") for a in visible] == [kind for kind, _, _ in alternates(doc)]
-    assert [a.text for a in visible] == ["RSS", "Atom", "JSON Feed"] * 3
+    assert [badge(a) for a in visible] == ["RSS", "Atom", "JSON Feed"] * 3
     labels = doc.xpath("//footer//span[@class='feeds__label']/text()")
     assert labels == ["Tất cả bản tin", "UBND tỉnh Bắc Kạn", "Chuyên mục Giáo dục"]
+    # Read out of context (a screen reader's list of links), each still says whose feed it is.
+    assert [a.text_content() for a in visible] == [
+        f"Theo dõi {scope} qua {kind}"
+        for scope in ("tất cả bản tin", "bản tin của UBND tỉnh Bắc Kạn", "chuyên mục Giáo dục")
+        for kind in ("RSS", "Atom", "JSON Feed")
+    ]
+
+
+def badge(link: HtmlElement) -> str:
+    """What a feed link shows: its text but the visually hidden words before it."""
+    hidden = link.xpath("./span[@class='visually-hidden']")
+    assert len(hidden) == 1 and hidden[0].text.endswith(" qua ")
+    return str(hidden[0].tail)
+
+
+def test_article_follow_block_names_the_agency_and_category_feeds(
+    renderer: PageRenderer,
+) -> None:
+    doc = parse(renderer.article(make_bulletin()))
+    block = doc.xpath("//main/section[@class='follow']")[0]
+    assert block.get("aria-labelledby") == block.xpath("./h2/@id")[0]
+    assert block.findtext("h2") == "Theo dõi"
+    how = block.xpath("./p[@class='follow__how']")[0].text_content()
+    assert "dán vào trình đọc tin" in how and "WebSub" in how
+    rows = block.xpath(".//li[@class='follow__item']")
+    assert [row.findtext("span[@class='follow__label']") for row in rows] == [
+        "Theo dõi bản tin của UBND tỉnh Bắc Kạn:",
+        "Theo dõi chuyên mục Giáo dục:",
+    ]
+    links = block.xpath(".//a[@class='feeds__link']")
+    assert [(a.get("type"), a.get("href")) for a in links] == [
+        (kind, href) for kind, _, href in alternates(doc)[3:]
+    ]  # the agency's and the category's feeds; the site-wide ones stay in the footer
+    assert [badge(a) for a in links] == ["RSS", "Atom", "JSON Feed"] * 2
+    assert links[0].text_content() == "Theo dõi bản tin của UBND tỉnh Bắc Kạn qua RSS"
+    assert links[5].text_content() == "Theo dõi chuyên mục Giáo dục qua JSON Feed"
+
+
+def test_article_follow_block_without_a_category(renderer: PageRenderer) -> None:
+    doc = parse(renderer.article(make_bulletin(category=None, category_slug=None)))
+    links = doc.xpath("//section[@class='follow']//a")
+    assert [a.text_content() for a in links] == [
+        f"Theo dõi bản tin của UBND tỉnh Bắc Kạn qua {kind}"
+        for kind in ("RSS", "Atom", "JSON Feed")
+    ]
+
+
+def test_article_head_names_the_websub_hub(settings: Settings) -> None:
+    settings = settings.model_copy(update={"ingest_public_url": "https://api.example.gov.vn/"})
+    doc = parse(PageRenderer(settings).article(make_bulletin()))
+    assert doc.xpath("//head/link[@rel='hub']/@href") == ["https://api.example.gov.vn/hub"]
+    assert len(alternates(doc)) == 9  # autodiscovery of the feeds themselves is kept
+    # Only articles: a withdrawn notice has nothing to follow.
+    assert (
+        parse(PageRenderer(settings).withdrawn(make_bulletin())).xpath("//link[@rel='hub']") == []
+    )
+
+
+def test_interface_of_a_foreign_article_stays_vietnamese_in_the_follow_block(
+    renderer: PageRenderer,
+) -> None:
+    doc = parse(renderer.article(make_bulletin(language="en", title="Plan issued")))
+    assert doc.xpath("//section[@class='follow']/@lang") == ["vi"]
 
 
 def test_no_category_feed_without_a_category(renderer: PageRenderer) -> None:
@@ -649,6 +714,13 @@ def test_pages_are_valid_html5(renderer: PageRenderer, tmp_path: Path) -> None:
             Listing(ListingKind.AGENCY, "ubnd-bac-kan"), "UBND tỉnh Bắc Kạn", bulletins
         ),
         "withdrawn.html": renderer.withdrawn(make_bulletin()),
+        "feeds.html": renderer.feed_directory(
+            [
+                (ALL, ""),
+                (Listing(ListingKind.AGENCY, "ubnd-bac-kan"), "UBND tỉnh Bắc Kạn"),
+                (Listing(ListingKind.CATEGORY, "giao-duc"), "Giáo dục"),
+            ]
+        ),
         "withdrawn-en.html": renderer.withdrawn(
             make_bulletin(language="en", title="Notice", category=None, category_slug=None)
         ),
