@@ -6,8 +6,11 @@
   ``MAX_URLS`` a month goes on in ``YYYY-MM-2.xml`` and so on.)
 - ``/sitemap.xml``: the index over the non-empty months.
 - ``/sitemaps/news.xml``: Google News sitemap of the last ``NEWS_WINDOW`` (Google reads two
-  days). It may be empty (no ``<url>``); Google accepts that, though the XSD wants one.
-- ``/robots.txt`` names both; ``/feeds.opml`` (RSS), ``/feeds/atom.opml`` and
+  days). Only while that window has an article: a urlset must hold at least one ``<url>``
+  (sitemap.xsd: ``url`` has the default minOccurs, 1), so there is no valid empty news
+  sitemap, and ``news_sitemap`` gives none; the file is then deleted.
+- ``/robots.txt`` names the index and, while it exists, the news sitemap (a Sitemap line
+  to a 404 is an error in Search Console); ``/feeds.opml`` (RSS), ``/feeds/atom.opml`` and
   ``/feeds/json.opml`` list every feed for a reader to import; ``/feeds/`` shows them.
 
 Builders take plain values and return bytes: the same rows give the same bytes (no build
@@ -111,9 +114,15 @@ def news_language(language: str) -> str:
     return primary if re.fullmatch("[a-z]{2,3}", primary) else "vi"
 
 
+def news_sitemap(urls: Sequence[NewsUrl], publication: str) -> bytes | None:
+    """The news sitemap of these URLs, or None when there are none: write no file then (and
+    delete any old one), since an empty urlset is invalid against the sitemap XSD."""
+    return news_urlset(urls, publication) if urls else None
+
+
 def news_urlset(urls: Iterable[NewsUrl], publication: str) -> bytes:
     """A Google News sitemap: each URL with its publication (site title, language), date
-    and title."""
+    and title. Valid only with at least one URL: callers use ``news_sitemap``."""
     root = etree.Element(f"{{{SITEMAP_NS}}}urlset", nsmap={None: SITEMAP_NS, "news": NEWS_NS})
     for url in urls:
         entry = etree.SubElement(root, f"{{{SITEMAP_NS}}}url")
@@ -127,16 +136,21 @@ def news_urlset(urls: Iterable[NewsUrl], publication: str) -> bytes:
     return _serialize(root)
 
 
-def robots_txt(public_url: str, *, with_sitemaps: bool = True) -> bytes:
+def robots_txt(
+    public_url: str, *, with_sitemaps: bool = True, with_news: bool | None = None
+) -> bytes:
     """Everything may be crawled; the sitemaps (once there are any) say where the articles
-    are."""
+    are. `with_sitemaps`: the index exists; `with_news` (default: as `with_sitemaps`): the
+    news sitemap exists, i.e. the last two days have an article (``news_sitemap``)."""
+    if with_news is None:
+        with_news = with_sitemaps
     lines = ["User-agent: *", "Allow: /"]
-    if with_sitemaps:
-        lines += [
-            "",
-            f"Sitemap: {absolute(public_url, sitemap_path('index'))}",
-            f"Sitemap: {absolute(public_url, sitemap_path('news'))}",
-        ]
+    named = [sitemap_path("index")] if with_sitemaps else []
+    if with_news:
+        named.append(sitemap_path("news"))
+    if named:
+        lines.append("")
+        lines += [f"Sitemap: {absolute(public_url, path)}" for path in named]
     return ("\n".join(lines) + "\n").encode()
 
 

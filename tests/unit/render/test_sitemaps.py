@@ -104,10 +104,19 @@ def test_the_news_sitemap_validates_and_carries_publication_date_and_nfc_title()
     assert root.xpath("//script") == []
 
 
-def test_an_empty_news_sitemap_is_an_empty_urlset() -> None:
-    # Google accepts it ("it won't cause any problems"); the XSD alone would want one <url>.
-    root = etree.fromstring(sitemaps.news_urlset([], "Bản tin"))
-    assert (root.tag, len(root)) == (f"{{{sitemaps.SITEMAP_NS}}}urlset", 0)
+def test_there_is_no_valid_empty_news_sitemap_so_none_is_written() -> None:
+    # sitemap.xsd: <url> has the default minOccurs, 1, so an empty urlset is refused ...
+    empty = etree.fromstring(sitemaps.news_urlset([], "Bản tin"))
+    for name in ("news", "sitemap"):
+        checker = schema(name)
+        assert not checker.validate(empty), name
+        assert "Missing child element" in str(checker.error_log), name
+    # ... and there is no empty news sitemap: no file at all (robots.txt then names none).
+    assert sitemaps.news_sitemap([], "Bản tin") is None
+    one = [NewsUrl(f"{PUBLIC}/a/b-1.html", at(30, 20), "Thông báo", "vi")]
+    body = sitemaps.news_sitemap(one, "Bản tin")
+    assert body is not None and body == sitemaps.news_urlset(one, "Bản tin")
+    assert len(valid("news", body).xpath("s:url", namespaces=NS)) == 1
 
 
 @pytest.mark.parametrize(
@@ -125,6 +134,15 @@ def test_robots_txt_allows_everything_and_names_both_sitemaps() -> None:
         "User-agent: *", "Allow: /", "",
         f"Sitemap: {PUBLIC}/sitemap.xml", f"Sitemap: {PUBLIC}/sitemaps/news.xml",
     ]  # fmt: skip
+
+
+def test_robots_txt_names_the_news_sitemap_only_while_it_exists() -> None:
+    text = sitemaps.robots_txt(PUBLIC, with_news=False).decode()
+    assert text.splitlines() == ["User-agent: *", "Allow: /", "", f"Sitemap: {PUBLIC}/sitemap.xml"]
+    # Recent news before any month sitemap cannot happen (a news URL is in its month), but
+    # robots.txt would then name the news sitemap alone.
+    alone = sitemaps.robots_txt(PUBLIC, with_sitemaps=False, with_news=True).decode()
+    assert alone.splitlines()[2:] == ["", f"Sitemap: {PUBLIC}/sitemaps/news.xml"]
 
 
 def test_opml_is_outlines_of_type_rss_in_titled_folders() -> None:
@@ -277,6 +295,45 @@ def test_news_keeps_exactly_the_last_two_days(settings: Settings) -> None:
     assert outside == []
     # Newest first; withdrawn (3) and queued (4) never.
     assert [row[0] for row in august] == [6, 5, 2]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="services/render/jobs.py still writes an empty news sitemap: _build_news is to use "
+    "sitemaps.news_sitemap (delete the file on None, ask for the index when it appears or "
+    "goes), _build_index to pass robots_txt(with_news=<news.xml exists>), and _stale to "
+    "accept a missing news.xml whose last build was empty. Drop this mark with that change.",
+)
+def test_with_no_news_in_two_days_there_is_no_news_sitemap_and_robots_txt_names_none(
+    settings: Settings,
+) -> None:
+    renderer = PageRenderer(settings)
+    refresher = FakeRefresher()
+    runtime = runtime_for(settings, refresher)
+    news = settings.resolved_site_dir / "sitemaps" / "news.xml"
+    robots = settings.resolved_site_dir / "robots.txt"
+    for key in ("2020-07", "2020-08", "2020-11"):
+        refresher.done[f"sitemap:{key}"] = jobs.build_sitemap(runtime, renderer, sitemap(key))
+    refresher.done["sitemap:news"] = jobs.build_sitemap(
+        runtime, renderer, sitemap("news"), at(2, 0, 8)
+    )
+    jobs.build_sitemap(runtime, renderer, sitemap("index"))
+    valid("news", news.read_bytes())
+    assert f"Sitemap: {PUBLIC}/sitemaps/news.xml" in robots.read_text().splitlines()
+
+    # December: nothing published in the last two days. The file goes (an empty urlset is
+    # invalid), and the index build, asked for, takes it out of robots.txt ...
+    refresher.requested.clear()
+    refresher.done["sitemap:news"] = jobs.build_sitemap(
+        runtime, renderer, sitemap("news"), at(1, 0, 12)
+    )
+    assert not news.exists()
+    assert refresher.requested == [(Job.PAGE, sitemap("index"))]
+    refresher.requested.clear()
+    jobs.build_sitemap(runtime, renderer, sitemap("index"))
+    assert robots.read_text().splitlines()[2:] == ["", f"Sitemap: {PUBLIC}/sitemap.xml"]
+    # ... which does not take the missing file for a lost one: no rebuild of the news.
+    assert refresher.requested == []
 
 
 def test_the_index_build_writes_the_site_maps_and_asks_for_stale_months(
