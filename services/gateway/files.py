@@ -169,14 +169,14 @@ def feed_extras(relative: str, links: FeedLinks | None, now: float) -> Extras:
         if links is None:
             return NO_EXTRAS
         topic = absolute(links.public_url, "/" + quote(relative, safe=_PATH_SAFE))
-        return Extras([(b"link", link_header(links.hub, topic).encode("ascii"))])
+        return Extras([(b"link", link_header(links.hub, topic).encode())])
     match = _ARCHIVE_PATH.fullmatch(relative)
     if match is None:
         return NO_EXTRAS
     headers: HeaderList = []
     if links is not None:
         own = absolute(links.public_url, "/" + quote(relative, safe=_PATH_SAFE))
-        headers.append((b"link", f'<{own}>; rel="self"'.encode("ascii")))
+        headers.append((b"link", f'<{own}>; rel="self"'.encode()))
     current, next_month = month_of(now)
     if match.group(1) < current:
         return Extras(headers, ARCHIVE_MAX_AGE)
