@@ -174,14 +174,21 @@ class Refresher:
     def pending(self) -> list[tuple[Job, Listing]]:
         """Listings wanting a build that nobody is running: lost triggers, killed builds."""
         stuck = []
+        builds = []
         for member in self.redis.smembers(TARGETS_KEY):
             text = member.decode() if isinstance(member, bytes) else str(member)
             job_name, _, target = text.partition("|")
-            job, listing = Job(job_name), Listing.from_target(target)
-            wanted, done, lock = _keys(job, listing)
-            want, have, locked = self.redis.mget(wanted, done, lock)
-            if int(want or 0) > int(have or 0) and locked is None:
-                stuck.append((job, listing))
+            builds.append((Job(job_name), Listing.from_target(target)))
+        # One round trip per chunk, not per build: with RFC 5005 archives there is a build
+        # per listing and month, tens of thousands on a large site, read every pass.
+        for start in range(0, len(builds), 1000):
+            chunk = builds[start : start + 1000]
+            pipe = self.redis.pipeline(transaction=False)
+            for job, listing in chunk:
+                pipe.mget(*_keys(job, listing))
+            for (job, listing), (want, have, locked) in zip(chunk, pipe.execute(), strict=True):
+                if int(want or 0) > int(have or 0) and locked is None:
+                    stuck.append((job, listing))
         return stuck
 
     def kick(self, job: Job, listing: Listing) -> bool:

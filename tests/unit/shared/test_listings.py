@@ -11,7 +11,18 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from shared.db import create_schema, engine_for, session_scope
-from shared.listings import listing_heading, newest_bulletins
+from shared.listings import (
+    ArchiveMonth,
+    Neighbours,
+    archive_months,
+    listing_heading,
+    month_fingerprint,
+    month_fingerprints,
+    month_rows,
+    neighbours,
+    newest_bulletins,
+    newest_month,
+)
 from shared.models import Agency, Bulletin, BulletinStatus, Category
 from shared.settings import Settings
 from shared.site import ALL, Listing, ListingKind
@@ -90,3 +101,109 @@ def test_each_listing_query_walks_an_index_without_sorting(
     assert "LIMIT" in statement
     assert "USING INDEX ix_bulletin_listing_" in details, details
     assert "TEMP B-TREE" not in details, details  # no sort: the index gives the order
+
+
+# -- archives: months of a listing ----------------------------------------------------------
+
+
+@pytest.fixture
+def months_settings(tmp_path: Path) -> Settings:
+    """Bulletins on 2024-01-31 23:30, 2024-02-01 00:30 (UTC: month edges), three in April,
+    one withdrawn in March; every other one the agency's, the first corrected twice."""
+    settings = Settings(data_dir=tmp_path)
+    create_schema(settings)
+    moments = [
+        (datetime(2024, 1, 31, 23, 30, tzinfo=UTC), BulletinStatus.PUBLISHED),
+        (datetime(2024, 2, 1, 0, 30, tzinfo=UTC), BulletinStatus.PUBLISHED),
+        (datetime(2024, 3, 10, tzinfo=UTC), BulletinStatus.WITHDRAWN),
+        (datetime(2024, 4, 2, tzinfo=UTC), BulletinStatus.PUBLISHED),
+        (datetime(2024, 4, 3, tzinfo=UTC), BulletinStatus.PUBLISHED),
+        (datetime(2024, 4, 1, tzinfo=UTC), BulletinStatus.PUBLISHED),
+    ]
+    with session_scope(settings) as session:
+        health = Agency(slug="so-y-te", name="Sở Y tế")
+        other = Agency(slug="so-khac", name="Sở Khác")
+        session.add_all([health, other])
+        session.flush()
+        for i, (moment, status) in enumerate(moments):
+            session.add(
+                Bulletin(
+                    agency_id=(health if i % 2 == 0 else other).id,
+                    slug=f"b-{i}", title=f"Bản tin {i}", body_format="text", body_source="b",
+                    body_html="<p>b</p>", published_at=moment, status=status,
+                    revision=3 if i == 0 else 1, updated_at=moment + timedelta(days=i),
+                )
+            )  # fmt: skip
+    return settings
+
+
+def test_archive_months_and_their_rows_oldest_first(months_settings: Settings) -> None:
+    with Session(engine_for(months_settings)) as session:
+        months = archive_months(session, ALL)
+        assert [(m.key, m.count) for m in months] == [
+            ("2024-01", 1),
+            ("2024-02", 1),
+            ("2024-04", 3),
+        ]
+        assert [(m.key, m.count) for m in archive_months(session, AGENCY)] == [
+            ("2024-01", 1), ("2024-04", 1),
+        ]  # fmt: skip
+        assert archive_months(session, Listing(ListingKind.AGENCY, "khong-co")) == []
+        # Oldest first by published_at (ids 4, 5, 6 were published 2nd, 3rd, 1st).
+        assert [row.id for row in month_rows(session, ALL, "2024-04")] == [6, 4, 5]
+        assert month_rows(session, ALL, "2024-03") == []  # its one bulletin was withdrawn
+        # A build's summary of its rows is the check's summary from aggregates: else every
+        # check would find every month stale.
+        for listing in (ALL, AGENCY):
+            for month in archive_months(session, listing):
+                rows = month_rows(session, listing, month.key)
+                assert ArchiveMonth.of_rows(month.key, rows) == month
+        assert months[0].revision_sum == 3
+
+
+def test_neighbours_skip_empty_months(months_settings: Settings) -> None:
+    with Session(engine_for(months_settings)) as session:
+        assert neighbours(session, ALL, "2024-02", 2) == Neighbours(("2024-01", 1), "2024-04")
+        assert neighbours(session, ALL, "2024-04", 2) == Neighbours(("2024-02", 1), None)
+        assert neighbours(session, ALL, "2024-01", 2) == Neighbours(None, "2024-02")
+        # March is empty (withdrawn): its neighbours are those on either side of it.
+        assert neighbours(session, ALL, "2024-03", 2) == Neighbours(("2024-02", 1), "2024-04")
+        assert neighbours(session, AGENCY, "2024-04", 1) == Neighbours(("2024-01", 1), None)
+        # The fingerprints the check computes name the same neighbours as the builds.
+        fingerprints = month_fingerprints(archive_months(session, ALL), 2)
+        for month in archive_months(session, ALL):
+            around = neighbours(session, ALL, month.key, 2)
+            assert fingerprints[month.key] == month_fingerprint(month, around)
+        # The newest archive document: April's, in two parts of 2.
+        assert newest_month(session, ALL, 2) == ("2024-04", 2)
+        assert newest_month(session, AGENCY, 5) == ("2024-04", 1)
+        assert newest_month(session, Listing(ListingKind.AGENCY, "khong-co"), 2) is None
+
+
+@pytest.mark.parametrize("listing", [ALL, AGENCY, CATEGORY], ids=lambda listing: listing.target)
+def test_archive_queries_read_a_range_of_the_listing_index(
+    settings: Settings, listing: Listing
+) -> None:
+    engine = engine_for(settings)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    with Session(engine) as session:
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            month_rows(session, listing, "2024-01")
+            archive_months(session, listing)
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        assert len(statements) == 4  # rows; first month, its summary, the next month's start
+        for statement, parameters in statements:
+            plan = session.connection().exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters
+            )
+            details = " | ".join(row[-1] for row in plan)
+            assert "USING INDEX ix_bulletin_listing_" in details or (
+                "USING COVERING INDEX ix_bulletin_listing_" in details
+            ), details
+            assert "TEMP B-TREE" not in details, details
