@@ -400,7 +400,13 @@ def test_nginx_in_front_serves_the_site_read_only_and_reaches_the_gateway(
     services: dict[str, dict[str, Any]],
 ) -> None:
     web = services["web"]
-    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in web["volumes"]
+    # The nginx image renders templates/*.template into NGINX_ENVSUBST_OUTPUT_DIR at start,
+    # filling in only the BANTIN_* names (nginx's own $variables stay).
+    assert "./deploy/nginx.conf:/etc/nginx/templates/nginx.conf.template:ro" in web["volumes"]
+    env = _env(web)
+    assert env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    assert env["NGINX_ENVSUBST_FILTER"] == "^BANTIN_"
+    assert {"BANTIN_PUBLIC_URL", "BANTIN_INGEST_PUBLIC_URL"} <= env.keys()
     assert any(v.startswith("site:") and v.endswith(":ro") for v in web["volumes"])
     assert "gateway" in _depends_on(web)
     assert "healthcheck" in web
