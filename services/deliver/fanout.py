@@ -60,13 +60,29 @@ def fan_out(
     sessions: sessionmaker[Session], celery: Celery, public_url: str, listing: Listing, shown: str
 ) -> int:
     """Record `shown` as owed to every live subscriber of the listing's feeds, then queue a
-    delivery task for each; how many. Run by the deliver worker (and by the reconciler's
-    repair). The owed fingerprint is committed before any delivery message is sent, so a lost
-    delivery message leaves a difference the reconciler re-sends (`overdue`)."""
+    delivery task for each not being delivered to already (that delivery follows up); how many.
+    Run by the deliver worker (and by the reconciler's repair). The owed fingerprint is
+    committed before any delivery message is sent, so a lost delivery message leaves a
+    difference the reconciler re-sends (`overdue`)."""
     topics = list(topics_of(public_url, listing).values())
     with sessions() as session:
         ids = owe_deliveries(session, topics, shown)
         session.commit()
+        # Read after the commit: a delivery holding its subscriber's slot now either saw this
+        # change owed when it gave the slot back (and follows up with it), or gives it back
+        # later than this read (and so sees it). Under load this turns a task per subscriber
+        # per build into one per subscriber per delivery round.
+        now = utcnow()
+        busy = set(
+            session.scalars(
+                select(Subscription.id).where(
+                    Subscription.topic.in_(topics),
+                    Subscription.claimed_by.is_not(None),
+                    Subscription.claimed_until >= now,
+                )
+            )
+        )
+    ids = [i for i in ids if i not in busy]
     if not ids:
         return 0
     # One broker connection for the whole batch, not one checkout per message.

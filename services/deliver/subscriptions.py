@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Engine, Table, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -469,3 +470,101 @@ def record_delivery(
                 .values(owed_since=None)
             )
         session.commit()
+
+
+BUSY = "busy"  # start_delivery: another delivery to this subscriber holds its slot
+# The two calls every delivery makes, in SQL Core on a plain connection: the ORM's
+# per-statement overhead was most of a delivery's CPU time (profiled), and a deliver worker
+# is one process whose threads share one core's worth of Python.
+_TABLE = cast(Table, Subscription.__table__)
+_T = _TABLE.c
+
+
+def _engine(sessions: sessionmaker[Session]) -> Engine:
+    bind = sessions.kw["bind"]
+    assert isinstance(bind, Engine)
+    return bind
+
+
+def start_delivery(
+    sessions: sessionmaker[Session],
+    subscription_id: int,
+    holder: str,
+    until: datetime,
+    now: datetime | None = None,
+) -> Target | str | None:
+    """`target` and `claim` in one transaction (a delivery's first round trip): what to send,
+    with the slot taken for `holder` until `until`; BUSY while another holder has it; None
+    when there is nothing to do (and then nothing stays owed for it, as clear_if_delivered)."""
+    now = now or utcnow()
+    with _engine(sessions).begin() as conn:
+        row = conn.execute(
+            select(_T.topic, _T.callback, _T.secret, _T.state, _T.expires_at, _T.owed_since,
+                   _T.wanted_fingerprint, _T.delivered_fingerprint)
+            .where(_T.id == subscription_id)
+        ).first()  # fmt: skip
+        if row is None or not _live(row, now):  # type: ignore[arg-type]
+            return None
+        if row.wanted_fingerprint is not None and row.wanted_fingerprint == (
+            row.delivered_fingerprint
+        ):
+            if row.owed_since is not None:  # else the reconciler would re-send a no-op
+                conn.execute(
+                    update(_TABLE)
+                    .where(_T.id == subscription_id,
+                           _T.wanted_fingerprint == _T.delivered_fingerprint)
+                    .values(owed_since=None)
+                )  # fmt: skip
+            return None
+        result = conn.execute(
+            update(_TABLE)
+            .where(
+                _T.id == subscription_id,
+                or_(_T.claimed_by.is_(None), _T.claimed_by == holder, _T.claimed_until < now),
+            )
+            .values(claimed_by=holder, claimed_until=until)
+        )
+        if result.rowcount != 1:
+            return BUSY
+        return Target(row.topic, row.callback, row.secret, row.wanted_fingerprint)
+
+
+def finish_delivery(
+    sessions: sessionmaker[Session],
+    subscription_id: int,
+    holder: str,
+    status: DeliveryStatus,
+    delivered: str | None = None,
+    error: str | None = None,
+) -> str | None:
+    """`record_delivery` (a success or a given-up failure) and `release` in one transaction
+    (a delivery's last round trip); the fingerprint still owed, if any, as `release`."""
+    values: dict[str, object] = {
+        "last_delivery_status": status.value,
+        "last_delivery_at": utcnow(),
+        "last_error": None if error is None else error[:ERROR_CHARS],
+    }
+    if status is DeliveryStatus.DELIVERED:
+        values["delivered_fingerprint"] = delivered
+    if status is DeliveryStatus.FAILED:
+        values["owed_since"] = None
+    table = _TABLE
+    with _engine(sessions).begin() as conn:
+        conn.execute(update(table).where(_T.id == subscription_id).values(values))
+        if status is DeliveryStatus.DELIVERED:
+            conn.execute(
+                update(table)
+                .where(_T.id == subscription_id, _T.wanted_fingerprint == delivered)
+                .values(owed_since=None)
+            )
+        conn.execute(
+            update(table)
+            .where(_T.id == subscription_id, _T.claimed_by == holder)
+            .values(claimed_by=None, claimed_until=None)
+        )
+        owed = conn.execute(
+            select(_T.owed_since, _T.wanted_fingerprint).where(_T.id == subscription_id)
+        ).first()
+    if owed is None or owed.owed_since is None or owed.wanted_fingerprint is None:
+        return None
+    return str(owed.wanted_fingerprint)

@@ -52,6 +52,7 @@ BACKOFF_BASE = 2.0
 BACKOFF_CAP = 120.0
 CHALLENGE_BYTES = 32
 MAX_ECHO_BYTES = 1024  # a verification answer longer than this cannot be the challenge
+MAX_DRAINED_BYTES = 64 * 1024  # of a push's answer, read to keep its connection alive
 # Timeouts bound each read, not a whole answer: a callback trickling bytes is cut off after
 # this long in all (services/deliver/network.py's `deadline`), and the attempt failed.
 REQUEST_DEADLINE_SECONDS = 15.0
@@ -148,20 +149,24 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
     caused this task (for the logs); what is sent is the feed as it is now."""
     settings = get_settings()
     sessions = session_factory(settings)
-    target = subscriptions.target(sessions, subscription_id)
-    if target is None:  # unsubscribed, expired, or this content reached it already
-        # Else a stale owed_since would have the reconciler re-send this no-op forever.
-        subscriptions.clear_if_delivered(sessions, subscription_id)
+    holder = str(self.request.id)  # the same across this task's retries
+    # One round trip: what to send, and the subscriber's one slot taken for it.
+    started = subscriptions.start_delivery(sessions, subscription_id, holder, _claim_until(0))
+    if started is None:  # unsubscribed, expired, or this content reached it already
         return
+    if started == subscriptions.BUSY:
+        return  # another delivery to this subscriber is under way; it follows up if needed
+    assert isinstance(started, subscriptions.Target)
+    target = started
     found = parse_topic(settings.public_url, target.topic)
     if found is None:  # the public URL changed since it subscribed
-        subscriptions.record_delivery(
-            sessions, subscription_id, DeliveryStatus.FAILED, error="topic is not a feed here"
-        )
+        subscriptions.finish_delivery(sessions, subscription_id, holder, DeliveryStatus.FAILED,
+                                      error="topic is not a feed here")  # fmt: skip
         return
     listing, fmt = found
     body = LocalStorage(settings.resolved_site_dir).get(file_for(listing.feed_path(fmt)))
     if body is None:
+        subscriptions.release(sessions, subscription_id, holder)
         return  # never built: a build is what queues deliveries
     headers = {
         "Content-Type": CONTENT_TYPES[fmt],
@@ -169,16 +174,11 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
     }
     if target.secret:
         headers["X-Hub-Signature"] = signature(target.secret, body)
-    holder = str(self.request.id)  # the same across this task's retries
-    if not subscriptions.claim(sessions, subscription_id, holder, _claim_until(0)):
-        return  # another delivery to this subscriber is under way; it follows up if needed
     try:
         check_callback(target.callback, settings.hub_allow_private_callbacks)
     except CallbackRefused as exc:
-        subscriptions.record_delivery(
-            sessions, subscription_id, DeliveryStatus.FAILED, error=f"callback refused: {exc}"
-        )
-        subscriptions.release(sessions, subscription_id, holder)
+        subscriptions.finish_delivery(sessions, subscription_id, holder, DeliveryStatus.FAILED,
+                                      error=f"callback refused: {exc}")  # fmt: skip
         return
     permanent = False
     try:
@@ -188,17 +188,26 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
                 "POST", target.callback, content=body, headers=headers
             ) as response,
         ):
-            status = response.status_code  # the body is not read: nothing in it matters
+            status = response.status_code
+            # Nothing in the answer matters, but reading a small one to its end lets the
+            # connection be kept alive for the next delivery (a new TCP and TLS handshake per
+            # push was most of a push's network time); a big one is dropped, connection too.
+            drained = 0
+            for chunk in response.iter_raw():
+                drained += len(chunk)
+                if drained > MAX_DRAINED_BYTES:
+                    break
         error = None if 200 <= status < 300 else f"HTTP {status}"
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         error = _describe(exc)
         permanent = isinstance(exc, httpx.InvalidURL)  # no retry can fix the URL
     if error is None:
-        subscriptions.record_delivery(
-            sessions, subscription_id, DeliveryStatus.DELIVERED, delivered=target.wanted_fingerprint
-        )
+        # One round trip: recorded, slot given back, and whether a newer change is owed.
+        newer = subscriptions.finish_delivery(
+            sessions, subscription_id, holder, DeliveryStatus.DELIVERED,
+            delivered=target.wanted_fingerprint,
+        )  # fmt: skip
         log.debug("hub: delivered %s (%s) to %s", target.topic, fingerprint[:12], target.callback)
-        newer = subscriptions.release(sessions, subscription_id, holder)
         if newer is not None:  # a change came while this one was on its way
             self.app.send_task(DELIVER_CONTENT, args=[subscription_id, newer])
         return
@@ -210,8 +219,8 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
         # Hold the slot through the wait: the retry sends whatever is newest then.
         subscriptions.claim(sessions, subscription_id, holder, _claim_until(countdown))
         raise self.retry(countdown=countdown)
-    subscriptions.record_delivery(sessions, subscription_id, DeliveryStatus.FAILED, error=error)
-    subscriptions.release(sessions, subscription_id, holder)
+    subscriptions.finish_delivery(sessions, subscription_id, holder, DeliveryStatus.FAILED,
+                                  error=error)  # fmt: skip
     log.warning("hub: gave up delivering %s to %s: %s", target.topic, target.callback, error)
 
 

@@ -26,10 +26,12 @@ from services.deliver.subscriptions import (
     DeliveryStatus,
     HubRequest,
     Mode,
+    finish_delivery,
     record_delivery,
     record_request,
     refusal,
     settle,
+    start_delivery,
 )
 from shared.celery_app import DELIVER_CONTENT, DELIVER_FANOUT
 from shared.db import create_schema, session_factory
@@ -112,6 +114,21 @@ def test_the_feed_build_sends_one_message_whatever_the_number_of_subscribers(
         record_delivery(sessions, sid, DeliveryStatus.DELIVERED, delivered="fp-1")
     again = Recorder()
     assert fan_out(sessions, cast(Celery, again), PUBLIC, LISTING, "fp-1") == len(ids) - 10
+
+
+def test_a_subscriber_being_delivered_to_gets_no_second_task_its_delivery_follows_up(
+    sessions: sessionmaker[Session],
+) -> None:
+    free, held = (subscribe(sessions, f"https://r{i}.example.org/push") for i in range(2))
+    fan_out(sessions, cast(Celery, Recorder()), PUBLIC, LISTING, "fp-1")
+    assert start_delivery(sessions, held, "task-a", utcnow() + timedelta(seconds=30)) is not None
+    recorder = Recorder()
+    assert fan_out(sessions, cast(Celery, recorder), PUBLIC, LISTING, "fp-2") == 1
+    assert recorder.sent == [(DELIVER_CONTENT, [free, "fp-2"])]
+    # The delivery under way (of fp-1) ends: fp-2 is still owed, so it follows up with it.
+    newer = finish_delivery(sessions, held, "task-a", DeliveryStatus.DELIVERED, delivered="fp-1")
+    assert newer == "fp-2"
+    assert start_delivery(sessions, held, "task-b", utcnow() + timedelta(seconds=30)) is not None
 
 
 def test_a_lost_fanout_is_repaired_once_the_mismatch_lasts(
