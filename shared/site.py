@@ -10,10 +10,12 @@ Every page and feed is a file under the site directory whose relative path is it
     /feeds/all.rss, /feeds/all.atom, /feeds/all.json
     /feeds/agency/{agency}.rss|.atom|.json
     /feeds/category/{category}.rss|.atom|.json    (.json: JSON Feed 1.1)
-    /feeds/all/{YYYY-MM}.rss|.atom                 RFC 5005 archive: every bulletin of the
-    /feeds/agency/{agency}/{YYYY-MM}.rss|.atom     listing published that month (UTC); past
-    /feeds/category/{category}/{YYYY-MM}.rss|.atom `archive_items` entries the rest in
-                                    {YYYY-MM}-2.rss|.atom, ... (each feed links the newest)
+    /feeds/all/{YYYY-MM}.rss|.atom, /feeds/agency/{agency}/{YYYY-MM}.rss|.atom,
+    /feeds/category/{category}/{YYYY-MM}.rss|.atom
+                                    RFC 5005 archives: the listing's bulletins published that
+                                    month (UTC); past `archive_items` entries the rest in
+                                    {YYYY-MM}-2.rss|.atom, ... (``archive_path``); the RSS
+                                    and Atom feeds link the newest as prev-archive
     /static/...                     CSS and JS
     /sitemap.xml                    sitemap index over the month sitemaps
     /sitemaps/{YYYY-MM}.xml         the article URLs published that month (UTC); past
