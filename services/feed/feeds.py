@@ -221,15 +221,16 @@ def _build(
     # dc:creator carries the author's name in RSS, whose <author> must be an e-mail address.
     # Atom has its own <author><name>, so the extension stays out of it.
     fg.register_extension("dc", _DcNamespace, _DcCreator, atom=False, rss=True)
-    # feedgen writes only the self link into RSS; this adds the hub (a subscription feed's
-    # topic; an archive never changes, so it names none) and the RFC 5005 links after it.
+    # feedgen writes only the self link into RSS; this adds the hub (only feeds are WebSub
+    # topics: archives name none) and the RFC 5005 links after it.
     fg.register_extension("links", _RssLinks, None, atom=False, rss=True)
     fg.links.links = ([("hub", hub)] if archive is None else []) + history_links("rss")
     if archive is not None:
         fg.register_extension("fh", _FhArchive, None, atom=True, rss=True)
     fg.id(atom_url)
     feed_title = clean(_feed_title(listing, title, settings.site_title))
-    feed_description = clean(_feed_description(listing, title))  # RSS requires one
+    # RSS requires a description.
+    feed_description = clean(_feed_description(listing, title, newest=archive is None))
     if history.label:
         feed_title = f"{feed_title} – {clean(history.label)}"
         feed_description = f"{feed_description} – {clean(history.label)}"
@@ -370,13 +371,14 @@ def _feed_title(listing: Listing, title: str, site_title: str) -> str:
     return f"{title} – {site_title}"
 
 
-def _feed_description(listing: Listing, title: str) -> str:
-    # RSS requires a channel description.
+def _feed_description(listing: Listing, title: str, *, newest: bool = True) -> str:
+    # An archive holds a month's bulletins, not the newest ones.
+    which = "Các bản tin mới nhất" if newest else "Các bản tin"
     if listing.kind is ListingKind.ALL:
-        return "Các bản tin mới nhất của mọi cơ quan"
+        return f"{which} của mọi cơ quan"
     if listing.kind is ListingKind.AGENCY:
-        return f"Các bản tin mới nhất của {title}"
-    return f"Các bản tin mới nhất thuộc chuyên mục {title}"
+        return f"{which} của {title}"
+    return f"{which} thuộc chuyên mục {title}"
 
 
 def _local(moment: datetime, tz: ZoneInfo) -> datetime:

@@ -194,7 +194,7 @@ def test_an_archive_document_is_marked_linked_and_valid(
         assert found["current"] == f"{PUBLIC}{listing.feed_path(fmt)}"
         assert found["prev-archive"] == f"{base}2024-03.{fmt}"
         assert found["next-archive"] == f"{base}2024-04.{fmt}"
-        assert "hub" not in found  # nobody subscribes to a document that never changes
+        assert "hub" not in found  # only the subscription feeds are WebSub topics
     # The same entries as the feed, in the same (newest first) order, the same XML each.
     for path, archived, current in (("atom:entry", built.atom, feeds.atom),
                                     ("channel/item", built.rss, feeds.rss)):  # fmt: skip
