@@ -107,8 +107,9 @@ def parts_of(count: int, per_part: int) -> int:
 
 @dataclass(frozen=True)
 class ArchiveMonth:
-    """One non-empty month of a listing's archive, in a few numbers: computed by its build
-    from the rows it shows, and by the check from aggregates; a difference means stale."""
+    """One non-empty month of a listing's archive, in a few numbers (aggregates over the
+    listing index's range): its build and the check both take it from `month_summary`, and
+    a difference between what a build recorded and what the check finds means stale."""
 
     key: str
     count: int
@@ -121,37 +122,22 @@ class ArchiveMonth:
         stamp = _utc(self.lastmod).astimezone(UTC).isoformat(timespec="microseconds")
         return f"{self.count}:{self.id_sum}:{self.revision_sum}:{stamp}"
 
-    @classmethod
-    def of_rows(cls, key: str, rows: Sequence[MonthRow]) -> ArchiveMonth:
-        return cls(
-            key,
-            len(rows),
-            sum(row.id for row in rows),
-            sum(row.revision for row in rows),
-            max((_utc(row.updated_at) for row in rows), default=month_bounds(key)[0]),
-        )
 
-
-@dataclass(frozen=True)
-class MonthRow:
-    id: int
-    revision: int
-    updated_at: datetime
-
-
-def month_rows(session: Session, listing: Listing, key: str) -> list[MonthRow]:
-    """The listing's bulletins published in month `key`, oldest first by (published_at, id):
-    the order archive parts are cut in, so earlier parts fill up and then stay fixed."""
+def month_versions(session: Session, listing: Listing, key: str) -> list[tuple[int, int]]:
+    """(id, revision) of the listing's bulletins published in month `key`, oldest first by
+    (published_at, id): the order archive parts are cut in, so earlier parts fill up and then
+    stay fixed. Plain tuples through Core: a big month has thousands, and ORM rows cost
+    several times more to make."""
     start, end = month_bounds(key)
     query = (
-        _published(listing, Bulletin.id, Bulletin.revision, Bulletin.updated_at)
+        _published(listing, Bulletin.id, Bulletin.revision)
         .where(Bulletin.published_at >= start, Bulletin.published_at < end)
         .order_by(Bulletin.published_at, Bulletin.id)
     )
-    return [MonthRow(row.id, row.revision, row.updated_at) for row in session.execute(query)]
+    return [(row[0], row[1]) for row in session.connection().execute(query)]
 
 
-def _month_summary(session: Session, listing: Listing, key: str) -> ArchiveMonth:
+def month_summary(session: Session, listing: Listing, key: str) -> ArchiveMonth:
     start, end = month_bounds(key)
     count, id_sum, revision_sum, lastmod = session.execute(
         _published(
@@ -174,7 +160,7 @@ def archive_months(session: Session, listing: Listing) -> list[ArchiveMonth]:
     first = session.scalar(_published(listing, func.min(Bulletin.published_at)))
     while first is not None:
         key = _key_of(first)
-        months.append(_month_summary(session, listing, key))
+        months.append(month_summary(session, listing, key))
         first = session.scalar(
             _published(listing, func.min(Bulletin.published_at)).where(
                 Bulletin.published_at >= month_bounds(key)[1]
@@ -204,7 +190,7 @@ def neighbours(session: Session, listing: Listing, key: str, per_part: int) -> N
     )
     prev = None
     if before is not None:
-        older = _month_summary(session, listing, _key_of(before))
+        older = month_summary(session, listing, _key_of(before))
         prev = (older.key, parts_of(older.count, per_part))
     return Neighbours(prev, None if after is None else _key_of(after))
 

@@ -13,11 +13,11 @@ of the next non-empty month). The subscription feeds link the newest document (j
 Builds are coalesced like the feeds (``ListingKind.ARCHIVE``, ``Job.FEED``, on the feed
 worker), one per (listing, month):
 
-- a build reads the month's (id, revision) list (an index range) and its neighbours (three
-  index lookups), and writes only the parts whose fingerprint (their rows and links) differs
-  from what it recorded in Redis or whose files are missing; so one publish into a big month
-  rebuilds its last part, not the month. Parts past the month's end are deleted (all of them
-  when it is empty).
+- a build reads the month's (id, revision) list and summary (an index range) and its
+  neighbours (three index lookups), and writes only the parts whose fingerprint (their rows
+  and links) differs from what it recorded in Redis or whose files are missing; so one
+  publish into a big month rebuilds its last part, not the month. Parts past the month's end
+  are deleted (all of them once it is empty).
 - when the month's shape (part count, neighbours) changed, its neighbours' links may be
   wrong: it requests their builds (and the listing's feeds when it is the newest month).
   Neighbours whose shape did not change stop there.
@@ -37,19 +37,19 @@ from dataclasses import dataclass
 
 from redis import Redis
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from services.feed.feeds import History, build_archive
 from shared.db import session_factory
 from shared.listings import (
-    ArchiveMonth,
     Neighbours,
     archive_months,
     fingerprint,
     listing_heading,
     month_fingerprint,
     month_fingerprints,
-    month_rows,
+    month_summary,
+    month_versions,
     neighbours,
     parts_of,
 )
@@ -179,9 +179,12 @@ def write_month(runtime: Runtime, listing: Listing, month: str) -> str:
     recorded = {_text(k): _text(v) for k, v in redis.hgetall(_parts_key(target)).items()}
     written: list[Part] = []
     with session_factory(settings)() as session:
-        rows = month_rows(session, listing, month)
+        rows = month_versions(session, listing, month)
+        # The fingerprint the check will compute, from the same aggregates (a change between
+        # the two reads also requested a build, which runs after this one and sees it).
+        summary = month_summary(session, listing, month) if rows else None
         around = neighbours(session, listing, month, per_part)
-        parts = plan_parts(month, [(row.id, row.revision) for row in rows], per_part, around)
+        parts = plan_parts(month, rows, per_part, around)
         changed = [
             part
             for part in parts
@@ -236,17 +239,22 @@ def write_month(runtime: Runtime, listing: Listing, month: str) -> str:
     log.info("archive built: %s %s, %d entries, %d of %d parts written, %d removed",
              listing.target, month, len(rows), len(written), len(parts), len(removed),
              extra={"listing": target.target})  # fmt: skip
-    if not rows:
+    if summary is None:
         return EMPTY
-    return month_fingerprint(ArchiveMonth.of_rows(month, rows), around)
+    return month_fingerprint(summary, around)
 
 
 def _bulletins(session: Session, ids: list[int]) -> dict[int, Bulletin]:
-    """The rows to show, by id (agencies joined: Bulletin.agency is lazy="joined")."""
+    """The rows to show, by id (agencies joined: Bulletin.agency is lazy="joined"), without
+    body_source, the one large column no feed shows (raiseload: a use fails loudly)."""
     found: dict[int, Bulletin] = {}
     for start in range(0, len(ids), 500):  # bounded IN lists
-        chunk = ids[start : start + 500]
-        found |= {b.id: b for b in session.scalars(select(Bulletin).where(Bulletin.id.in_(chunk)))}
+        query = (
+            select(Bulletin)
+            .options(defer(Bulletin.body_source, raiseload=True))
+            .where(Bulletin.id.in_(ids[start : start + 500]))
+        )
+        found |= {bulletin.id: bulletin for bulletin in session.scalars(query)}
     return found
 
 

@@ -12,13 +12,12 @@ from sqlalchemy.orm import Session
 
 from shared.db import create_schema, engine_for, session_scope
 from shared.listings import (
-    ArchiveMonth,
     Neighbours,
     archive_months,
     listing_heading,
     month_fingerprint,
     month_fingerprints,
-    month_rows,
+    month_versions,
     neighbours,
     newest_bulletins,
     newest_month,
@@ -150,15 +149,18 @@ def test_archive_months_and_their_rows_oldest_first(months_settings: Settings) -
         ]  # fmt: skip
         assert archive_months(session, Listing(ListingKind.AGENCY, "khong-co")) == []
         # Oldest first by published_at (ids 4, 5, 6 were published 2nd, 3rd, 1st).
-        assert [row.id for row in month_rows(session, ALL, "2024-04")] == [6, 4, 5]
-        assert month_rows(session, ALL, "2024-03") == []  # its one bulletin was withdrawn
-        # A build's summary of its rows is the check's summary from aggregates: else every
-        # check would find every month stale.
+        assert month_versions(session, ALL, "2024-04") == [(6, 1), (4, 1), (5, 1)]
+        assert month_versions(session, ALL, "2024-03") == []  # its one bulletin was withdrawn
+        assert month_versions(session, AGENCY, "2024-01") == [(1, 3)]
+        # The summary counts what the rows show.
         for listing in (ALL, AGENCY):
             for month in archive_months(session, listing):
-                rows = month_rows(session, listing, month.key)
-                assert ArchiveMonth.of_rows(month.key, rows) == month
-        assert months[0].revision_sum == 3
+                versions = month_versions(session, listing, month.key)
+                assert month.count == len(versions)
+                assert month.id_sum == sum(i for i, _ in versions)
+                assert month.revision_sum == sum(r for _, r in versions)
+        assert months[0].lastmod == datetime(2024, 1, 31, 23, 30, tzinfo=UTC)
+        assert months[2].lastmod == datetime(2024, 4, 7, tzinfo=UTC)  # id 5's: April 3 + 4 days
 
 
 def test_neighbours_skip_empty_months(months_settings: Settings) -> None:
@@ -193,7 +195,7 @@ def test_archive_queries_read_a_range_of_the_listing_index(
     with Session(engine) as session:
         event.listen(engine, "before_cursor_execute", capture)
         try:
-            month_rows(session, listing, "2024-01")
+            month_versions(session, listing, "2024-01")
             archive_months(session, listing)
         finally:
             event.remove(engine, "before_cursor_execute", capture)
