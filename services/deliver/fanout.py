@@ -60,29 +60,32 @@ def fan_out(
     sessions: sessionmaker[Session], celery: Celery, public_url: str, listing: Listing, shown: str
 ) -> int:
     """Record `shown` as owed to every live subscriber of the listing's feeds, then queue a
-    delivery task for each not being delivered to already (that delivery follows up); how many.
+    delivery task for each that was owed nothing before; how many.
     Run by the deliver worker (and by the reconciler's repair). The owed fingerprint is
     committed before any delivery message is sent, so a lost delivery message leaves a
     difference the reconciler re-sends (`overdue`)."""
     topics = list(topics_of(public_url, listing).values())
+    now = utcnow()
     with sessions() as session:
-        ids = owe_deliveries(session, topics, shown)
-        session.commit()
-        # Read after the commit: a delivery holding its subscriber's slot now either saw this
-        # change owed when it gave the slot back (and follows up with it), or gives it back
-        # later than this read (and so sees it). Under load this turns a task per subscriber
-        # per build into one per subscriber per delivery round.
-        now = utcnow()
-        busy = set(
+        owe_deliveries(session, topics, shown, now)
+        # Only subscribers owed nothing before this change get a task: one that was owed
+        # already has a delivery queued, under way or retrying, which sends the feed as it is
+        # when it runs (and follows up if a change comes during the send); a lost one is
+        # re-sent by the reconciler (`overdue`). So a subscriber gets one task per delivery
+        # round, not one per feed build: under load, most builds queue nothing. Read in the
+        # transaction that wrote `owed_since = now`, so no one else's write interleaves.
+        ids = list(
             session.scalars(
-                select(Subscription.id).where(
+                select(Subscription.id)
+                .where(
                     Subscription.topic.in_(topics),
-                    Subscription.claimed_by.is_not(None),
-                    Subscription.claimed_until >= now,
+                    Subscription.state == SubscriptionState.ACTIVE,
+                    Subscription.owed_since == now,
                 )
+                .order_by(Subscription.id)
             )
         )
-    ids = [i for i in ids if i not in busy]
+        session.commit()
     if not ids:
         return 0
     # One broker connection for the whole batch, not one checkout per message.

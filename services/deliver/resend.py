@@ -33,8 +33,9 @@ from services.deliver.fanout import fan_out
 from services.deliver.subscriptions import overdue, unverified
 from services.deliver.tasks import BACKOFF_CAP, REQUEST_DEADLINE_SECONDS
 from services.deliver.topics import parse_topic
-from shared.celery_app import DELIVER_CONTENT, VERIFY_INTENT
+from shared.celery_app import DELIVER_CONTENT, DELIVER_QUEUE, VERIFY_INTENT
 from shared.models import Subscription, SubscriptionState, utcnow
+from shared.queues import queue_depths
 from shared.refresh import Job, Refresher
 from shared.settings import Settings, get_settings
 from shared.site import Listing
@@ -96,7 +97,7 @@ def resend_overdue(
         celery.send_task(VERIFY_INTENT, args=[subscription_id, token])
     repaired = repair_fanouts(
         sessions, celery, settings.public_url, built or _built_in_redis(settings, celery),
-        owed_for, now,
+        owed_for, now, backlog=None if built else _backlog_in_redis(settings),
     )  # fmt: skip
     _purge_now_and_then(sessions, settings.hub_purge_days, now)
     return len(found) + len(checks) + repaired
@@ -141,13 +142,21 @@ def repair_fanouts(
     owed_for: timedelta,
     now: datetime,
     watch: FanoutWatch = _watch,
+    backlog: Callable[[], int] | None = None,
 ) -> int:
-    """Fan out again each listing whose mismatch (`lost_fanouts`) has lasted `owed_for`;
-    how many deliveries that queued."""
+    """Fan out again each listing whose mismatch (`lost_fanouts`) has lasted `owed_for`, if
+    `backlog()` (messages waiting on the deliver queue) is 0; how many deliveries that
+    queued."""
     with sessions() as session:
         mismatches = lost_fanouts(session, public_url, built, now)
+    due = watch.due(mismatches, now, owed_for)
+    if due and backlog is not None and backlog() > 0:
+        # A fan-out may just be waiting behind other deliveries: re-doing it now would owe
+        # every subscriber again and, under load, feed the backlog. Once the queue is empty
+        # a mismatch that lasted is certain to be a lost message.
+        return 0
     queued = 0
-    for target, fingerprint in watch.due(mismatches, now, owed_for):
+    for target, fingerprint in due:
         count = fan_out(sessions, celery, public_url, Listing.from_target(target), fingerprint)
         log.warning("hub: fan-out of %s (%s) was lost: %d deliveries queued again",
                     target, fingerprint[:12], count)  # fmt: skip
@@ -172,6 +181,18 @@ def _built_in_redis(settings: Settings, celery: Celery) -> Built:
             return None
 
     return built
+
+
+def _backlog_in_redis(settings: Settings) -> Callable[[], int]:
+    """Messages waiting on the deliver queue (0 when Redis cannot say)."""
+
+    def backlog() -> int:
+        try:
+            return queue_depths(_redis(settings.broker_url), (DELIVER_QUEUE,))[DELIVER_QUEUE]
+        except (RedisError, RuntimeError):
+            return 0
+
+    return backlog
 
 
 def purge_ended(session: Session, days: int, now: datetime | None = None) -> int:
