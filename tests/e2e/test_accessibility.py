@@ -32,6 +32,7 @@ from tests.e2e.conftest import watch_context
 
 pytestmark = pytest.mark.e2e
 
+sync_api = pytest.importorskip("playwright.sync_api")
 axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -302,6 +303,8 @@ def test_text_size_toolbar_by_keyboard(pages: dict[str, tuple[str, int]], browse
         bigger.wait_for(state="visible")
         assert status.get_attribute("role") == "status"  # a polite live region
         assert bigger.get_attribute("aria-disabled") == "false"
+        # Focusing a button tells the size it starts from.
+        sync_api.expect(bigger).to_have_accessible_description("Cỡ chữ 100%")
 
         bigger.focus()
         page.keyboard.press("Enter")
@@ -320,6 +323,7 @@ def test_text_size_toolbar_by_keyboard(pages: dict[str, tuple[str, int]], browse
         assert status.text_content() == "Cỡ chữ 150%"
         assert bigger.get_attribute("aria-disabled") == "false"
         assert smaller.get_attribute("aria-disabled") == "false"
+        sync_api.expect(smaller).to_have_accessible_description("Cỡ chữ 150%")
     finally:
         context.close()
 

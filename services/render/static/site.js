@@ -61,14 +61,15 @@
 
     // aria-disabled, not disabled: a disabled button drops the keyboard focus into <body>
     // the moment it reaches the limit, and a screen reader would lose its place.
-    function apply(next, announce) {
+    function apply(next) {
       size = clamp(next);
       target.style.setProperty("--text-scale", String(size / 100));
       for (var i = 0; i < buttons.length; i++) {
         buttons[i].setAttribute("aria-disabled", atLimit(buttons[i]) ? "true" : "false");
       }
-      if (announce && status) {
-        // role="status" is a polite live region: screen readers say the new size.
+      // role="status" is a polite live region: screen readers say each new size. Filled
+      // before the toolbar is shown, the first value is not announced, only described.
+      if (status) {
         status.textContent = "Cỡ chữ " + size + "%";
       }
     }
@@ -80,18 +81,18 @@
           return;
         }
         var step = parseInt(button.getAttribute("data-step"), 10);
-        apply(size + step * STEP, true);
+        apply(size + step * STEP);
         save(size);
       });
     }
     // Another tab changed the size: follow it, so two open bulletins never disagree.
     window.addEventListener("storage", function (event) {
       if (event.key === KEY) {
-        apply(load(), false);
+        apply(load());
       }
     });
 
-    apply(size, false);
+    apply(size);
     toolbar.hidden = false;
   }
 

@@ -222,8 +222,10 @@ def test_text_size_toolbar_is_present_but_inert_without_javascript(
     for button in toolbar.xpath(".//button"):
         assert button.get("type") == "button"
         assert button.get("aria-controls") == "noi-dung-bai"
-    # site.js says the new size here; a polite live region that exists before it changes.
-    assert toolbar.xpath(".//*[@role='status']/@data-text-size-status") == [""]
+    # site.js writes the size here: a polite live region that exists before it changes, and
+    # the buttons' description.
+    status = toolbar.xpath(".//*[@role='status'][@data-text-size-status]")[0]
+    assert [b.get("aria-describedby") for b in toolbar.xpath(".//button")] == [status.get("id")] * 2
     script = doc.xpath("//head/script[@src]")[0]
     assert script.get("src") == f"/static/site.js?v={STATIC_VERSION}"
     assert script.get("defer") is not None
