@@ -32,7 +32,7 @@ ALLOWED_TAGS = frozenset(
     {
         "p", "br", "hr", "h2", "h3", "h4", "h5", "h6",
         "strong", "b", "em", "i", "u", "s", "sub", "sup", "mark", "small", "abbr", "cite", "q",
-        "blockquote", "pre", "code", "ul", "ol", "li", "dl", "dt", "dd",
+        "blockquote", "pre", "code", "ul", "ol", "li", "dl", "dt", "dd", "span",
         "a", "img", "figure", "figcaption",
         "table", "caption", "thead", "tbody", "tfoot", "tr", "th", "td",
     }
@@ -45,6 +45,9 @@ ALLOWED_ATTRIBUTES = {
     "td": {"colspan", "rowspan"},
     "ol": {"start"},
 }
+# A BCP 47 shape (language, then subtags): a `lang` the page's readers and checkers cannot
+# parse ("english!") is dropped rather than published (axe-core's valid-lang, WCAG 3.1.2).
+_LANG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 URL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
 LINK_REL = "noopener noreferrer"
 # Removed with everything inside. svg and math too: foreign content parses by other rules
@@ -109,7 +112,14 @@ def _cleaner(base_url: str, tags: frozenset[str], *, rel: set[str]) -> nh3.Clean
         # HTML): _Adjust adds rel itself, and only this exact value passes.
         link_rel=None,
         tag_attribute_values={"a": {"rel": rel}} if rel else None,
+        attribute_filter=_valid_lang,
     )
+
+
+def _valid_lang(tag: str, attribute: str, value: str) -> str | None:
+    if attribute != "lang":
+        return value
+    return value if _LANG.fullmatch(value) else None
 
 
 class _Adjust(HTMLParser):

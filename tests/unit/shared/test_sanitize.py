@@ -314,3 +314,16 @@ def test_text_and_entities_survive_the_round_trip() -> None:
 )
 def test_nesting_depth_is_an_upper_estimate_from_the_tags(fragment: str, depth: int) -> None:
     assert nesting_depth(fragment) == depth
+
+
+def test_lang_marks_a_passage_in_another_language_and_an_unparsable_one_is_dropped() -> None:
+    out = sanitize_html(
+        '<p>Ký kết <span lang="en">Memorandum of Understanding</span>, <q lang="fr-CA">oui</q>,'
+        ' <q lang="english!">x</q> <span lang="">y</span></p>',
+        base_url=BASE,
+    )
+    assert '<span lang="en">Memorandum of Understanding</span>' in out
+    assert '<q lang="fr-CA">oui</q>' in out
+    assert "english!" not in out
+    assert 'lang=""' not in out
+    assert "<span>y</span>" in out
