@@ -171,6 +171,13 @@ class Refresher:
         """How many builds of this listing ever ran (for operators and tests)."""
         return int(self.redis.get(f"bantin:stats:builds:{job.value}:{listing.target}") or 0)
 
+    def builds_many(self, wanted: list[tuple[Job, Listing]]) -> list[int]:
+        """`builds` of each (job, listing), in one round trip."""
+        if not wanted:
+            return []
+        keys = [f"bantin:stats:builds:{job.value}:{listing.target}" for job, listing in wanted]
+        return [int(value or 0) for value in self.redis.mget(keys)]
+
     def pending(self) -> list[tuple[Job, Listing]]:
         """Listings wanting a build that nobody is running: lost triggers, killed builds."""
         stuck = []

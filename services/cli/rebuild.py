@@ -261,14 +261,19 @@ def _rebuild_listings(
     jobs += [(Job.FEED, target) for target in archives]
     # A build counts once it finishes after the request: its `builds` counter moves. (A build
     # already running at the request moves it too; it then builds once more by itself.)
-    before = {key: refresher.builds(*key) for key in jobs}
-    for job, listing in jobs:
-        refresher.request(job, listing)
+    before = dict(zip(jobs, refresher.builds_many(jobs), strict=True))
+    for start in range(0, len(jobs), 500):  # an archive month per listing and month: many
+        refresher.request_many(jobs[start : start + 500])
     report.listings = len(listings)
     deadline = time.monotonic() + LISTINGS_TIMEOUT_SECONDS
     waiting = set(jobs)
     while waiting and time.monotonic() < deadline:
-        waiting = {key for key in waiting if refresher.builds(*key) <= before[key]}
+        pending = list(waiting)
+        waiting = {
+            key
+            for key, builds in zip(pending, refresher.builds_many(pending), strict=True)
+            if builds <= before[key]
+        }
         if waiting:
             time.sleep(POLL_SECONDS)
     report.listings_built = sum(
