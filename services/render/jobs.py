@@ -274,8 +274,16 @@ def _build_news(runtime: Runtime, now: datetime) -> str:
     settings = runtime.settings
     with session_factory(settings)() as session:
         rows = sitemaps.news_rows(session, settings.public_url, now)
-    body = sitemaps.news_urlset([url for _, _, url in rows], settings.site_title)
-    runtime.storage.put(file_for(sitemap_path(SITEMAP_NEWS)), body)
+    body = sitemaps.news_sitemap([url for _, _, url in rows], settings.site_title)
+    path = file_for(sitemap_path(SITEMAP_NEWS))
+    existed = runtime.storage.exists(path)
+    if body is None:  # no article in two days: no valid news sitemap, so no file
+        runtime.storage.delete(path)
+    else:
+        runtime.storage.put(path, body)
+    if existed != (body is not None):
+        # robots.txt names the news sitemap only while it exists: the index build writes it.
+        runtime.refresher.request(Job.PAGE, sitemap(SITEMAP_INDEX))
     return fingerprint((bulletin_id, revision) for bulletin_id, revision, _ in rows)
 
 
@@ -299,7 +307,11 @@ def _build_index(runtime: Runtime, renderer: PageRenderer) -> str:
         storage.put(file_for(sitemap_path(SITEMAP_INDEX)), index)
     else:  # an index must list at least one sitemap: none until something is published
         storage.delete(file_for(sitemap_path(SITEMAP_INDEX)))
-    robots = sitemaps.robots_txt(settings.public_url, with_sitemaps=bool(months))
+    robots = sitemaps.robots_txt(
+        settings.public_url,
+        with_sitemaps=bool(months),
+        with_news=storage.exists(file_for(sitemap_path(SITEMAP_NEWS))),
+    )
     storage.put(file_for(ROBOTS_PATH), robots)
     html = renderer.feed_directory(directory)
     storage.put(file_for(FEEDS_PAGE_PATH), html.encode())
@@ -329,7 +341,13 @@ def _stale(runtime: Runtime, key: str, fingerprint: str | None) -> bool:
     built = runtime.refresher.built(Job.PAGE, sitemap(key))
     if built is None or (fingerprint is not None and built != fingerprint):
         return True
+    if key == SITEMAP_NEWS and built == _NO_NEWS:
+        return False  # built with no article in two days: no file is what it wrote
     return not runtime.storage.exists(file_for(sitemap_path(key)))
+
+
+# The fingerprint of a news build that found nothing (and so wrote no file).
+_NO_NEWS = fingerprint(())
 
 
 def feed_directory(session: Session) -> list[tuple[Listing, str]]:
