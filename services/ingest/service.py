@@ -35,7 +35,7 @@ from shared.models import MAX_ID, BodyFormat, Bulletin, BulletinStatus, Category
 from shared.refresh import Job, Refresher
 from shared.sanitize import MAX_NESTING, body_to_html, nesting_depth
 from shared.settings import Settings
-from shared.site import Listing, ListingKind
+from shared.site import ARCHIVE_CHECK, Listing, ListingKind, archive
 from shared.slug import slugify
 
 log = logging.getLogger(__name__)
@@ -316,9 +316,14 @@ def enqueue_render(celery: Celery, bulletin: Bulletin) -> None:
 
 
 def refresh_listings(refresher: Refresher, listings: list[Listing]) -> None:
-    """Best effort: a listing left stale is found by the reconciler's verification."""
+    """Best effort: a listing left stale is found by the reconciler's verification.
+
+    With each listing's page and feeds goes its archive check, which finds the month the
+    bulletin left (the render worker only knows the listings the bulletin is in now)."""
+    wanted = [(job, listing) for listing in listings for job in Job]
+    wanted += [(Job.FEED, archive(listing, ARCHIVE_CHECK)) for listing in listings]
     try:
-        refresher.request_many([(job, listing) for listing in listings for job in Job])
+        refresher.request_many(wanted)
     except Exception:
         log.warning("could not request a refresh of %s; the reconciler will",
                     [listing.target for listing in listings], exc_info=True)  # fmt: skip
