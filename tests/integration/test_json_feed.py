@@ -86,7 +86,9 @@ def test_json_feeds_are_served_discovered_and_follow_withdrawals(system: System)
     assert advertised == expected
     visible = page.xpath("//footer//a[@type='application/feed+json']")
     assert [a.get("href") for a in visible] == expected
-    assert {a.text for a in visible} == {"JSON Feed"}
+    # The badge shows the format; its whole name (a hidden prefix) says whose feed it is.
+    assert {"".join(a.xpath("text()")).strip() for a in visible} == {"JSON Feed"}
+    assert all(a.xpath("string()").strip().endswith("qua JSON Feed") for a in visible)
 
     # Each of the three JSON Feeds lists it, with the stored values; the agency's is only it.
     for path in ("/feeds/all.json", agency_path, category_path):
