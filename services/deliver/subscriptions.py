@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, Table, and_, func, or_, select, update
+from sqlalchemy import Engine, Table, and_, case, func, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -539,31 +539,30 @@ def finish_delivery(
 ) -> str | None:
     """`record_delivery` (a success or a given-up failure) and `release` in one transaction
     (a delivery's last round trip); the fingerprint still owed, if any, as `release`."""
+    mine = _T.claimed_by == holder
     values: dict[str, object] = {
         "last_delivery_status": status.value,
         "last_delivery_at": utcnow(),
         "last_error": None if error is None else error[:ERROR_CHARS],
+        # The slot back, if it is still ours (SET expressions read the row before the update).
+        "claimed_by": case((mine, null()), else_=_T.claimed_by),
+        "claimed_until": case((mine, null()), else_=_T.claimed_until),
     }
     if status is DeliveryStatus.DELIVERED:
         values["delivered_fingerprint"] = delivered
+        # Nothing owed any more, unless a newer change came meanwhile.
+        values["owed_since"] = case(
+            (_T.wanted_fingerprint == delivered, null()), else_=_T.owed_since
+        )
     if status is DeliveryStatus.FAILED:
         values["owed_since"] = None
-    table = _TABLE
+    # One statement (SQLite >= 3.35 and PostgreSQL return the row as updated).
     with _engine(sessions).begin() as conn:
-        conn.execute(update(table).where(_T.id == subscription_id).values(values))
-        if status is DeliveryStatus.DELIVERED:
-            conn.execute(
-                update(table)
-                .where(_T.id == subscription_id, _T.wanted_fingerprint == delivered)
-                .values(owed_since=None)
-            )
-        conn.execute(
-            update(table)
-            .where(_T.id == subscription_id, _T.claimed_by == holder)
-            .values(claimed_by=None, claimed_until=None)
-        )
         owed = conn.execute(
-            select(_T.owed_since, _T.wanted_fingerprint).where(_T.id == subscription_id)
+            update(_TABLE)
+            .where(_T.id == subscription_id)
+            .values(values)
+            .returning(_T.owed_since, _T.wanted_fingerprint)
         ).first()
     if owed is None or owed.owed_since is None or owed.wanted_fingerprint is None:
         return None
