@@ -51,6 +51,9 @@ TOMBSTONE_MAX_AGE = 30  # a withdrawal must reach readers (and shared caches) qu
 # A month's archive once that month (UTC) is over: its entries no longer change but for a rare
 # correction or withdrawal of an old bulletin, which a day's delay in caches is fair for.
 ARCHIVE_MAX_AGE = 86_400
+# ... but not on the first day of the next month: the month's last bulletins (a late embargo
+# release, a build still coalescing, a clock a little ahead) may still be reaching it.
+ARCHIVE_SETTLE_SECONDS = 86_400
 
 HeaderList = list[tuple[bytes, bytes]]
 
@@ -160,7 +163,8 @@ def feed_extras(relative: str, links: FeedLinks | None, now: float) -> Extras:
     A subscription feed gets ``Link: <hub>; rel="hub", <self>; rel="self"`` (W3C WebSub 4),
     self being exactly the topic URL the hub accepts for it; an archive document only its own
     URL (there is no subscribing to a closed month). An archive of a month before `now`'s (UTC)
-    is cached for ``ARCHIVE_MAX_AGE``; the current month's, still growing, as a feed is.
+    is cached for ``ARCHIVE_MAX_AGE`` from the second day of `now`'s month; the current
+    month's, still growing (and every archive on a month's first day), as a feed is.
     Without `links` (a gateway given no URLs) no Link header is sent.
     """
     if not relative.startswith("feeds/"):
@@ -178,9 +182,17 @@ def feed_extras(relative: str, links: FeedLinks | None, now: float) -> Extras:
         own = absolute(links.public_url, "/" + quote(relative, safe=_PATH_SAFE))
         headers.append((b"link", f'<{own}>; rel="self"'.encode()))
     current, next_month = month_of(now)
-    if match.group(1) < current:
-        return Extras(headers, ARCHIVE_MAX_AGE)
-    return Extras(headers, None, next_month)
+    if match.group(1) >= current:
+        return Extras(headers, None, next_month)
+    settled = _month_start(current) + ARCHIVE_SETTLE_SECONDS
+    if now < settled:
+        return Extras(headers, None, settled)
+    return Extras(headers, ARCHIVE_MAX_AGE)
+
+
+def _month_start(month: str) -> float:
+    year, number = (int(part) for part in month.split("-"))
+    return float(calendar.timegm((year, number, 1, 0, 0, 0, 0, 0, 0)))
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,6 +18,7 @@ from services.deliver.topics import hub_url, parse_topic
 from services.gateway.app import DEFAULT_MAX_ENTRY_BYTES, Gateway, create_app
 from services.gateway.files import (
     ARCHIVE_MAX_AGE,
+    ARCHIVE_SETTLE_SECONDS,
     FEED_MAX_AGE,
     FeedLinks,
     feed_extras,
@@ -193,10 +194,22 @@ def test_an_archive_cached_in_its_month_keeps_a_day_once_the_month_is_over(
     client = Client(app)
     assert client.get(path).headers["cache-control"] == f"public, max-age={FEED_MAX_AGE}"
     assert path in app.cache  # held with November's headers, the file unchanged
-    clock.now += 1  # 2026-12-01T00:00:00Z
+    clock.now += 1  # 2026-12-01T00:00:00Z: November's last bulletins may still be arriving
+    assert client.get(path).headers["cache-control"] == f"public, max-age={FEED_MAX_AGE}"
+    clock.now += ARCHIVE_SETTLE_SECONDS  # 2026-12-02: November is settled
     response = client.get(path)
     assert response.headers["cache-control"] == f"public, max-age={ARCHIVE_MAX_AGE}"
     assert response.content == FEED
+
+
+def test_on_a_months_first_day_last_months_archive_keeps_a_feeds_minute() -> None:
+    first_day = END_OF_NOVEMBER + 1 + 3600  # 2026-12-01T01:00:00Z
+    last_month = feed_extras("feeds/all/2026-11.rss", None, first_day)
+    assert (last_month.max_age, last_month.until) == (None, END_OF_NOVEMBER + 1 + 86_400)
+    older = feed_extras("feeds/all/2026-10.rss", None, first_day)
+    assert older.max_age is None  # the same rule for every month: nginx cannot tell them apart
+    settled = feed_extras("feeds/all/2026-11.rss", None, END_OF_NOVEMBER + 1 + 86_400)
+    assert settled.max_age == ARCHIVE_MAX_AGE
 
 
 def test_month_of_is_the_utc_month_and_the_start_of_the_next() -> None:
