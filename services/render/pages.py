@@ -21,7 +21,6 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
 
-from services.deliver.topics import hub_url
 from shared.excerpt import excerpt, shorten
 from shared.models import Bulletin
 from shared.settings import Settings
@@ -267,7 +266,6 @@ class PageRenderer:
             # The "follow" block offers the feeds nearest the bulletin: its agency's and its
             # category's (the site-wide ones stay in the footer).
             follow_feeds=[feed for kind, feed in feeds if kind is not ListingKind.ALL],
-            hub=hub_url(self.settings.resolved_ingest_url),
             json_ld=self._json_ld(bulletin, url, description),
         )
 
