@@ -137,36 +137,74 @@ def month_versions(session: Session, listing: Listing, key: str) -> list[tuple[i
     return [(row[0], row[1]) for row in session.connection().execute(query)]
 
 
-def month_summary(session: Session, listing: Listing, key: str) -> ArchiveMonth:
+def _in_month(query: Select[Any], key: str) -> Select[Any]:
     start, end = month_bounds(key)
+    return query.where(Bulletin.published_at >= start, Bulletin.published_at < end)
+
+
+def month_summary(session: Session, listing: Listing, key: str) -> ArchiveMonth:
+    """The month's aggregates: reads every row of the month (revision and updated_at are not
+    in the listing index), so the check computes it for a bounded window of months only."""
     count, id_sum, revision_sum, lastmod = session.execute(
-        _published(
-            listing,
-            func.count(Bulletin.id),
-            func.sum(Bulletin.id),
-            func.sum(Bulletin.revision),
-            func.max(Bulletin.updated_at),
-        ).where(Bulletin.published_at >= start, Bulletin.published_at < end)
+        _in_month(
+            _published(
+                listing,
+                func.count(Bulletin.id),
+                func.sum(Bulletin.id),
+                func.sum(Bulletin.revision),
+                func.max(Bulletin.updated_at),
+            ),
+            key,
+        )
     ).one()
     return ArchiveMonth(
-        key, int(count), int(id_sum or 0), int(revision_sum or 0), _utc(lastmod or start)
+        key,
+        int(count),
+        int(id_sum or 0),
+        int(revision_sum or 0),
+        _utc(lastmod or month_bounds(key)[0]),
     )
 
 
-def archive_months(session: Session, listing: Listing) -> list[ArchiveMonth]:
-    """Every non-empty month of the listing, oldest first: two index lookups per month (its
-    aggregates, then the first row past it), so empty stretches cost nothing."""
-    months: list[ArchiveMonth] = []
+def summary_of(
+    session: Session, listing: Listing, key: str, versions: Sequence[tuple[int, int]]
+) -> ArchiveMonth:
+    """`month_summary` of a month whose (id, revision) list a build has just read: the
+    sums come from that list, only the newest updated_at from the database."""
+    lastmod = session.scalar(_in_month(_published(listing, func.max(Bulletin.updated_at)), key))
+    return ArchiveMonth(
+        key,
+        len(versions),
+        sum(i for i, _ in versions),
+        sum(r for _, r in versions),
+        _utc(lastmod or month_bounds(key)[0]),
+    )
+
+
+def month_count(session: Session, listing: Listing, key: str) -> int:
+    """How many published bulletins the month has: an index-only count."""
+    return int(session.scalar(_in_month(_published(listing, func.count(Bulletin.id)), key)) or 0)
+
+
+def month_keys(session: Session, listing: Listing) -> list[str]:
+    """Every non-empty month of the listing, oldest first: one index lookup per month (the
+    first row at or past its start), no row read."""
+    keys: list[str] = []
     first = session.scalar(_published(listing, func.min(Bulletin.published_at)))
     while first is not None:
-        key = _key_of(first)
-        months.append(month_summary(session, listing, key))
+        keys.append(_key_of(first))
         first = session.scalar(
             _published(listing, func.min(Bulletin.published_at)).where(
-                Bulletin.published_at >= month_bounds(key)[1]
+                Bulletin.published_at >= month_bounds(keys[-1])[1]
             )
         )
-    return months
+    return keys
+
+
+def archive_months(session: Session, listing: Listing) -> list[ArchiveMonth]:
+    """Every non-empty month of the listing with its summary, oldest first (reads every
+    published row of the listing: for tests and tools, not for periodic checks)."""
+    return [month_summary(session, listing, key) for key in month_keys(session, listing)]
 
 
 @dataclass(frozen=True)
@@ -179,8 +217,8 @@ class Neighbours:
 
 
 def neighbours(session: Session, listing: Listing, key: str, per_part: int) -> Neighbours:
-    """Three index lookups: the newest row before the month, its month's count, the oldest
-    row after it."""
+    """Three index-only lookups: the newest row before the month, its month's count, the
+    oldest row after it."""
     start, end = month_bounds(key)
     before = session.scalar(
         _published(listing, func.max(Bulletin.published_at)).where(Bulletin.published_at < start)
@@ -190,15 +228,17 @@ def neighbours(session: Session, listing: Listing, key: str, per_part: int) -> N
     )
     prev = None
     if before is not None:
-        older = month_summary(session, listing, _key_of(before))
-        prev = (older.key, parts_of(older.count, per_part))
+        older = _key_of(before)
+        prev = (older, parts_of(month_count(session, listing, older), per_part))
     return Neighbours(prev, None if after is None else _key_of(after))
 
 
-def month_fingerprint(month: ArchiveMonth, around: Neighbours) -> str:
-    """What a month's archive documents show: its rows (in summary) and its neighbour links."""
+def month_fingerprint(month: ArchiveMonth, around: Neighbours, per_part: int) -> str:
+    """What a month's archive documents show: its rows (in summary), how they are cut into
+    parts (a new `archive_items` makes every month stale) and its neighbour links."""
     prev = "" if around.prev is None else f"{around.prev[0]}#{around.prev[1]}"
-    return f"{month.summary}|{prev}|{around.next or ''}"
+    cut = f"{parts_of(month.count, per_part)}x{per_part}"
+    return f"{month.summary}|{cut}|{prev}|{around.next or ''}"
 
 
 def month_fingerprints(months: Sequence[ArchiveMonth], per_part: int) -> dict[str, str]:
@@ -212,7 +252,7 @@ def month_fingerprints(months: Sequence[ArchiveMonth], per_part: int) -> dict[st
             None if older is None else (older.key, parts_of(older.count, per_part)),
             None if newer is None else newer.key,
         )
-        found[month.key] = month_fingerprint(month, around)
+        found[month.key] = month_fingerprint(month, around, per_part)
     return found
 
 

@@ -59,7 +59,11 @@ TARGETS_KEY = "bantin:refresh:targets"
 
 # Atomically: record `done`, then either release the lock (nothing new wanted) or keep it
 # (and its TTL fresh) and tell the builder to go round again. Releasing also clears `since`:
-# a request whose INCR the build covered may have set it just after the build started.
+# a request whose INCR the build covered may have set it just after the build started. And
+# it drops the target from TARGETS_KEY (which `pending` reads every pass, and which would
+# otherwise keep every archive month ever built): a request that comes after this script
+# runs its INCR and then its SADD after it too (one pipeline, in order), so it puts the
+# target back; one whose INCR came before makes wanted > done here, and nothing is dropped.
 _FINISH = """
 redis.call('SET', KEYS[2], ARGV[1])
 local wanted = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -68,6 +72,7 @@ if wanted > tonumber(ARGV[1]) then
     return 1
 end
 redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[3])
 return 0
 """
 
@@ -79,6 +84,10 @@ def _keys(job: Job, listing: Listing) -> tuple[str, str, str]:
 
 def _since_key(job: Job, listing: Listing) -> str:
     return f"{_base(job, listing)}:since"
+
+
+def _member(job: Job, listing: Listing) -> str:
+    return f"{job.value}|{listing.target}"  # in TARGETS_KEY
 
 
 def _base(job: Job, listing: Listing) -> str:
@@ -102,7 +111,7 @@ class Refresher:
         for job, listing in wanted_builds:
             wanted, _done, lock = _keys(job, listing)
             pipe.incr(wanted)
-            pipe.sadd(TARGETS_KEY, f"{job.value}|{listing.target}")
+            pipe.sadd(TARGETS_KEY, _member(job, listing))
             pipe.set(lock, "1", nx=True, ex=LOCK_TTL_SECONDS)
             pipe.set(_since_key(job, listing), now, nx=True)  # the oldest uncovered request
         replies = pipe.execute()
@@ -146,10 +155,16 @@ class Refresher:
         pipe.set(f"{_base(job, listing)}:built", built)
         pipe.incr(f"bantin:stats:builds:{job.value}:{listing.target}")
         pipe.execute()
-        keys = [wanted, done, lock, _since_key(job, listing)]
-        if not self._finish(keys=keys, args=[generation, LOCK_TTL_SECONDS]):
+        keys = [wanted, done, lock, _since_key(job, listing), TARGETS_KEY]
+        args: list[str | int] = [generation, LOCK_TTL_SECONDS, _member(job, listing)]
+        if not self._finish(keys=keys, args=args):
             return None
         return max(0.0, rebuild_interval(listing) - (time.monotonic() - started))
+
+    def extend(self, job: Job, listing: Listing) -> None:
+        """Renew the build's lock for another LOCK_TTL_SECONDS: a long build (an archive
+        month of many parts) calls it as it goes, so no second builder starts meanwhile."""
+        self.redis.expire(_keys(job, listing)[2], LOCK_TTL_SECONDS)
 
     def release(self, job: Job, listing: Listing) -> None:
         """Give up the lock after a failed build, leaving wanted > done for the reconciler."""

@@ -11,7 +11,8 @@ run the command against the same database and Redis. It
    seconds of rebuild work, not all of it;
 3. asks for a rebuild of every index page and feed, and of every month of every listing's
    RFC 5005 archive (the usual single-flight requests; the archive builds rewrite every part,
-   so the same rows give the same bytes);
+   so the same rows give the same bytes), newest months first and only ARCHIVE_WINDOW
+   unfinished at a time, so live publishes are not queued behind all of them;
 4. shows a progress bar of pages actually written (the batch tasks count them in Redis) and
    prints the totals with the rate.
 
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from shared.rebuild_progress import BatchReport
+    from shared.refresh import Refresher
     from shared.settings import Settings
+    from shared.site import Listing
 
 # services/cli/__init__.py imports this module on every `bantin` command: what it needs from
 # SQLAlchemy, Celery, Redis and the render package is imported where it is used (0.3 s).
@@ -51,6 +54,9 @@ POLL_SECONDS = 0.05
 # are gone, or they do not load services.render.batch and drop its messages.
 STALL_SECONDS = 90.0
 LISTINGS_TIMEOUT_SECONDS = 60.0
+# Archive month builds requested and unfinished at once: enough to keep the feed workers
+# busy, few enough that a publish meanwhile is not queued behind minutes of archive builds.
+ARCHIVE_WINDOW = 8
 # Statuses whose page (or tombstone) is live and can be rebuilt (BulletinStatus values).
 # Others have no page yet or their render is owed; the batch re-checks each row anyway.
 REBUILT_STATUSES = ("published", "withdrawn")
@@ -234,13 +240,17 @@ def _send_and_follow(
 
 
 def _rebuild_listings(
-    settings: Settings, redis: Redis, celery: Celery, report: RebuildReport
+    settings: Settings,
+    redis: Redis,
+    celery: Celery,
+    report: RebuildReport,
+    archive_window: int = ARCHIVE_WINDOW,
 ) -> None:
-    """Request every index page, feed and archive month, and wait (a while) for those
-    builds to finish."""
+    """Request every index page and feed, then every archive month a window at a time, and
+    wait (a while) for those builds to finish."""
     from services.feed.archives import forget_parts, recorded_months
     from shared.db import session_factory
-    from shared.listings import all_listings, archive_months
+    from shared.listings import all_listings, month_keys
     from shared.refresh import Job, Refresher
     from shared.site import archive
 
@@ -248,39 +258,76 @@ def _rebuild_listings(
     with session_factory(settings)() as session:
         listings = all_listings(session)
         # Every month with bulletins, and every month built before (now empty: its build
-        # deletes its files).
+        # deletes its files). Index lookups only.
         months = {
-            listing: sorted(
-                {m.key for m in archive_months(session, listing)} | recorded_months(redis, listing)
-            )
+            listing: sorted(set(month_keys(session, listing)) | recorded_months(redis, listing))
             for listing in listings
         }
-    archives = [archive(listing, key) for listing in listings for key in months[listing]]
+    # Newest months first (the most read), each listing's in turn.
+    archives = [
+        archive(listing, key)
+        for key in sorted({k for keys in months.values() for k in keys}, reverse=True)
+        for listing in listings
+        if key in months[listing]
+    ]
     forget_parts(redis, archives)
     jobs = [(job, listing) for listing in listings for job in Job]
-    jobs += [(Job.FEED, target) for target in archives]
     # A build counts once it finishes after the request: its `builds` counter moves. (A build
     # already running at the request moves it too; it then builds once more by itself.)
     before = dict(zip(jobs, refresher.builds_many(jobs), strict=True))
-    for start in range(0, len(jobs), 500):  # an archive month per listing and month: many
+    for start in range(0, len(jobs), 500):
         refresher.request_many(jobs[start : start + 500])
     report.listings = len(listings)
+    report.archives = len(archives)
     deadline = time.monotonic() + LISTINGS_TIMEOUT_SECONDS
+    report.archives_built = _follow_archives(refresher, archives, archive_window)
     waiting = set(jobs)
-    while waiting and time.monotonic() < deadline:
+    while waiting:
         pending = list(waiting)
         waiting = {
             key
             for key, builds in zip(pending, refresher.builds_many(pending), strict=True)
             if builds <= before[key]
         }
-        if waiting:
-            time.sleep(POLL_SECONDS)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_SECONDS)
     report.listings_built = sum(
         1 for listing in listings if all((job, listing) not in waiting for job in Job)
     )
-    report.archives = len(archives)
-    report.archives_built = sum(1 for target in archives if (Job.FEED, target) not in waiting)
+
+
+def _follow_archives(refresher: Refresher, archives: list[Listing], window: int) -> int:
+    """Request the archive month builds `archives`, at most `window` unfinished at once (a
+    publish meanwhile waits on the feed queue behind those, not behind every month of the
+    site); returns how many were seen to finish. Gives up when none finished for
+    LISTINGS_TIMEOUT_SECONDS."""
+    from shared.refresh import Job
+
+    queued = list(archives)
+    outstanding: dict[Listing, int] = {}  # target -> its build count when requested
+    finished = 0
+    last_progress = time.monotonic()
+    while queued or outstanding:
+        if outstanding:
+            targets = list(outstanding)
+            counts = refresher.builds_many([(Job.FEED, t) for t in targets])
+            for target, builds in zip(targets, counts, strict=True):
+                if builds > outstanding[target]:
+                    del outstanding[target]
+                    finished += 1
+                    last_progress = time.monotonic()
+        room = queued[: max(0, window - len(outstanding))]
+        if room:
+            del queued[: len(room)]
+            wanted = [(Job.FEED, target) for target in room]
+            outstanding |= dict(zip(room, refresher.builds_many(wanted), strict=True))
+            refresher.request_many(wanted)
+        if time.monotonic() - last_progress > LISTINGS_TIMEOUT_SECONDS:
+            break
+        if outstanding:
+            time.sleep(POLL_SECONDS)
+    return finished
 
 
 @click.command("rebuild")

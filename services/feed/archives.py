@@ -43,15 +43,16 @@ from services.feed.feeds import History, build_archive
 from shared.db import session_factory
 from shared.listings import (
     Neighbours,
-    archive_months,
     fingerprint,
     listing_heading,
+    month_count,
     month_fingerprint,
-    month_fingerprints,
+    month_keys,
     month_summary,
     month_versions,
     neighbours,
     parts_of,
+    summary_of,
 )
 from shared.models import Bulletin
 from shared.refresh import Job
@@ -70,6 +71,18 @@ log = logging.getLogger(__name__)
 
 # The fingerprint a build of a month with no bulletin records (its files are gone).
 EMPTY = "empty"
+# What a build that left changed parts for another round records: never a month's
+# fingerprint, so a check meanwhile finds the month stale.
+PARTIAL = "partial"
+# Changed parts one build writes (each part: up to `archive_items` rows read and two
+# documents written, ~0.1 s at 500; measured): a month rewritten whole (a new
+# `archive_items`, `bantin rebuild`) goes round several times, well inside the task's time
+# limit each time, and other builds on the feed queue run in between.
+PARTS_PER_ROUND = 20
+# A listing's check covers its newest months and a rotating slice of the older ones: at
+# most this many rows-reading summaries per check, however many months the listing has.
+CHECK_RECENT = 2
+CHECK_OLDER = 2
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,10 @@ def _months_key(listing: Listing) -> str:
     return f"bantin:archive:months:{listing.target}"  # months with documents on disk
 
 
+def _cursor_key(listing: Listing) -> str:
+    return f"bantin:archive:cursor:{listing.target}"  # where the next check's window starts
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -172,7 +189,8 @@ def _present(runtime: Runtime, listing: Listing, month: str, part: int) -> bool:
 
 def write_month(runtime: Runtime, listing: Listing, month: str) -> str:
     """Rebuild one month of `listing`'s archive (see the module docstring); returns the
-    month's fingerprint."""
+    month's fingerprint, or PARTIAL when it wrote its first PARTS_PER_ROUND changed parts
+    and asked for another round to write the rest."""
     settings, storage, redis = runtime.settings, runtime.storage, runtime.redis
     target = archive(listing, month)
     per_part = settings.archive_items
@@ -180,9 +198,10 @@ def write_month(runtime: Runtime, listing: Listing, month: str) -> str:
     written: list[Part] = []
     with session_factory(settings)() as session:
         rows = month_versions(session, listing, month)
-        # The fingerprint the check will compute, from the same aggregates (a change between
-        # the two reads also requested a build, which runs after this one and sees it).
-        summary = month_summary(session, listing, month) if rows else None
+        # The fingerprint the check will compute, from the rows just read and the newest
+        # updated_at (a change between the two reads also requested a build, which runs
+        # after this one and sees it).
+        summary = summary_of(session, listing, month, rows) if rows else None
         around = neighbours(session, listing, month, per_part)
         parts = plan_parts(month, rows, per_part, around)
         changed = [
@@ -191,21 +210,25 @@ def write_month(runtime: Runtime, listing: Listing, month: str) -> str:
             if recorded.get(str(part.number)) != part.fingerprint
             or not _present(runtime, listing, month, part.number)
         ]
-        if changed:
-            title = listing_heading(session, listing, settings.site_title)
-            loaded = _bulletins(session, [i for part in changed for i, _ in part.versions])
-            for part in changed:
-                shown = [loaded[i] for i, _ in reversed(part.versions) if i in loaded]
-                history = History(
-                    archive=paths(listing, (month, part.number)),
-                    prev=paths(listing, part.prev),
-                    next=paths(listing, part.next),
-                    label=label(month, part.number),
-                )
-                documents = build_archive(listing, title, shown, settings, history)
-                for fmt, body in documents.by_format().items():
-                    storage.put(file_for(archive_path(listing, month, part.number, fmt)), body)
-                written.append(part)
+        title = listing_heading(session, listing, settings.site_title) if changed else ""
+        # One part at a time: its rows loaded, its documents written, its fingerprint saved,
+        # the build's lock renewed. A killed build keeps what it wrote, and a big month's
+        # build never holds the lock longer than a part takes.
+        for part in changed[:PARTS_PER_ROUND]:
+            loaded = _bulletins(session, [i for i, _ in part.versions])
+            shown = [loaded[i] for i, _ in reversed(part.versions) if i in loaded]
+            history = History(
+                archive=paths(listing, (month, part.number)),
+                prev=paths(listing, part.prev),
+                next=paths(listing, part.next),
+                label=label(month, part.number),
+            )
+            documents = build_archive(listing, title, shown, settings, history)
+            for fmt, body in documents.by_format().items():
+                storage.put(file_for(archive_path(listing, month, part.number, fmt)), body)
+            redis.hset(_parts_key(target), str(part.number), part.fingerprint)
+            runtime.refresher.extend(Job.FEED, target)
+            written.append(part)
 
     # Parts left over from when the month was bigger (all of them once it is empty).
     number, removed = len(parts) + 1, []
@@ -223,8 +246,6 @@ def write_month(runtime: Runtime, listing: Listing, month: str) -> str:
 
     shape = f"{len(parts)}|{around.prev}|{around.next}"
     pipe = redis.pipeline()
-    if written:
-        pipe.hset(_parts_key(target), mapping={str(p.number): p.fingerprint for p in written})
     if removed:
         pipe.hdel(_parts_key(target), *removed)
     if parts:
@@ -239,9 +260,14 @@ def write_month(runtime: Runtime, listing: Listing, month: str) -> str:
     log.info("archive built: %s %s, %d entries, %d of %d parts written, %d removed",
              listing.target, month, len(rows), len(written), len(parts), len(removed),
              extra={"listing": target.target})  # fmt: skip
+    if len(changed) > len(written):
+        # Another round (this build holds the lock: the request only counts, and the
+        # builder goes round again) writes the rest.
+        runtime.refresher.request(Job.FEED, target)
+        return PARTIAL
     if summary is None:
         return EMPTY
-    return month_fingerprint(summary, around)
+    return month_fingerprint(summary, around, per_part)
 
 
 def _bulletins(session: Session, ids: list[int]) -> dict[int, Bulletin]:
@@ -271,24 +297,52 @@ def _relink(runtime: Runtime, listing: Listing, around: Neighbours) -> None:
     runtime.refresher.request_many(wanted)
 
 
+def check_window(keys: Sequence[str], start: int) -> tuple[list[str], int]:
+    """The months one check of a listing covers, given its non-empty months (oldest
+    first): the newest CHECK_RECENT (where publishing happens) and CHECK_OLDER of the
+    others from `start` on, round their list. Returns them (oldest first) and where the
+    next check starts, so every month is checked within a bounded number of checks."""
+    recent, older = list(keys[-CHECK_RECENT:]), list(keys[:-CHECK_RECENT])
+    if len(older) <= CHECK_OLDER:
+        return list(keys), 0
+    start %= len(older)
+    chosen = (older + older)[start : start + CHECK_OLDER]
+    return sorted({*chosen, *recent}), (start + CHECK_OLDER) % len(older)
+
+
 def stale_months(runtime: Runtime, session: Session, listing: Listing) -> tuple[list[str], str]:
-    """The months of `listing` whose archive needs a build: built from other rows or links
-    than the database has now (or never, or Redis lost it), missing a file, or recorded but
-    now empty. Also returns a digest of every month's fingerprint."""
+    """Of the months in this check's window (`check_window`), those whose archive needs a
+    build: built from other rows, cut or links than the database has now (or never, or
+    Redis lost it), or missing a file; and every month recorded but now empty. Also
+    returns a digest of the checked months' fingerprints.
+
+    Its cost is bounded whatever the listing's size: an index lookup per month to list
+    them, and the rows of at most CHECK_RECENT + CHECK_OLDER months."""
     per_part = runtime.settings.archive_items
-    months = archive_months(session, listing)
-    wanted = month_fingerprints(months, per_part)
-    built = runtime.refresher.built_many(Job.FEED, [archive(listing, m.key) for m in months])
+    keys = month_keys(session, listing)
+    cursor = _cursor_key(listing)
+    chosen, after = check_window(keys, int(runtime.redis.get(cursor) or 0))
+    runtime.redis.set(cursor, after)
+    position = {key: i for i, key in enumerate(keys)}
+    wanted: dict[str, str] = {}
+    parts: dict[str, int] = {}
+    for key in chosen:
+        i = position[key]
+        summary = month_summary(session, listing, key)
+        prev = None
+        if i > 0:
+            prev = (keys[i - 1], parts_of(month_count(session, listing, keys[i - 1]), per_part))
+        around = Neighbours(prev, keys[i + 1] if i + 1 < len(keys) else None)
+        wanted[key] = month_fingerprint(summary, around, per_part)
+        parts[key] = parts_of(summary.count, per_part)
+    built = runtime.refresher.built_many(Job.FEED, [archive(listing, key) for key in chosen])
     stale = [
-        month.key
-        for month, have in zip(months, built, strict=True)
-        if have != wanted[month.key]
-        or not all(
-            _present(runtime, listing, month.key, part)
-            for part in range(1, parts_of(month.count, per_part) + 1)
-        )
+        key
+        for key, have in zip(chosen, built, strict=True)
+        if have != wanted[key]
+        or not all(_present(runtime, listing, key, part) for part in range(1, parts[key] + 1))
     ]
-    stale += sorted(recorded_months(runtime.redis, listing) - set(wanted))
+    stale += sorted(recorded_months(runtime.redis, listing) - set(keys))
     digest = hashlib.blake2b(digest_size=12)
     for key, value in wanted.items():
         digest.update(f"{key}={value};".encode())
@@ -296,7 +350,8 @@ def stale_months(runtime: Runtime, session: Session, listing: Listing) -> tuple[
 
 
 def check(runtime: Runtime, listing: Listing) -> str:
-    """Request a build of every stale month of `listing`; returns the months' digest."""
+    """Request a build of every stale month in this check's window of `listing`; returns
+    the checked months' digest."""
     with session_factory(runtime.settings)() as session:
         stale, digest = stale_months(runtime, session, listing)
     if stale:

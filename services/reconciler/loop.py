@@ -51,9 +51,11 @@ BATCH = 500
 # a slice of the rest, so the whole archive is covered over time at a bounded cost.
 PAGE_CHECK_NEWEST = 500
 PAGE_CHECK_SLICE = 500
-# Listings whose archive check is requested per verification: each check walks the
-# listing's months (two index lookups a month) on a feed worker, so a site with thousands of
-# agencies and categories is covered over a few passes instead of all at once.
+# Listings whose archive check is requested per verification. Each check (on a feed worker)
+# lists the listing's months (an index lookup a month) and reads the rows of a bounded
+# window of them (services/feed/archives.py `check_window`), so a pass costs at most this
+# many windows whatever the site's size; a site with thousands of agencies and categories
+# is covered over a few passes instead of all at once.
 ARCHIVE_CHECK_SLICE = 100
 
 

@@ -15,12 +15,16 @@ from shared.listings import (
     Neighbours,
     archive_months,
     listing_heading,
+    month_count,
     month_fingerprint,
     month_fingerprints,
+    month_keys,
+    month_summary,
     month_versions,
     neighbours,
     newest_bulletins,
     newest_month,
+    summary_of,
 )
 from shared.models import Agency, Bulletin, BulletinStatus, Category
 from shared.settings import Settings
@@ -175,7 +179,7 @@ def test_neighbours_skip_empty_months(months_settings: Settings) -> None:
         fingerprints = month_fingerprints(archive_months(session, ALL), 2)
         for month in archive_months(session, ALL):
             around = neighbours(session, ALL, month.key, 2)
-            assert fingerprints[month.key] == month_fingerprint(month, around)
+            assert fingerprints[month.key] == month_fingerprint(month, around, 2)
         # The newest archive document: April's, in two parts of 2.
         assert newest_month(session, ALL, 2) == ("2024-04", 2)
         assert newest_month(session, AGENCY, 5) == ("2024-04", 1)
@@ -209,3 +213,57 @@ def test_archive_queries_read_a_range_of_the_listing_index(
                 "USING COVERING INDEX ix_bulletin_listing_" in details
             ), details
             assert "TEMP B-TREE" not in details, details
+
+
+def test_a_builds_summary_from_its_rows_equals_the_checks(months_settings: Settings) -> None:
+    with Session(engine_for(months_settings)) as session:
+        for listing in (ALL, AGENCY):
+            for key in month_keys(session, listing):
+                versions = month_versions(session, listing, key)
+                assert summary_of(session, listing, key, versions) == month_summary(
+                    session, listing, key
+                )
+                assert month_count(session, listing, key) == len(versions)
+        assert [m.key for m in archive_months(session, ALL)] == month_keys(session, ALL)
+
+
+def test_the_fingerprint_names_the_cut_into_parts(months_settings: Settings) -> None:
+    with Session(engine_for(months_settings)) as session:
+        april = month_summary(session, ALL, "2024-04")  # 3 bulletins
+    around = Neighbours(("2024-02", 1), None)
+    # One part either way, yet a document of up to 5 or of up to 10 entries: a new
+    # `archive_items` must make the month stale.
+    assert month_fingerprint(april, around, 5) != month_fingerprint(april, around, 10)
+    assert month_fingerprint(april, around, 2) != month_fingerprint(april, around, 3)
+    assert month_fingerprint(april, around, 5) == month_fingerprint(april, around, 5)
+
+
+@pytest.mark.parametrize("listing", [ALL, AGENCY, CATEGORY], ids=lambda listing: listing.target)
+def test_neighbours_and_month_keys_read_the_index_only(
+    settings: Settings, listing: Listing
+) -> None:
+    engine = engine_for(settings)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    with Session(engine) as session:
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            month_keys(session, listing)
+            around = neighbours(session, listing, "2024-02", 2)
+            month_count(session, listing, "2024-01")
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        # One month: two lookups to list it; February's neighbours: three (January's count).
+        assert around.prev is not None and around.prev[0] == "2024-01"
+        assert len(statements) == 6
+        for statement, parameters in statements:
+            plan = session.connection().exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters
+            )
+            details = [row[-1] for row in plan if "bulletin" in row[-1]]
+            assert details and all(
+                "USING COVERING INDEX ix_bulletin_listing_" in d for d in details
+            ), details
