@@ -498,6 +498,24 @@ def start_delivery(
     when there is nothing to do (and then nothing stays owed for it, as clear_if_delivered)."""
     now = now or utcnow()
     with _engine(sessions).begin() as conn:
+        # The usual case in one statement: live, owed, slot free (or ours) -> taken.
+        taken = conn.execute(
+            update(_TABLE)
+            .where(
+                _T.id == subscription_id,
+                _T.state == SubscriptionState.ACTIVE,
+                _T.expires_at > now,
+                or_(_T.wanted_fingerprint.is_(None), _T.delivered_fingerprint.is_(None),
+                    _T.wanted_fingerprint != _T.delivered_fingerprint),
+                or_(_T.claimed_by.is_(None), _T.claimed_by == holder, _T.claimed_until < now),
+            )
+            .values(claimed_by=holder, claimed_until=until)
+            .returning(_T.topic, _T.callback, _T.secret, _T.wanted_fingerprint)
+        ).first()  # fmt: skip
+        if taken is not None:
+            return Target(taken.topic, taken.callback, taken.secret, taken.wanted_fingerprint)
+        # Else say why. Busy here while a holder releases meanwhile is safe: this content is
+        # owed, so the releasing holder follows up with it.
         row = conn.execute(
             select(_T.topic, _T.callback, _T.secret, _T.state, _T.expires_at, _T.owed_since,
                    _T.wanted_fingerprint, _T.delivered_fingerprint)
@@ -516,17 +534,7 @@ def start_delivery(
                     .values(owed_since=None)
                 )  # fmt: skip
             return None
-        result = conn.execute(
-            update(_TABLE)
-            .where(
-                _T.id == subscription_id,
-                or_(_T.claimed_by.is_(None), _T.claimed_by == holder, _T.claimed_until < now),
-            )
-            .values(claimed_by=holder, claimed_until=until)
-        )
-        if result.rowcount != 1:
-            return BUSY
-        return Target(row.topic, row.callback, row.secret, row.wanted_fingerprint)
+        return BUSY
 
 
 def finish_delivery(
