@@ -216,3 +216,53 @@ def test_a_redelivered_batch_counts_once(redis_url: str) -> None:
     assert counts == BatchReport(pages=210, tombstones=2, skipped=50)
     assert counts.done == 262
     assert 0 < redis.ttl("bantin:rebuild:run:counts") <= 24 * 3600
+
+
+class _Builds:
+    """A refresher stand-in whose feed worker finishes up to `speed` requested builds each
+    time it is polled, oldest request first; records the most builds ever unfinished."""
+
+    def __init__(self, speed: int, stuck: frozenset[Any] = frozenset()) -> None:
+        self.speed, self.stuck = speed, stuck
+        self.counts: dict[Any, int] = {}
+        self.queue: list[Any] = []
+        self.order: list[Any] = []
+        self.most = 0
+
+    def request_many(self, wanted: list[tuple[Any, Any]]) -> int:
+        self.queue += [target for _job, target in wanted]
+        self.order += [target for _job, target in wanted]
+        self.most = max(self.most, len(self.queue))
+        return len(wanted)
+
+    def builds_many(self, wanted: list[tuple[Any, Any]]) -> list[int]:
+        done = [t for t in self.queue if t not in self.stuck][: self.speed]
+        for target in done:
+            self.queue.remove(target)
+            self.counts[target] = self.counts.get(target, 0) + 1
+        return [self.counts.get(target, 0) for _job, target in wanted]
+
+
+def test_archive_builds_are_requested_a_window_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.cli import rebuild
+
+    monkeypatch.setattr(rebuild, "POLL_SECONDS", 0)
+    months = [f"month-{n}" for n in range(50)]
+    builds = _Builds(speed=3)
+    assert rebuild._follow_archives(builds, months, 8) == 50  # type: ignore[arg-type]
+    assert builds.order == months  # each once, in the order given
+    assert builds.most == 8  # never more unfinished on the feed queue
+
+
+def test_archive_builds_that_never_finish_end_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.cli import rebuild
+
+    monkeypatch.setattr(rebuild, "POLL_SECONDS", 0)
+    monkeypatch.setattr(rebuild, "LISTINGS_TIMEOUT_SECONDS", 0.2)
+    months = [f"month-{n}" for n in range(20)]
+    builds = _Builds(speed=5, stuck=frozenset(months[:4]))
+    # The window fills with builds that never finish: no progress, so it gives up.
+    assert rebuild._follow_archives(builds, months, 4) == 0  # type: ignore[arg-type]
+    assert builds.order == months[:4]
