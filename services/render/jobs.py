@@ -221,7 +221,9 @@ def archives_of(
 ) -> list[tuple[Job, Listing]]:
     """The RFC 5005 archive builds (feed worker) a change to a bulletin calls for: its month
     in each of its listings; after a correction also each listing's check, which finds a
-    month the bulletin left (a new published_at) by its stale fingerprint."""
+    month the bulletin left (a new published_at) by its stale fingerprint: at once when it
+    is among the newest months, else within a round of the check's rotating window (a
+    check reads a bounded number of months, services/feed/archives.py)."""
     month = month_key(published_at)
     wanted = [(Job.FEED, archive(listing, month)) for listing in listings]
     if corrected:
