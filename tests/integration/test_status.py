@@ -79,7 +79,7 @@ def test_every_part_is_alive_with_the_last_minute_of_bulletins(system: System, k
     assert found["ok"] is True, found["problems"]
     assert {process["role"] for process in found["processes"]} == ROLES
     assert all(process["metrics_url"] for process in found["processes"])
-    assert {queue["queue"] for queue in found["queues"]} == {"render", "feed"}
+    assert {queue["queue"] for queue in found["queues"]} == {"render", "feed", "deliver"}
     assert found["bulletins"] == {"queued": 0, "scheduled": 1, "failed": 0}
     assert found["latency"]["count"] >= 1 and found["latency"]["max_seconds"] is not None
     assert found["reconciler"] is not None and found["reconciler"]["info"]

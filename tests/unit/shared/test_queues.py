@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from shared.celery_app import FEED_QUEUE, RENDER_QUEUE, create_celery_app
+from shared.celery_app import DELIVER_QUEUE, FEED_QUEUE, RENDER_QUEUE, create_celery_app
 from shared.db import create_schema, session_scope
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.queues import QueueStats, queue_lists, queue_stats
@@ -65,7 +65,7 @@ def add_bulletin(
 
 def test_nothing_waits_on_an_empty_system(settings: Settings, redis: Redis) -> None:
     stats = queue_stats(settings, redis)
-    assert [s.queue for s in stats] == [RENDER_QUEUE, FEED_QUEUE]
+    assert [s.queue for s in stats] == [RENDER_QUEUE, FEED_QUEUE, DELIVER_QUEUE]
     assert all(s.depth == 0 and s.oldest_age_seconds is None for s in stats)
 
 
