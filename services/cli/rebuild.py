@@ -302,6 +302,7 @@ def _follow_archives(refresher: Refresher, archives: list[Listing], window: int)
     publish meanwhile waits on the feed queue behind those, not behind every month of the
     site); returns how many were seen to finish. Gives up when none finished for
     LISTINGS_TIMEOUT_SECONDS."""
+    from services.feed.archives import PARTIAL
     from shared.refresh import Job
 
     queued = list(archives)
@@ -311,12 +312,19 @@ def _follow_archives(refresher: Refresher, archives: list[Listing], window: int)
     while queued or outstanding:
         if outstanding:
             targets = list(outstanding)
-            counts = refresher.builds_many([(Job.FEED, t) for t in targets])
-            for target, builds in zip(targets, counts, strict=True):
-                if builds > outstanding[target]:
-                    del outstanding[target]
-                    finished += 1
-                    last_progress = time.monotonic()
+            counts = dict(
+                zip(targets, refresher.builds_many([(Job.FEED, t) for t in targets]), strict=True)
+            )
+            moved = [t for t in targets if counts[t] > outstanding[t]]
+            for target, fingerprint in zip(
+                moved, refresher.built_many(Job.FEED, moved), strict=True
+            ):
+                last_progress = time.monotonic()
+                if fingerprint == PARTIAL:  # a big month, part way: it goes round again
+                    outstanding[target] = counts[target]
+                    continue
+                del outstanding[target]
+                finished += 1
         room = queued[: max(0, window - len(outstanding))]
         if room:
             del queued[: len(room)]

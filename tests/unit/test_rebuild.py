@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from services.cli.rebuild import count_rebuilt, id_batches
+from services.feed.archives import PARTIAL
 from services.render.batch import rebuild_pages
 from services.render.pages import PageRenderer
 from shared.db import create_schema, session_scope
@@ -219,11 +220,14 @@ def test_a_redelivered_batch_counts_once(redis_url: str) -> None:
 
 
 class _Builds:
-    """A refresher stand-in whose feed worker finishes up to `speed` requested builds each
-    time it is polled, oldest request first; records the most builds ever unfinished."""
+    """A refresher stand-in whose feed worker runs a round of up to `speed` requested builds
+    each time it is polled, oldest request first (a build in `rounds` takes that many,
+    recording PARTIAL until its last); records the most builds ever unfinished."""
 
-    def __init__(self, speed: int, stuck: frozenset[Any] = frozenset()) -> None:
-        self.speed, self.stuck = speed, stuck
+    def __init__(
+        self, speed: int, stuck: frozenset[Any] = frozenset(), rounds: dict[Any, int] | None = None
+    ) -> None:
+        self.speed, self.stuck, self.rounds = speed, stuck, rounds or {}
         self.counts: dict[Any, int] = {}
         self.queue: list[Any] = []
         self.order: list[Any] = []
@@ -238,9 +242,15 @@ class _Builds:
     def builds_many(self, wanted: list[tuple[Any, Any]]) -> list[int]:
         done = [t for t in self.queue if t not in self.stuck][: self.speed]
         for target in done:
-            self.queue.remove(target)
             self.counts[target] = self.counts.get(target, 0) + 1
+            if self.counts[target] >= self.rounds.get(target, 1):
+                self.queue.remove(target)
         return [self.counts.get(target, 0) for _job, target in wanted]
+
+    def built_many(self, job: Any, targets: list[Any]) -> list[str]:
+        return [
+            PARTIAL if self.counts.get(t, 0) < self.rounds.get(t, 1) else "whole" for t in targets
+        ]
 
 
 def test_archive_builds_are_requested_a_window_at_a_time(
@@ -250,10 +260,12 @@ def test_archive_builds_are_requested_a_window_at_a_time(
 
     monkeypatch.setattr(rebuild, "POLL_SECONDS", 0)
     months = [f"month-{n}" for n in range(50)]
-    builds = _Builds(speed=3)
+    builds = _Builds(speed=3, rounds={"month-0": 5, "month-7": 3})
     assert rebuild._follow_archives(builds, months, 8) == 50  # type: ignore[arg-type]
     assert builds.order == months  # each once, in the order given
     assert builds.most == 8  # never more unfinished on the feed queue
+    # A big month written over several rounds holds its place in the window until its last.
+    assert builds.counts["month-0"] == 5 and builds.counts["month-7"] == 3
 
 
 def test_archive_builds_that_never_finish_end_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
