@@ -28,8 +28,9 @@ def write_feeds(runtime: Runtime, listing: Listing) -> str:
     Reads only the newest `feed_items` rows (an indexed query), and of the archive only the
     size of its newest month (two index lookups: RSS and Atom link its last part as
     `prev-archive`, archives.py), and never trusts the triggering event for content: whatever
-    the database holds now is what ships. Then queues one WebSub delivery per live subscriber
-    of the three feeds. Returns the fingerprint of the rows shown.
+    the database holds now is what ships. Then sends one WebSub fan-out message when the feeds
+    have a live subscriber (services/deliver/fanout.py). Returns the fingerprint of the rows
+    shown.
     """
     settings = runtime.settings
     with session_factory(settings)() as session:
