@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.reconciler.loop import Pass, reconcile_once, retry_failed_bulletins
 from services.render.jobs import give_up
@@ -139,7 +140,7 @@ def test_verification_rebuilds_exactly_the_stale_listings(runtime: Runtime) -> N
     assert reconcile_once(runtime, verify=True).stale == 4
     for job in Job:
         for listing in (ALL, LISTING):
-            runtime.refresher.run(job, listing, lambda j=job, li=listing: current(runtime, j, li))
+            runtime.refresher.run(job, listing, partial(current, runtime, job, listing))
     assert reconcile_once(runtime, verify=True).stale == 0
     # A bulletin published while its trigger was lost: both listings it is in go stale.
     add_bulletins(runtime, ("Hai", BulletinStatus.PUBLISHED, timedelta(minutes=-1)))
@@ -170,9 +171,7 @@ def set_rows(runtime: Runtime, **changes: dict[str, object]) -> dict[str, int]:
     with session_scope(runtime.settings) as session:
         for title, values in changes.items():
             settled = {"pending_since": None, **values}  # no render owed unless said otherwise
-            session.execute(
-                Bulletin.__table__.update().where(Bulletin.title == title).values(**settled)
-            )
+            session.execute(update(Bulletin).where(Bulletin.title == title).values(**settled))
         return {row.title: row.id for row in session.execute(select(Bulletin.title, Bulletin.id))}
 
 

@@ -113,14 +113,12 @@ def test_sitemaps_follow_publishes_and_withdrawals(system: System) -> None:
     robots = get(system, "/robots.txt")
     assert robots.headers["content-type"] == "text/plain; charset=utf-8"
     assert f"Sitemap: {index}" in robots.text.splitlines()
-    opml = eventually(
-        lambda: (
-            (r := get(system, "/feeds.opml")).status_code == 200
-            and f"/feeds/agency/{slug}.rss" in r.text
-            and r
-        ),
-        "the agency in feeds.opml",
-    )
+
+    def opml_listing_the_agency() -> httpx.Response | None:
+        r = get(system, "/feeds.opml")
+        return r if r.status_code == 200 and f"/feeds/agency/{slug}.rss" in r.text else None
+
+    opml = eventually(opml_listing_the_agency, "the agency in feeds.opml")
     assert opml.headers["content-type"] == "text/x-opml; charset=utf-8"
     outlines = etree.fromstring(opml.content).xpath(f'//outline[@htmlUrl="{base}/{slug}/"]')
     assert [o.get("xmlUrl") for o in outlines] == [f"{base}/feeds/agency/{slug}.rss"]

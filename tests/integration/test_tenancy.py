@@ -182,7 +182,8 @@ def test_a_flooding_agency_gets_429s_while_another_keeps_its_pace(
     flooder_key = deployment.system.create_agency("Sở Lũ lụt")
     alone = steady_writes(normal, per_second=5, seconds=4)
 
-    stop, flood_statuses = threading.Event(), []
+    stop = threading.Event()
+    flood_statuses: list[int] = []
     threads = [
         threading.Thread(target=flood, args=(client(url, flooder_key), stop, flood_statuses))
         for _ in range(2)
