@@ -256,16 +256,16 @@ def test_walking_prev_archive_reaches_every_published_bulletin_once(archived: Sy
     # `bantin rebuild` rewrites every archive document, with the same bytes, also onto a
     # site that lost the agency's archives.
     site = system.settings().resolved_site_dir
-    inodes = {url: _file(site, base, url).stat().st_ino for url in before}
+    stamps = {url: _stamp(site, base, url) for url in before}
     shutil.rmtree(site / "feeds" / "agency" / slug)
     done = system.cli("rebuild", "--no-progress")
     assert done.returncode == 0, done.stderr
     assert "feed archive months" in done.stdout
     after = {url: fetch(url).content for url in before}
     assert after == before
-    rewritten = {url for url in before if _file(site, base, url).stat().st_ino != inodes[url]}
+    rewritten = {url for url in before if _stamp(site, base, url) != stamps[url]}
     assert rewritten == set(before), "rebuild did not rewrite every archive document"
-    inodes_now = {url: _file(site, base, url).stat().st_ino for url in before}
+    stamps_now = {url: _stamp(site, base, url) for url in before}
 
     # A correction in an old month changes only the documents that show it.
     corrected = docs[4]  # January's third left of ours
@@ -291,7 +291,7 @@ def test_walking_prev_archive_reaches_every_published_bulletin_once(archived: Sy
     changed = {url for url in past if fetch(url).content != before[url]}
     assert changed == touched
     # Not even rewritten with the same bytes: a build writes only the parts that changed.
-    moved = {url for url in past if _file(site, base, url).stat().st_ino != inodes_now[url]}
+    moved = {url for url in past if _stamp(site, base, url) != stamps_now[url]}
     assert moved == touched
 
     # A lost file (a site restored without it) comes back from the reconciler's check, and
@@ -300,11 +300,18 @@ def test_walking_prev_archive_reaches_every_published_bulletin_once(archived: Sy
     lost = f"{base}/feeds/agency/{slug}/2011-02.rss"
     _file(site, base, lost).unlink()
     eventually(lambda: fetch(lost).content == now[lost], "the lost archive rebuilt")
-    inodes = {url: _file(site, base, url).stat().st_ino for url in past}
+    stamps = {url: _stamp(site, base, url) for url in past}
     system.redis().flushall()  # the system's own embedded Redis, nobody else's
-    eventually(lambda: all(_file(site, base, url).stat().st_ino != inodes[url] for url in past),
+    eventually(lambda: all(_stamp(site, base, url) != stamps[url] for url in past),
                "every archive rebuilt once Redis forgot them")  # fmt: skip
     assert {url: fetch(url).content for url in past} == now
+
+
+def _stamp(site: Path, base: str, url: str) -> tuple[int, int]:
+    """Which file holds the document, and when it was written: a rewrite (a new file renamed
+    into place) changes both, though a new file may reuse a deleted one's inode number."""
+    found = _file(site, base, url).stat()
+    return found.st_ino, found.st_mtime_ns
 
 
 def _file(site: Path, base: str, url: str) -> Path:
