@@ -5,24 +5,23 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import feedparser
 import httpx
 
-from shared.testing import System
+from shared.testing import System, eventually
 
 WAIT = 30.0
 
 
-def eventually(check: Any, what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
+def absent(system: System, path: str, guid: str) -> bool:
+    return entry(system, path, guid) is None
+
+
+def not_linked(system: System, page: str, link: str) -> bool:
+    return link not in httpx.get(system.gateway_url + page).text
 
 
 def entry(system: System, path: str, guid: str) -> Any:
@@ -86,7 +85,7 @@ def test_a_withdrawal_answers_410_and_leaves_every_listing(system: System) -> No
         document = system.wait_published(api, bulletin["id"])
         feeds = ["/feeds/all.rss", f"/feeds/agency/{slug}.rss", "/feeds/category/dinh-chinh.rss"]
         for path in feeds:
-            eventually(lambda p=path: entry(system, p, document["guid"]), f"listed in {path}")
+            eventually(partial(entry, system, path, document["guid"]), f"listed in {path}")
         gone = api.delete(f"/v1/bulletins/{bulletin['id']}")
         assert gone.status_code == 202 and gone.json()["status"] == "withdrawn"
         eventually(lambda: httpx.get(bulletin["url"]).status_code == 410, "410 Gone")
@@ -97,10 +96,10 @@ def test_a_withdrawal_answers_410_and_leaves_every_listing(system: System) -> No
     notice = httpx.get(bulletin["url"])
     assert "gỡ bỏ" in notice.text and notice.headers["content-type"].startswith("text/html")
     for path in feeds:
-        eventually(lambda p=path: entry(system, p, document["guid"]) is None, f"gone from {path}")
+        eventually(partial(absent, system, path, document["guid"]), f"gone from {path}")
+    link = bulletin["url"].removeprefix(system.gateway_url)
     for page in ("/", f"/{slug}/"):
-        eventually(lambda p=page: bulletin["url"].removeprefix(system.gateway_url)
-                   not in httpx.get(system.gateway_url + p).text, f"gone from {page}")  # fmt: skip
+        eventually(partial(not_linked, system, page, link), f"gone from {page}")
 
 
 def test_an_embargoed_bulletin_is_invisible_until_its_time(system: System) -> None:
