@@ -63,6 +63,20 @@ class Settings(BaseSettings):
         description="Per agency, for `POST /v1/bulletins:batch`, counted per bulletin (a batch "
         "of 40 uses 40), separate from `BANTIN_RATE_LIMIT`.",
     )
+    sign_in_rate_limit: str = Field(
+        "5 per 15 minutes",
+        description="Web console: failed sign-ins allowed per e-mail address (and ten times "
+        "that per client address), shared through Redis; past it the sign-in form refuses "
+        "every attempt, right or wrong, until the window frees.",
+    )
+    console_session_hours: float = Field(
+        12,
+        description="Web console: a session ends after this many hours without a request "
+        "(and after seven times as long whatever happens).",
+    )
+    console_invite_hours: float = Field(
+        72, description="Web console: how long the sign-in link of `bantin user invite` works."
+    )
     max_header_bytes: int = Field(
         32_768,
         description="Largest request head (request line and headers) the HTTP servers read; "
@@ -183,7 +197,7 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str | None) -> str | None:
         return None if value is None else value.rstrip("/")
 
-    @field_validator("rate_limit", "batch_rate_limit")
+    @field_validator("rate_limit", "batch_rate_limit", "sign_in_rate_limit")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         limits.parse(value)  # raises on a typo: fail at start-up, not at the first write
