@@ -114,7 +114,9 @@ class FeedLink:
 class PageRenderer:
     """Renders pages to strings; writing them out is the caller's business."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, static_base: str = "/static") -> None:
+        """`static_base`: where the pages' CSS and script are served from. The site serves
+        them at /static; the console's preview, on ingest's own origin, elsewhere."""
         self.settings = settings
         self._tz = settings.tz
         self.env = Environment(
@@ -133,6 +135,7 @@ class PageRenderer:
         self.env.globals.update(
             site_title=settings.site_title,
             static_version=STATIC_VERSION,
+            static_base=static_base,
             home_path=ALL.page_path,
             feeds_page_path=FEEDS_PAGE_PATH,
             ui_lang=UI_LANGUAGE,
