@@ -1,0 +1,568 @@
+"""The web console in Chromium, used the way a clerk uses it (issue 10, Done when 1 and 3).
+
+The system is started once for the module, with an agency of its own that already has a few
+bulletins (published through the API). Then:
+
+- the whole life of the seed sample through the console: an operator invites the clerk with
+  `bantin user invite`, the clerk opens the link, sets a password, writes the sample (typing
+  the body), previews it, publishes it and waits on the status line until it is online; the
+  public page shows its title, date, lead and author and the agency's feeds carry it; the
+  clerk corrects it (the page and the feeds follow, same guid) and withdraws it with a notice
+  (the page answers 410 with the notice, the feeds drop it);
+- the same with the keyboard only: setting the password, signing in, writing and publishing
+  a short bulletin with Tab, typing and Enter;
+- every console page (sign-in, set password, list, search, editor, preview, validation
+  errors, status, edit, conflict, withdraw, 404, expired form) is scanned by axe-core (no
+  serious or critical violation), keeps to the console's CSP, and at 390 CSS px (a phone)
+  has no horizontal scrolling.
+
+The time from pressing "Đăng bản tin" to the console saying "Đã đăng" is printed (run with
+-s to see it), never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import feedparser
+import httpx
+import pytest
+
+from services.cli.client import load_bulletin, publish
+from shared.testing import System, eventually, start_system, stop_system
+from tests.e2e.conftest import Watch, watch_context
+from tests.e2e.test_accessibility import AXE_OPTIONS, FAILING_IMPACTS
+
+pytestmark = pytest.mark.e2e
+
+sync_api = pytest.importorskip("playwright.sync_api")
+axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright")
+expect = sync_api.expect
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SEED = EXAMPLES / "000_4fbfac1c975a2018.txt"
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+AGENCY_NAME = "Sở Giáo dục và Đào tạo tỉnh Thử Nghiệm"
+AGENCY_SLUG = "so-gd-thu-nghiem"
+CATEGORY = "Giáo dục"
+PASSWORD = "Hoa-sen-no-2026"  # long enough (MIN_PASSWORD_LENGTH is 10)
+
+# Bounds on waiting, not measures of speed: rendering a page and rebuilding the feeds take
+# well under these on a loaded two-core machine.
+ONLINE_MS = 60_000
+PUBLIC_SECONDS = 60.0
+# A bulletin's console page (where publishing, saving and withdrawing lead).
+STATUS_PAGE = re.compile(r"/console/bulletins/\d+$")
+# Most Tab presses any console form needs to reach a control (header links, toolbar...).
+TAB_LIMIT = 80
+
+# Every publish-to-online time measured in this module, printed at its end.
+MEASURED: list[tuple[str, float]] = []
+
+
+@dataclass
+class Agency:
+    name: str
+    slug: str
+    key: str
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    running = start_system(tmp_path_factory.mktemp("bantin-console"))
+    yield running
+    stop_system(running)
+    for what, seconds in MEASURED:
+        print(f"\npublish-to-online ({what}): {seconds:.2f} s")
+
+
+@pytest.fixture(scope="module")
+def agency(system: System) -> Agency:
+    """An agency of the test's own, with bulletins already (so the list has rows and the
+    search something to find besides the console's own)."""
+    key = system.create_agency(AGENCY_NAME, AGENCY_SLUG)
+    for sample in sorted(EXAMPLES.glob("*.txt"))[:3]:
+        bulletin = load_bulletin(sample, TZ)
+        bulletin["category"] = CATEGORY
+        publish(bulletin, api_url=system.ingest_url, key=key)
+    return Agency(AGENCY_NAME, AGENCY_SLUG, key)
+
+
+def invite(system: System, email: str, slug: str) -> str:
+    """`bantin user invite`, as an operator runs it: the link is stdout's last line."""
+    done = system.cli("user", "invite", email, "--agency", slug)
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip().splitlines()[-1].strip()
+    assert "/console/invite/" in link, done.stdout
+    return link
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def new_email() -> str:
+    return f"can-bo-{uuid.uuid4().hex[:8]}@so-gd.example.vn"
+
+
+def today() -> str:
+    return datetime.now(TZ).strftime("%d/%m/%Y")
+
+
+def accept_invite(page: Any, link: str, agency: Agency) -> None:
+    """Open the sign-in link, set the password, land signed in on the list."""
+    page.goto(link)
+    page.get_by_label("Mật khẩu mới").fill(PASSWORD)
+    page.get_by_label("Nhập lại mật khẩu").fill(PASSWORD)
+    page.get_by_role("button", name="Đặt mật khẩu").click()
+    page.wait_for_url("**/console/bulletins")
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Bản tin của {agency.name}")
+
+
+def fill_editor(page: Any, bulletin: dict[str, Any], *, type_body: bool) -> None:
+    page.get_by_label("Tiêu đề").fill(bulletin["title"])
+    page.get_by_label("Tóm tắt").fill(bulletin.get("summary") or "")
+    body = page.get_by_role("textbox", name="Nội dung")
+    body.fill("")
+    if type_body:  # key by key, the way a clerk writes (Enter makes the paragraph breaks)
+        body.press_sequentially(bulletin["body"])
+    else:
+        body.fill(bulletin["body"])
+    page.get_by_label("Tác giả").fill(bulletin.get("author") or "")
+    page.get_by_label("Chuyên mục").fill(bulletin.get("category") or "")
+
+
+def wait_online(page: Any, what: str, pressed: float | None = None) -> str:
+    """Until the status line says the page is online; returns the public URL it links."""
+    status = page.locator("#trang-thai")
+    expect(status).to_contain_text("Đã đăng", timeout=ONLINE_MS)
+    if pressed is not None:
+        MEASURED.append((what, time.monotonic() - pressed))
+    link = page.get_by_role("link", name="Xem trang đã đăng")
+    expect(link).to_be_visible()
+    href: str = link.get_attribute("href")
+    return href
+
+
+def feed_entries(system: System, slug: str, kind: str) -> list[Any]:
+    answer = httpx.get(f"{system.gateway_url}/feeds/agency/{slug}.{kind}", timeout=10)
+    assert answer.status_code == 200, (kind, answer.status_code)
+    parsed = feedparser.parse(answer.content)
+    assert parsed.bozo == 0, (kind, parsed.bozo_exception)
+    return list(parsed.entries)
+
+
+def wait_entry(system: System, slug: str, kind: str, url: str, title: str) -> Any:
+    """Until the agency's feed lists the page at `url` under `title`; returns the entry."""
+
+    def found() -> Any | None:
+        entry = next((e for e in feed_entries(system, slug, kind) if e.link == url), None)
+        return entry if entry is not None and entry.title == title else None
+
+    return eventually(found, f"{title!r} in the agency's {kind} feed", PUBLIC_SECONDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Done when 1: the clerk's whole flow
+
+
+def test_clerk_publishes_corrects_and_withdraws_the_seed_sample(
+    system: System, agency: Agency, browser: Any
+) -> None:
+    seed = load_bulletin(SEED, TZ)
+    seed["category"] = CATEGORY
+    email = new_email()
+    link = invite(system, email, agency.slug)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    watch = watch_context(context)
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        assert page.url.startswith(origin(link))
+
+        # Write the sample.
+        page.get_by_role("link", name="Viết bản tin mới").click()
+        page.wait_for_url("**/console/bulletins/new")
+        fill_editor(page, seed, type_body=True)
+        page.get_by_label("Đăng ngay").check()
+
+        # Preview: the real article page, on a computer and at phone width.
+        page.get_by_role("button", name="Xem trước", exact=True).click()
+        for title in ("Xem trước trên máy tính", "Xem trước trên điện thoại"):
+            frame = page.frame_locator(f'iframe[title="{title}"]')
+            expect(frame.locator("h1")).to_have_text(seed["title"])
+            expect(frame.locator(".byline__name")).to_have_text(seed["author"])
+            expect(frame.locator(".lead")).to_have_text(seed["summary"])
+        # The preview kept what was written.
+        expect(page.get_by_label("Tiêu đề")).to_have_value(seed["title"])
+        expect(page.get_by_role("textbox", name="Nội dung")).to_have_value(seed["body"])
+
+        # Publish, and watch the status line until the page is online.
+        day_before = today()
+        pressed = time.monotonic()
+        page.get_by_role("button", name="Đăng bản tin", exact=True).click()
+        page.wait_for_url(STATUS_PAGE)
+        console_page = page.url
+        expect(page.get_by_role("heading", level=1)).to_have_text(seed["title"])
+        url = wait_online(page, "seed sample, mouse", pressed)
+        assert url.startswith(system.gateway_url + "/"), url
+
+        # The public page, as a reader sees it.
+        reader = context.new_page()
+        response = reader.goto(url)
+        assert response is not None and response.status == 200
+        expect(reader.locator("h1")).to_have_text(seed["title"])
+        shown_date = reader.locator(".article__date time").first.inner_text()
+        assert shown_date in {day_before, today()}, shown_date
+        expect(reader.locator(".lead")).to_have_text(seed["summary"])
+        expect(reader.locator(".byline__name")).to_have_text(seed["author"])
+        assert "Tăng cường sự lãnh đạo, chỉ đạo" in reader.locator(".article__body").inner_text()
+
+        # The agency's feeds carry it.
+        guids = {}
+        for kind in ("rss", "atom"):
+            guids[kind] = wait_entry(system, agency.slug, kind, url, seed["title"]).id
+
+        # Correct it: a new title and a changed sentence.
+        corrected_title = seed["title"] + " (đính chính)"
+        old_sentence = "Theo đó, Kế hoạch đề ra 6 nhiệm vụ"
+        new_sentence = "Theo đó, Kế hoạch đề ra sáu nhiệm vụ"
+        assert old_sentence in seed["body"]
+        page.get_by_role("link", name="Sửa bản tin").click()
+        page.wait_for_url("**/edit")
+        expect(page.get_by_label("Tiêu đề")).to_have_value(seed["title"])
+        page.get_by_label("Tiêu đề").fill(corrected_title)
+        body = page.get_by_role("textbox", name="Nội dung")
+        body.fill(body.input_value().replace(old_sentence, new_sentence))
+        page.get_by_role("button", name="Lưu bản sửa").click()
+        page.wait_for_url(console_page)
+        expect(page.get_by_role("heading", level=1)).to_have_text(corrected_title)
+        assert wait_online(page, "correction") == url  # a correction keeps the address
+
+        def corrected_page() -> bool:
+            html = httpx.get(url, timeout=10).text
+            return corrected_title in html and new_sentence in html
+
+        eventually(corrected_page, "the corrected public page", PUBLIC_SECONDS)
+        reader.reload()
+        expect(reader.locator("h1")).to_have_text(corrected_title)
+        expect(reader.locator(".article__updated")).to_contain_text("Cập nhật")
+        for kind in ("rss", "atom"):
+            entry = wait_entry(system, agency.slug, kind, url, corrected_title)
+            assert entry.id == guids[kind]  # the same item, not a new one
+
+        # Withdraw it, with a public notice.
+        notice = "Bản tin được gỡ để chỉnh sửa số liệu; xin xem bản tin thay thế."
+        page.get_by_role("link", name="Gỡ bản tin").click()
+        page.wait_for_url("**/withdraw")
+        page.get_by_label("Thông báo công khai (không bắt buộc)").fill(notice)
+        page.get_by_role("button", name="Gỡ bản tin").click()
+        page.wait_for_url(console_page)
+        expect(page.locator("#trang-thai")).to_contain_text("Đã gỡ", timeout=ONLINE_MS)
+        expect(page.get_by_role("link", name="Sửa bản tin")).to_have_count(0)
+        expect(page.get_by_role("link", name="Gỡ bản tin")).to_have_count(0)
+
+        eventually(
+            lambda: httpx.get(url, timeout=10).status_code == 410, "the 410 page", PUBLIC_SECONDS
+        )
+        response = reader.goto(url)
+        assert response is not None and response.status == 410
+        expect(reader.locator("main")).to_contain_text(notice)
+        assert corrected_title in reader.locator(".gone__headline").inner_text()
+        for kind in ("rss", "atom"):
+
+            def gone(kind: str = kind) -> bool:
+                entries = feed_entries(system, agency.slug, kind)
+                return all(e.link != url and e.id != guids[kind] for e in entries)
+
+            eventually(gone, f"the withdrawn bulletin gone from the {kind} feed", PUBLIC_SECONDS)
+
+        assert_clean(watch, [page, reader])
+    finally:
+        context.close()
+
+
+def assert_clean(watch: Watch, pages: list[Any]) -> None:
+    """No CSP violation (in any page or frame), no dialog, no script error."""
+    violations = [v for page in pages for frame in page.frames for v in frame_violations(frame)]
+    assert violations + watch.console == [], violations + watch.console
+    assert (watch.dialogs, watch.errors) == ([], [])
+
+
+def frame_violations(frame: Any) -> list[Any]:
+    try:
+        found: list[Any] = frame.evaluate("window.__cspViolations || []")
+    except sync_api.Error:  # a frame that went away meanwhile
+        return []
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyboard only
+
+
+def tab_to(page: Any, target: Any) -> None:
+    """Press Tab until `target` has the focus (bounded)."""
+    for _ in range(TAB_LIMIT):
+        page.keyboard.press("Tab")
+        if target.evaluate("el => el === document.activeElement"):
+            return
+    where = page.evaluate("document.activeElement && document.activeElement.outerHTML")
+    raise AssertionError(f"{TAB_LIMIT} Tabs never reached {target}; focus is on {where}")
+
+
+def test_keyboard_only_sign_in_and_publish(system: System, agency: Agency, browser: Any) -> None:
+    email = new_email()
+    link = invite(system, email, agency.slug)
+    title = "Thông báo lịch tiếp công dân tháng 12"
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    watch = watch_context(context)
+    try:
+        # Set the password from the sign-in link.
+        page = context.new_page()
+        page.goto(link)
+        tab_to(page, page.get_by_label("Mật khẩu mới"))
+        page.keyboard.type(PASSWORD)
+        tab_to(page, page.get_by_label("Nhập lại mật khẩu"))
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/console/bulletins")
+        page.close()
+        context.clear_cookies()  # a new visit: signed out
+
+        # Sign in.
+        page = context.new_page()
+        page.goto(origin(link) + "/console/")
+        page.wait_for_url("**/console/sign-in*")
+        tab_to(page, page.get_by_label("Thư điện tử"))
+        page.keyboard.type(email)
+        tab_to(page, page.get_by_label("Mật khẩu", exact=True))
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/console/bulletins")
+
+        # Write and publish a short bulletin.
+        tab_to(page, page.get_by_role("link", name="Viết bản tin mới"))
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/console/bulletins/new")
+        tab_to(page, page.get_by_label("Tiêu đề"))
+        page.keyboard.type(title)
+        tab_to(page, page.get_by_label("Tóm tắt"))
+        page.keyboard.type("Lịch tiếp công dân định kỳ của lãnh đạo Sở trong tháng 12.")
+        tab_to(page, page.get_by_role("textbox", name="Nội dung"))
+        page.keyboard.type("Lãnh đạo Sở tiếp công dân vào thứ Năm hằng tuần.")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Enter")
+        page.keyboard.type("Địa điểm: trụ sở Sở Giáo dục và Đào tạo.")
+        tab_to(page, page.get_by_label("Tác giả"))
+        page.keyboard.type("Văn phòng Sở")
+        publish_button = page.get_by_role("button", name="Đăng bản tin", exact=True)
+        tab_to(page, publish_button)
+        pressed = time.monotonic()
+        page.keyboard.press("Enter")
+        page.wait_for_url(STATUS_PAGE)
+        expect(page.get_by_role("heading", level=1)).to_have_text(title)
+        url = wait_online(page, "short bulletin, keyboard", pressed)
+
+        # The link to the public page is reachable and works from the keyboard too.
+        tab_to(page, page.get_by_role("link", name="Xem trang đã đăng"))
+        page.keyboard.press("Enter")
+        page.wait_for_url(url)
+        expect(page.locator("h1")).to_have_text(title)
+        assert_clean(watch, [page])
+    finally:
+        context.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Done when 3: axe-core on every console page, no horizontal scrolling at 390 px
+
+# The horizontal overflow of the document, and the elements that stick out past the right edge.
+OVERFLOW = """() => {
+  const root = document.documentElement;
+  const width = root.clientWidth;
+  const wide = [...document.querySelectorAll("body *")]
+    .filter((el) => el.getClientRects().length > 0)
+    .filter((el) => el.getBoundingClientRect().right > width + 0.5)
+    .map((el) => el.outerHTML.slice(0, 120));
+  return {scrollWidth: root.scrollWidth, clientWidth: width, wide: wide.slice(0, 5)};
+}"""
+
+
+@dataclass
+class Scan:
+    """axe-core, the CSP and the page width, checked on each console page as the walk
+    reaches it; findings are kept so one run reports every page at once."""
+
+    axe: Any
+    scanned: list[str] = field(default_factory=list)
+    findings: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, name: str, page: Any) -> None:
+        page.wait_for_load_state("load")
+        for frame in page.frames[1:]:  # the previews: axe must run inside them to scan them
+            frame.evaluate(self.axe.axe_script)
+        results = self.axe.run(page, options=AXE_OPTIONS)
+        serious = [
+            {
+                "rule": violation["id"],
+                "impact": violation["impact"],
+                "help": violation["help"],
+                "nodes": [
+                    {"target": node["target"], "html": node["html"][:160]}
+                    for node in violation["nodes"][:5]
+                ],
+            }
+            for violation in results.response["violations"]
+            if violation["impact"] in FAILING_IMPACTS
+        ]
+        if serious:
+            self.findings[f"{name}: axe"] = serious
+        overflow = page.evaluate(OVERFLOW)
+        if overflow["scrollWidth"] > overflow["clientWidth"]:
+            self.findings[f"{name}: horizontal scrolling"] = overflow
+        if violations := [v for frame in page.frames for v in frame_violations(frame)]:
+            self.findings[f"{name}: CSP"] = violations
+        self.scanned.append(name)
+
+
+def goto(page: Any, url: str, status: int) -> None:
+    response = page.goto(url)
+    assert response is not None and response.status == status, (url, response and response.status)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("width", [1280, 390])
+def test_every_console_page_passes_axe_and_fits_the_width(
+    system: System, agency: Agency, browser: Any, width: int
+) -> None:
+    email = new_email()
+    link = invite(system, email, agency.slug)
+    base = origin(link) + "/console"
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    watch = watch_context(context)
+    scan = Scan(axe_sync.Axe())
+    try:
+        page = context.new_page()
+        # Signed out.
+        goto(page, base + "/", 200)
+        page.wait_for_url("**/console/sign-in*")
+        scan.check("sign-in", page)
+        page.get_by_label("Thư điện tử").fill(email)
+        page.get_by_label("Mật khẩu", exact=True).fill("sai-mat-khau-roi")
+        page.get_by_role("button", name="Đăng nhập").click()
+        expect(page.get_by_role("alert")).to_contain_text("Thư điện tử hoặc mật khẩu không đúng")
+        scan.check("sign-in, wrong password", page)
+
+        goto(page, link, 200)
+        scan.check("set password (invite)", page)
+        page.get_by_label("Mật khẩu mới").fill("ngan")
+        page.get_by_label("Nhập lại mật khẩu").fill("ngan")
+        page.get_by_role("button", name="Đặt mật khẩu").click()
+        expect(page.get_by_role("alert").first).to_be_visible()
+        scan.check("set password, too short", page)
+        page.get_by_label("Mật khẩu mới").fill(PASSWORD)
+        page.get_by_label("Nhập lại mật khẩu").fill(PASSWORD)
+        page.get_by_role("button", name="Đặt mật khẩu").click()
+        page.wait_for_url("**/console/bulletins")
+
+        # The list, with the agency's bulletins, and a search without diacritics.
+        expect(page.get_by_role("table")).to_be_visible()
+        expect(page.get_by_role("row")).not_to_have_count(0)
+        scan.check("list", page)
+        page.get_by_label("Tìm theo tiêu đề").fill("ke hoach")
+        page.get_by_role("button", name="Tìm", exact=True).click()
+        page.wait_for_url(re.compile(r"[?&]q="))
+        expect(page.get_by_role("table")).to_contain_text("Kế hoạch")
+        scan.check("list, searched", page)
+
+        # The editor: empty, previewed, refused.
+        page.get_by_role("link", name="Viết bản tin mới").click()
+        page.wait_for_url("**/console/bulletins/new")
+        scan.check("new bulletin", page)
+        bulletin = load_bulletin(SEED, TZ)
+        bulletin.update(title=f"Kế hoạch kiểm tra ({width} px)", category=CATEGORY)
+        fill_editor(page, bulletin, type_body=False)
+        page.get_by_role("button", name="Xem trước", exact=True).click()
+        preview = page.frame_locator('iframe[title="Xem trước trên điện thoại"]')
+        expect(preview.locator("h1")).to_have_text(bulletin["title"])
+        scan.check("new bulletin, previewed", page)
+        page.get_by_label("Tiêu đề").fill("")
+        with page.expect_navigation() as refused:
+            page.get_by_role("button", name="Đăng bản tin", exact=True).click()
+        assert refused.value is not None and refused.value.status == 422
+        expect(page.get_by_role("alert").first).to_be_visible()
+        scan.check("new bulletin, validation errors", page)
+
+        # Published: the status page, while processing and once online.
+        page.get_by_label("Tiêu đề").fill(bulletin["title"])
+        pressed = time.monotonic()
+        page.get_by_role("button", name="Đăng bản tin", exact=True).click()
+        page.wait_for_url(STATUS_PAGE)
+        status_url = page.url
+        scan.check("bulletin status, just published", page)
+        wait_online(page, f"axe walk at {width} px", pressed)
+        scan.check("bulletin status, online", page)
+
+        # Edit, and a conflict: a second tab saves first.
+        page.get_by_role("link", name="Sửa bản tin").click()
+        page.wait_for_url("**/edit")
+        edit_url = page.url
+        scan.check("edit", page)
+        other = context.new_page()
+        goto(other, edit_url, 200)
+        other.get_by_label("Tiêu đề").fill(bulletin["title"] + " – bản của đồng nghiệp")
+        other.get_by_role("button", name="Lưu bản sửa").click()
+        other.wait_for_url(status_url)
+        other.close()
+        page.get_by_label("Tiêu đề").fill(bulletin["title"] + " – bản của tôi")
+        with page.expect_navigation() as conflict:
+            page.get_by_role("button", name="Lưu bản sửa").click()
+        assert conflict.value is not None and conflict.value.status == 409
+        expect(page.get_by_role("alert").first).to_contain_text("Bản tin đã được người khác sửa")
+        expect(page.get_by_label("Tiêu đề")).to_have_value(bulletin["title"] + " – bản của tôi")
+        scan.check("edit, conflict", page)
+
+        # Withdraw: the confirmation, then the withdrawn status.
+        goto(page, status_url, 200)
+        page.get_by_role("link", name="Gỡ bản tin").click()
+        page.wait_for_url("**/withdraw")
+        scan.check("withdraw confirmation", page)
+        page.get_by_role("button", name="Gỡ bản tin").click()
+        page.wait_for_url(status_url)
+        expect(page.locator("#trang-thai")).to_contain_text("Đã gỡ", timeout=ONLINE_MS)
+        scan.check("bulletin status, withdrawn", page)
+
+        # A page that is not there, and a form whose CSRF token was lost.
+        goto(page, base + "/bulletins/987654321", 404)
+        scan.check("404", page)
+        goto(page, base + "/bulletins/new", 200)
+        page.locator("input[name=csrf_token]").evaluate("el => { el.value = 'mat-roi'; }")
+        page.get_by_label("Tiêu đề").fill("Không được lưu")
+        page.get_by_role("textbox", name="Nội dung").fill("Không được lưu.")
+        with page.expect_navigation() as expired:
+            page.get_by_role("button", name="Xem trước", exact=True).click()
+        assert expired.value is not None and expired.value.status == 403
+        scan.check("403 form expired", page)
+
+        # Signing out ends on the sign-in page.
+        goto(page, base + "/bulletins", 200)
+        page.get_by_role("button", name="Đăng xuất").click()
+        page.wait_for_url("**/console/sign-in*")
+
+        assert scan.findings == {}, json.dumps(scan.findings, ensure_ascii=False, indent=1)
+        assert len(scan.scanned) == 17, scan.scanned
+        assert watch.console == [] and (watch.dialogs, watch.errors) == ([], [])
+    finally:
+        context.close()
