@@ -162,8 +162,51 @@ class Bulletin(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     rendered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The agency's optional public notice, shown on the 410 page of a withdrawn bulletin.
+    withdrawal_notice: Mapped[str | None] = mapped_column(Text)
+    # The title folded for search (shared.slug.fold), so `ke hoach` finds `Kế hoạch`;
+    # set with every revision's content.
+    title_folded: Mapped[str | None] = mapped_column(Text)
 
     agency: Mapped[Agency] = relationship(lazy="joined")
+
+
+class User(Base):
+    """A person who writes an agency's bulletins in the web console (shared.users).
+
+    Invited by an operator: the invite token is kept only as a SHA-256 digest (it is random,
+    so no slow hash) until it is used; the password only as an argon2 hash.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # NFC, casefolded, stripped
+    name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # NULL until invite accepted
+    invite_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    invite_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by an operator: the user cannot sign in, and their sessions stop working.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agency: Mapped[Agency] = relationship(lazy="joined")
+
+
+class ConsoleSession(Base):
+    """A signed-in console session, server-side. The id is the SHA-256 digest of the raw
+    cookie token: a read of this table gives nobody a usable cookie."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # absolute cap, however active
 
 
 class SubscriptionState(enum.StrEnum):

@@ -36,7 +36,7 @@ from shared.refresh import Job, Refresher
 from shared.sanitize import MAX_NESTING, body_to_html, nesting_depth
 from shared.settings import Settings
 from shared.site import ARCHIVE_CHECK, Listing, ListingKind, archive
-from shared.slug import slugify
+from shared.slug import fold, slugify
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def _content(
     """The columns a submission or a correction sets (a new revision starts its attempts)."""
     return {
         "title": bulletin_in.title,
+        "title_folded": fold(bulletin_in.title),  # the console's title search
         "summary": bulletin_in.summary,
         "body_format": bulletin_in.body_format,
         "body_source": bulletin_in.body,

@@ -31,9 +31,11 @@ from shared.migrations import (
 )
 from shared.models import Agency, Bulletin
 from shared.settings import Settings
+from shared.slug import fold
 from tests.conftest import fresh_postgresql
 from tests.data.migrations.previous import (
     TABLES,
+    as_previous,
     load_postgresql,
     load_sqlite,
     made,
@@ -92,8 +94,14 @@ def test_the_previous_release_database_upgrades_and_keeps_everything(previous: S
         before["agencies"]
     )
     assert [agency["disabled_at"] for agency in after["agencies"]] == [None, None]
-    for table in ("api_keys", "categories", "bulletins"):
+    for table in ("api_keys", "categories"):
         assert after[table] == before[table], table
+    assert as_previous(after["bulletins"]) == before["bulletins"]
+    # 0005 folds the existing titles, so title search finds bulletins older than it.
+    assert [b["title_folded"] for b in after["bulletins"]] == [
+        fold(b["title"]) for b in before["bulletins"]
+    ]
+    assert all(b["withdrawal_notice"] is None for b in after["bulletins"])
     assert {c["name"] for c in after["categories"]} == {"Hạ tầng", "Y tế", "Khẩn cấp"}
 
     assert cli(previous, "db", "upgrade").endswith(f"{head()}: nothing to do\n")

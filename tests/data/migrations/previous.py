@@ -14,6 +14,9 @@ from sqlalchemy.pool import NullPool
 HERE = Path(__file__).resolve().parent
 TABLES = ("agencies", "api_keys", "categories", "bulletins")
 Rows = dict[str, list[dict[str, Any]]]
+# Columns later revisions added to the previous release's bulletins (0005_console): the
+# public withdrawal notice (NULL for old rows) and the folded title (filled in by 0005).
+NEW_BULLETIN_COLUMNS = ("withdrawal_notice", "title_folded")
 
 
 def made(dialect: str) -> dict[str, Any]:
@@ -56,3 +59,8 @@ def rows(url: str) -> Rows:
             }
     finally:
         engine.dispose()
+
+
+def as_previous(bulletins: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bulletin rows without the columns added since the previous release."""
+    return [{k: v for k, v in row.items() if k not in NEW_BULLETIN_COLUMNS} for row in bulletins]
