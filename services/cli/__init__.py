@@ -41,9 +41,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from services.cli import agency, db, publish, rebuild, status, up, workers
+    from services.cli import agency, db, publish, rebuild, status, up, user, workers
 
-    for module in (up, workers, agency, publish, status, db, rebuild):
+    for module in (up, workers, agency, user, publish, status, db, rebuild):
         for command in module.COMMANDS:
             main.add_command(command)
 
