@@ -23,6 +23,7 @@ from services.ingest.schemas import (
     BulletinCreate,
     BulletinPublic,
     IdempotencyKey,
+    Withdrawal,
 )
 from services.ingest.writer import Accepted, GroupWriter
 from shared.logs import bulletin_fields
@@ -263,6 +264,7 @@ def get_bulletin(
         updated_at=bulletin.updated_at,
         rendered_at=bulletin.rendered_at,
         last_error=bulletin.last_error,
+        withdrawal_notice=bulletin.withdrawal_notice,
     )
 
 
@@ -310,7 +312,9 @@ def correct_bulletin(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulletinAccepted,
     responses=_responses(
-        202, {"Location": _LOCATION, "ETag": _ETAG}, (401, 403, 404, 412, 422, 429, 503)
+        202,
+        {"Location": _LOCATION, "ETag": _ETAG},
+        (400, 401, 403, 404, 412, 413, 415, 422, 429, 503),
     ),
     summary="Withdraw a bulletin",
 )
@@ -322,12 +326,14 @@ def withdraw_bulletin(
     settings: SettingsDep,
     agency: WritingAgencyDep,
     if_match: IfMatchHeader = None,
+    withdrawal: Withdrawal | None = None,
 ) -> BulletinAccepted:
-    """Its page then answers `410 Gone` and it leaves every feed and index page. Withdrawing
-    again changes nothing."""
+    """Its page then answers `410 Gone` and it leaves every feed and index page. The
+    optional body's `notice` is shown on that page. Withdrawing again changes nothing."""
     change = service.withdraw_bulletin(
-        session=session, agency_id=agency.id, bulletin_id=bulletin_id, if_match=if_match
-    )
+        session=session, agency_id=agency.id, bulletin_id=bulletin_id, if_match=if_match,
+        notice=None if withdrawal is None else withdrawal.notice,
+    )  # fmt: skip
     _log_change("withdrawal", agency.slug, change)
     if change.changed:
         service.enqueue_render(request.app.state.celery, change.bulletin)

@@ -201,6 +201,24 @@ class BulletinCreate(BaseModel):
     )
 
 
+WITHDRAWAL_NOTICE_MAX = 1000
+
+
+class Withdrawal(BaseModel):
+    """The optional body of a withdrawal."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"notice": "Bản tin đăng nhầm số liệu; sẽ đăng lại."}]},
+    )
+
+    notice: _optional_text(WITHDRAWAL_NOTICE_MAX) = Field(  # type: ignore[valid-type]
+        None,
+        description="A public notice, plain text, shown on the withdrawn bulletin's page "
+        "(`410`) under the agency's name. Blank or null: none.",
+    )
+
+
 class BulletinAccepted(BaseModel):
     id: int
     status: str
@@ -230,6 +248,9 @@ class BulletinPublic(BaseModel):
     updated_at: datetime
     rendered_at: datetime | None
     last_error: str | None
+    withdrawal_notice: str | None = Field(
+        None, description="The public notice given with the withdrawal, if any."
+    )
 
 
 MAX_BATCH_ITEMS = 100

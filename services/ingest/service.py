@@ -29,11 +29,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.ingest.problems import Problem
-from services.ingest.schemas import BulletinCreate
+from services.ingest.schemas import WITHDRAWAL_NOTICE_MAX, BulletinCreate
 from shared.celery_app import RENDER_BULLETIN
 from shared.models import MAX_ID, BodyFormat, Bulletin, BulletinStatus, Category, utcnow
 from shared.refresh import Job, Refresher
-from shared.sanitize import MAX_NESTING, body_to_html, nesting_depth
+from shared.sanitize import MAX_NESTING, body_to_html, clean_text, nesting_depth
 from shared.settings import Settings
 from shared.site import ARCHIVE_CHECK, Listing, ListingKind, archive
 from shared.slug import fold, slugify
@@ -278,10 +278,25 @@ def update_bulletin(
                    decide=decide)  # fmt: skip
 
 
+def withdrawal_notice(notice: str | None) -> str | None:
+    """The public notice as stored: cleaned (NFC), stripped, None when blank; longer than
+    WITHDRAWAL_NOTICE_MAX is a 422."""
+    cleaned = clean_text(notice).strip() if notice is not None else ""
+    if len(cleaned) > WITHDRAWAL_NOTICE_MAX:
+        message = f"must be at most {WITHDRAWAL_NOTICE_MAX} characters (it has {len(cleaned)})"
+        raise Problem(422, "Invalid withdrawal", f"notice: {message}",
+                      errors=[{"field": "notice", "message": message}])  # fmt: skip
+    return cleaned or None
+
+
 def withdraw_bulletin(
-    *, session: Session, agency_id: int, bulletin_id: int, if_match: str | None = None
-) -> Change:
-    """Withdraw (idempotent): a new revision whose render turns the page into a tombstone."""
+    *, session: Session, agency_id: int, bulletin_id: int, if_match: str | None = None,
+    notice: str | None = None,
+) -> Change:  # fmt: skip
+    """Withdraw (idempotent): a new revision whose render turns the page into a tombstone,
+    showing `notice` (the agency's public notice, plain text) when given. Withdrawing again
+    changes nothing, the notice included."""
+    stored_notice = withdrawal_notice(notice)
 
     def decide(bulletin: Bulletin, now: datetime) -> Decision:
         if bulletin.status == BulletinStatus.WITHDRAWN:
@@ -289,6 +304,7 @@ def withdraw_bulletin(
         values: dict[str, Any] = {
             "revision": bulletin.revision + 1,
             "status": BulletinStatus.WITHDRAWN,
+            "withdrawal_notice": stored_notice,
             "updated_at": now,
             "attempts": 0,
             "last_error": None,

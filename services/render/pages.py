@@ -12,6 +12,7 @@ hold layout only. Autoescaping is on everywhere: the one value written unescaped
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -345,7 +346,8 @@ class PageRenderer:
         )
 
     def withdrawn(self, bulletin: Bulletin) -> str:
-        """The notice left at a withdrawn bulletin's URL: who withdrew it, and where to go.
+        """The notice left at a withdrawn bulletin's URL: who withdrew it, and where to go,
+        with the agency's public notice when it gave one (plain text, escaped).
 
         Nothing that would keep the bulletin alive elsewhere: no canonical URL, Open Graph or
         JSON-LD, no feeds of the bulletin's agency or category (only the site-wide ones), and
@@ -353,6 +355,11 @@ class PageRenderer:
         """
         agency = bulletin.agency
         language = bulletin.language or UI_LANGUAGE
+        # Paragraphs at blank lines, each a list of its lines (the template escapes them
+        # and joins lines with <br>): the agency typed plain text.
+        text = (bulletin.withdrawal_notice or "").replace("\r\n", "\n").strip()
+        blocks = (block.strip() for block in re.split(r"\n\s*\n", text))
+        notice = [[line.strip() for line in block.split("\n")] for block in blocks if block]
         return self._render(
             self._withdrawn,
             bulletin=bulletin,
@@ -362,4 +369,5 @@ class PageRenderer:
             description=f"{agency.name} đã gỡ bỏ bản tin này.",
             agency_path=Listing(ListingKind.AGENCY, agency.slug).page_path,
             feeds=[self._feed_link(ALL, "")],
+            notice=notice,
         )

@@ -634,6 +634,35 @@ def test_withdrawn_notice_escapes_a_hostile_title(renderer: PageRenderer) -> Non
     assert meta(doc, "description") == f"{HOSTILE} đã gỡ bỏ bản tin này."
 
 
+def test_withdrawn_page_shows_the_agency_s_public_notice_escaped(
+    renderer: PageRenderer,
+) -> None:
+    notice = f"Bản tin đăng nhầm số liệu.\nSẽ đăng lại sau.\n\n{HOSTILE}"
+    html = renderer.withdrawn(make_bulletin(withdrawal_notice=notice))
+    assert "<script>alert" not in html and "<b onmouseover" not in html
+    doc = parse(html)
+    assert doc.xpath("//script") == [] and doc.xpath("//@onmouseover") == []
+    section = doc.xpath('//section[@class="gone__statement"]')[0]
+    heading = section.xpath("h2")[0]
+    assert heading.text == "Thông báo của UBND tỉnh Bắc Kạn"
+    assert section.get("aria-labelledby") == heading.get("id")
+    first, second = section.xpath("p")
+    assert [line.strip() for line in first.itertext()] == [
+        "Bản tin đăng nhầm số liệu.", "Sẽ đăng lại sau.",
+    ]  # fmt: skip
+    assert len(first.xpath("br")) == 1
+    assert (second.text, second.getchildren()) == (HOSTILE, [])
+    # Still one h1, and no link a notice could slip in.
+    assert [h.text_content() for h in doc.xpath("//h1")] == ["Bản tin đã được gỡ bỏ"]
+    assert len(doc.xpath("//main//a")) == 2
+
+
+def test_withdrawn_page_without_a_notice_has_no_notice_section(renderer: PageRenderer) -> None:
+    for notice in (None, "", " \n\n "):
+        doc = parse(renderer.withdrawn(make_bulletin(withdrawal_notice=notice)))
+        assert doc.xpath('//*[@class="gone__statement"]') == [] and doc.xpath("//main//h2") == []
+
+
 def test_withdrawn_notice_marks_a_foreign_title_with_its_language(
     renderer: PageRenderer,
 ) -> None:
