@@ -1,7 +1,8 @@
 """The security headers every Bantin answer carries: one source of truth.
 
 The gateway sends ``SITE_HEADERS`` on every page, feed, asset and error; the ingest API sends
-``API_HEADERS`` (``DOCS_HEADERS`` on its Swagger UI and ReDoc pages) through
+``API_HEADERS`` (``DOCS_HEADERS`` on its Swagger UI and ReDoc pages, ``CONSOLE_HEADERS`` on
+the web console under /console) through
 ``SecurityHeadersMiddleware``; ``deploy/nginx.conf`` repeats the same values, and
 tests/unit/gateway/test_nginx_front.py checks through a real nginx that they match these.
 
@@ -115,6 +116,45 @@ DOCS_HEADERS: tuple[tuple[str, str], ...] = (
 )
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 
+# The web console (services/ingest/console/, under /console): pages of ingest's own, with
+# forms, one script and one stylesheet of their own, and the preview of the real article page
+# in an <iframe srcdoc> (which inherits this policy, so the page's site.css and site.js must
+# come from this origin too: /console/static/site/). Compared with the site's policy:
+# - ``form-action 'self'``: the console's forms post to itself, nowhere else;
+# - ``connect-src 'self'``: console.js polls a bulletin's status.json;
+# - ``frame-src 'self'``: the preview frames (srcdoc documents, of this origin);
+# - ``trusted-types bantin-paste``: console.js reads pasted HTML into an inert document
+#   through that one policy; every other script sink refuses plain strings.
+# Answers are per user and change any moment: never stored by any cache.
+CONSOLE_CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' https: http:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-src 'self'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "trusted-types bantin-paste",
+    ]
+)
+CONSOLE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", CONSOLE_CSP),
+    ("Referrer-Policy", "no-referrer"),
+    *_COMMON,
+    ("Cache-Control", "no-store"),
+)
+CONSOLE_PREFIX = "/console"
+
+
+def is_console_path(path: str) -> bool:
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
 RawHeaders = list[tuple[bytes, bytes]]
 
 
@@ -138,17 +178,25 @@ class SecurityHeadersMiddleware:
         headers: Iterable[tuple[str, str]] = API_HEADERS,
         docs_headers: Iterable[tuple[str, str]] = DOCS_HEADERS,
         docs_paths: Iterable[str] = DOCS_PATHS,
+        console_headers: Iterable[tuple[str, str]] = CONSOLE_HEADERS,
     ) -> None:
         self.app = app
         self.headers = raw_headers(headers)
         self.docs_headers = raw_headers(docs_headers)
         self.docs_paths = frozenset(docs_paths)
+        self.console_headers = raw_headers(console_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self.docs_headers if scope["path"] in self.docs_paths else self.headers
+        path = scope["path"]
+        if path in self.docs_paths:
+            extra = self.docs_headers
+        elif is_console_path(path):
+            extra = self.console_headers
+        else:
+            extra = self.headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

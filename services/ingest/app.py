@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.ingest.admin import router as admin_router
 from services.ingest.bulletins import router as bulletins_router
+from services.ingest.console import install_console
 from services.ingest.deps import KeyCache
 from services.ingest.docs import docs_router
 from services.ingest.hub import router as hub_router
@@ -80,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(hub_router)
     app.include_router(docs_router(app))
+    # The web console (/console/): HTML pages on the same service code, its own error pages.
+    install_console(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -1,0 +1,339 @@
+"""The web console in process (SQLite, Kombu's in-memory transport): pages, forms, sessions,
+CSRF, the sign-in limit, publishing through the API's code. The integration tests
+(tests/integration/test_console.py) do the same against the real system."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from html import unescape
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from services.ingest.app import create_app
+from services.ingest.console.forms import BulletinForm, to_create
+from shared import users
+from shared.db import session_scope
+from shared.models import Bulletin, BulletinStatus
+from shared.security_headers import API_CSP, CONSOLE_CSP
+from shared.settings import Settings
+from tests.unit.ingest.helpers import make_settings, new_agency
+
+PASSWORD = "mot-cau-de-nho-2026"
+TOKEN = re.compile(r'name="(?:csrf_token|sign_out_token)" value="([^"]+)"')
+KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
+REVISION = re.compile(r'name="revision" value="(\d+)"')
+
+
+@pytest.fixture
+def settings(tmp_path: Any) -> Settings:
+    return make_settings(tmp_path, sign_in_rate_limit="3 per 1 minute")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def invite(settings: Settings, email: str, slug: str) -> str:
+    with session_scope(settings) as session:
+        return users.invite(session, email, slug, hours=1)
+
+
+def token_of(html: str) -> str:
+    found = TOKEN.search(html)
+    assert found, html
+    return unescape(found[1])
+
+
+def field(pattern: re.Pattern[str], html: str) -> str:
+    found = pattern.search(html)
+    assert found, html
+    return unescape(found[1])
+
+
+def sign_up(client: TestClient, settings: Settings, slug: str, email: str) -> str:
+    """Invite, set the password, signed in; returns the session's CSRF token."""
+    link = invite(settings, email, slug)
+    form = client.get(f"/console/invite/{link}")
+    assert form.status_code == 200, form.text
+    done = client.post(
+        f"/console/invite/{link}",
+        data={"csrf_token": token_of(form.text), "password": PASSWORD, "password_again": PASSWORD},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/console/bulletins"
+    listing = client.get("/console/bulletins")
+    assert listing.status_code == 200
+    return token_of(listing.text)
+
+
+def editor_fields(**overrides: str) -> dict[str, str]:
+    return {
+        "title": "Ban hành Kế hoạch hành động",
+        "summary": "Ngày 30/7/2020, UBND tỉnh ban hành Kế hoạch.",
+        "body": "Đoạn một.\n\nĐoạn hai.",
+        "body_format": "text",
+        "author": "Hồng Nhung",
+        "category": "Giáo dục",
+        "when": "now",
+        "publish_at": "",
+        **overrides,
+    }
+
+
+def publish(client: TestClient, **overrides: str) -> int:
+    form = client.get("/console/bulletins/new")
+    data = editor_fields(**overrides)
+    data |= {"csrf_token": token_of(form.text), "idempotency_key": field(KEY, form.text)}
+    done = client.post("/console/bulletins/new", data={**data, "action": "publish"},
+                       follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303, done.text
+    return int(done.headers["location"].rsplit("/", 1)[1])
+
+
+def count(settings: Settings) -> int:
+    with session_scope(settings) as session:
+        return session.scalar(select(func.count()).select_from(Bulletin)) or 0
+
+
+def test_signed_out_pages_lead_to_sign_in_with_the_console_headers(client: TestClient) -> None:
+    home = client.get("/console/", follow_redirects=False)
+    assert home.status_code == 303 and home.headers["location"] == "/console/sign-in"
+    deep = client.get("/console/bulletins/new?x=1", follow_redirects=False)
+    assert deep.headers["location"] == "/console/sign-in?next=/console/bulletins/new%3Fx%3D1"
+    page = client.get("/console/sign-in")
+    assert page.status_code == 200 and 'lang="vi"' in page.text
+    assert page.headers["content-security-policy"] == CONSOLE_CSP
+    assert page.headers["cache-control"] == "no-store"
+    assert "bantin_console_csrf" in page.headers["set-cookie"]
+    assert "httponly" in page.headers["set-cookie"].lower()
+    for label in ("Thư điện tử", "Mật khẩu", "Đăng nhập"):
+        assert label in page.text
+    # The API keeps its own.
+    assert client.get("/healthz").headers["content-security-policy"] == API_CSP
+    missing = client.get("/console/no-such-page")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+
+
+def test_invite_sign_out_and_sign_in(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-noi-vu")
+    csrf = sign_up(client, settings, "so-noi-vu", "Nhung@Example.vn")
+    session_cookie = client.cookies.get("bantin_console")
+    assert session_cookie
+    listing = client.get("/console/bulletins")
+    assert "<h1>Bản tin của Sở so-noi-vu</h1>" in listing.text
+    out = client.post("/console/sign-out", data={"csrf_token": csrf}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/console/sign-in"
+    # The old cookie names no session any more.
+    client.cookies.set("bantin_console", session_cookie, path="/console")
+    again = client.get("/console/bulletins", follow_redirects=False)
+    assert again.status_code == 303
+    client.cookies.clear()
+    form = client.get("/console/sign-in")
+    wrong = client.post("/console/sign-in", data={
+        "csrf_token": token_of(form.text), "email": "nhung@example.vn", "password": "sai",
+    })  # fmt: skip
+    assert wrong.status_code == 200 and 'role="alert"' in wrong.text
+    assert "Thư điện tử hoặc mật khẩu không đúng." in wrong.text
+    right = client.post("/console/sign-in", data={
+        "csrf_token": token_of(form.text), "email": " NHUNG@example.vn", "password": PASSWORD,
+        "next": "/console/bulletins/new",
+    }, follow_redirects=False)  # fmt: skip
+    assert right.status_code == 303 and right.headers["location"] == "/console/bulletins/new"
+    # A used link is a 404 page.
+    assert client.get("/console/invite/not-a-token").status_code == 404
+
+
+def test_sign_in_without_its_token_is_refused(client: TestClient, settings: Settings) -> None:
+    client.get("/console/sign-in")
+    refused = client.post("/console/sign-in", data={"email": "a@b.vn", "password": "x" * 12})
+    assert refused.status_code == 403 and "Biểu mẫu đã hết hạn" in refused.text
+
+
+def test_sign_in_is_limited_per_address_and_refuses_even_the_right_password(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-y-te")
+    sign_up(client, settings, "so-y-te", "limit@example.vn")
+    client.cookies.clear()
+    token = token_of(client.get("/console/sign-in").text)
+    for _ in range(3):
+        wrong = client.post("/console/sign-in",
+                            data={"csrf_token": token, "email": "limit@example.vn",
+                                  "password": "sai-mat-khau"})  # fmt: skip
+        assert wrong.status_code == 200
+    right = client.post("/console/sign-in", data={
+        "csrf_token": token, "email": "Limit@example.vn", "password": PASSWORD,
+    }, follow_redirects=False)  # fmt: skip
+    assert right.status_code == 429, right.text
+    assert int(right.headers["retry-after"]) >= 1 and "thử lại sau" in right.text
+
+
+def test_preview_publish_replay_and_status(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-gd")
+    sign_up(client, settings, "so-gd", "gd@example.vn")
+    form = client.get("/console/bulletins/new")
+    assert form.status_code == 200
+    for label in ("Tiêu đề", "Tóm tắt", "Nội dung", "Văn bản thường", "Markdown", "Tác giả",
+                  "Chuyên mục", "Đăng ngay", "Hẹn giờ", "Thời điểm đăng (giờ Việt Nam)",
+                  "Xem trước", "Đăng bản tin"):  # fmt: skip
+        assert label in form.text
+    data = editor_fields() | {"csrf_token": token_of(form.text),
+                              "idempotency_key": field(KEY, form.text)}  # fmt: skip
+    preview = client.post("/console/bulletins/new", data={**data, "action": "preview"})
+    assert preview.status_code == 200
+    assert 'title="Xem trước trên máy tính"' in preview.text
+    assert 'title="Xem trước trên điện thoại"' in preview.text
+    frame = unescape(re.findall(r'srcdoc="([^"]*)"', preview.text)[0])
+    assert "<p>Đoạn một.</p>" in frame and "/console/static/site/site.css" in frame
+    assert field(KEY, preview.text) == data["idempotency_key"]  # kept through the preview
+    assert count(settings) == 0
+
+    first = client.post("/console/bulletins/new", data={**data, "action": "publish"},
+                        follow_redirects=False)  # fmt: skip
+    second = client.post("/console/bulletins/new", data={**data, "action": "publish"},
+                         follow_redirects=False)  # fmt: skip
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    assert count(settings) == 1
+    page = client.get(first.headers["location"])
+    assert 'id="trang-thai" role="status"' in page.text and "Đang xử lý" in page.text
+    state = client.get(first.headers["location"] + "/status.json").json()
+    assert state["status"] == "queued" and state["online"] is False
+    assert state["url"].startswith(settings.public_url)
+
+
+def test_validation_errors_are_vietnamese_and_keep_the_form(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-tc")
+    sign_up(client, settings, "so-tc", "tc@example.vn")
+    form = client.get("/console/bulletins/new")
+    data = editor_fields(title="   ", author="x" * 201, when="at", publish_at="") | {
+        "csrf_token": token_of(form.text), "idempotency_key": field(KEY, form.text),
+    }  # fmt: skip
+    refused = client.post("/console/bulletins/new", data={**data, "action": "publish"})
+    assert refused.status_code == 422
+    assert "Vui lòng nhập tiêu đề." in refused.text
+    assert "Tác giả dài quá: tối đa 200 ký tự (hiện có 201)." in refused.text
+    assert "Chọn ngày giờ đăng" in refused.text
+    assert 'aria-describedby="tieu-de-loi"' in refused.text
+    assert 'value="Giáo dục"' in refused.text and "x" * 201 in refused.text  # kept
+    assert count(settings) == 0
+
+
+def test_a_form_without_its_csrf_token_changes_nothing(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-csrf")
+    sign_up(client, settings, "so-csrf", "csrf@example.vn")
+    form = client.get("/console/bulletins/new")
+    data = editor_fields() | {"idempotency_key": field(KEY, form.text), "action": "publish"}
+    refused = client.post("/console/bulletins/new", data=data)
+    assert refused.status_code == 403 and "Biểu mẫu đã hết hạn" in refused.text
+    forged = client.post("/console/bulletins/new", data={**data, "csrf_token": "gia-mao"})
+    assert forged.status_code == 403
+    assert count(settings) == 0
+
+
+def test_another_agency_sees_nothing(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "co-quan-a")
+    new_agency(settings, "co-quan-b")
+    sign_up(client, settings, "co-quan-a", "a@example.vn")
+    bulletin_id = publish(client)
+    client.cookies.clear()
+    csrf = sign_up(client, settings, "co-quan-b", "b@example.vn")
+    assert "Ban hành Kế hoạch" not in client.get("/console/bulletins").text
+    for path in ("", "/status.json", "/edit", "/withdraw"):
+        seen = client.get(f"/console/bulletins/{bulletin_id}{path}")
+        assert seen.status_code == 404, path
+    for path, data in (("/edit", editor_fields() | {"revision": "1", "action": "save"}),
+                       ("/withdraw", {})):  # fmt: skip
+        refused = client.post(f"/console/bulletins/{bulletin_id}{path}",
+                              data={**data, "csrf_token": csrf})  # fmt: skip
+        assert refused.status_code == 404, path
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, bulletin_id)
+        assert bulletin is not None and bulletin.revision == 1
+        assert bulletin.status == BulletinStatus.QUEUED
+
+
+def test_two_editors_get_a_conflict_and_the_first_change_stands(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-xd")
+    sign_up(client, settings, "so-xd", "xd@example.vn")
+    bulletin_id = publish(client)
+    first = client.get(f"/console/bulletins/{bulletin_id}/edit").text
+    second = client.get(f"/console/bulletins/{bulletin_id}/edit").text
+    assert field(REVISION, first) == field(REVISION, second) == "1"
+
+    def save(html: str, title: str) -> Any:
+        data = editor_fields(title=title, when="keep") | {
+            "csrf_token": token_of(html), "revision": field(REVISION, html), "action": "save",
+        }  # fmt: skip
+        return client.post(f"/console/bulletins/{bulletin_id}/edit", data=data,
+                           follow_redirects=False)  # fmt: skip
+
+    assert save(first, "Bản của người thứ nhất").status_code == 303
+    conflict = save(second, "Bản của người thứ hai")
+    assert conflict.status_code == 409
+    assert "Bản tin đã được người khác sửa" in conflict.text
+    assert 'value="Bản của người thứ hai"' in conflict.text  # the text is kept
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, bulletin_id)
+        assert bulletin is not None and bulletin.title == "Bản của người thứ nhất"
+
+
+def test_withdraw_with_a_notice(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-go")
+    csrf = sign_up(client, settings, "so-go", "go@example.vn")
+    bulletin_id = publish(client)
+    confirm = client.get(f"/console/bulletins/{bulletin_id}/withdraw")
+    assert "Thông báo công khai (không bắt buộc)" in confirm.text
+    done = client.post(f"/console/bulletins/{bulletin_id}/withdraw",
+                       data={"csrf_token": csrf, "notice": " Đã đính chính. "},
+                       follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303
+    page = client.get(f"/console/bulletins/{bulletin_id}")
+    assert "Đã gỡ" in page.text and "Sửa bản tin" not in page.text
+    assert "Đã đính chính." in page.text  # the notice, stripped
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, bulletin_id)
+        assert bulletin is not None and bulletin.withdrawal_notice == "Đã đính chính."
+    assert client.get(f"/console/bulletins/{bulletin_id}/edit").status_code == 409
+
+
+def test_search_ignores_diacritics_and_pages(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-tim")
+    sign_up(client, settings, "so-tim", "tim@example.vn")
+    publish(client, title="Kế hoạch số 5 về Đà Nẵng")
+    publish(client, title="Thông báo khác")
+    found = client.get("/console/bulletins", params={"q": "ke hoach"})
+    assert "Kế hoạch số 5" in found.text and "Thông báo khác" not in found.text
+    assert "Kế hoạch số 5" in client.get("/console/bulletins", params={"q": "DA NANG"}).text
+    assert "Trang sau" not in found.text
+
+
+def test_the_form_takes_vietnam_time(settings: Settings) -> None:
+    now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    form = BulletinForm(title="T", body="B", when="at", publish_at="2026-12-01T07:30:15")
+    bulletin_in, errors = to_create(form, settings, now, formats=("text", "markdown"))
+    assert errors == {} and bulletin_in is not None and bulletin_in.published_at is not None
+    assert bulletin_in.published_at.astimezone(UTC) == datetime(2026, 12, 1, 0, 30, 15, tzinfo=UTC)
+    form = BulletinForm(title="T", body="B", when="now")
+    bulletin_in, _ = to_create(form, settings, now, formats=("text",))
+    assert bulletin_in is not None and bulletin_in.published_at is None
+    # A scheduled bulletin brought forward on a correction says "now" explicitly.
+    form.revision = 2
+    bulletin_in, _ = to_create(form, settings, now, formats=("text",))
+    assert bulletin_in is not None and bulletin_in.published_at == now
+    bad = BulletinForm(title="T", body="B", when="at", publish_at="31/12/2026")
+    _, errors = to_create(bad, settings, now, formats=("text",))
+    assert list(errors) == ["published_at"]
