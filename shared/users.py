@@ -121,6 +121,11 @@ def invite(
     return token
 
 
+def invite_link(ingest_url: str, token: str) -> str:
+    """The one-time sign-in link of an invitation: the console's set-password page."""
+    return f"{ingest_url.rstrip('/')}/console/invite/{token}"
+
+
 def invited_user(session: Session, token: str) -> User | None:
     """The user a link's token invites, while it is valid: unused, unexpired, the user and
     the agency enabled. None otherwise."""

@@ -39,6 +39,7 @@ READY_TIMEOUT = 90.0  # a slow first start (a cold disk, two busy cores) takes ~
 LOG_ROTATE_BYTES = 50 * 1024 * 1024  # at start, a larger log is moved to bantin.log.1
 TAIL_LINES = 25  # of a child's output, shown when it dies during start-up
 DEMO_AGENCY = ("UBND tỉnh Bắc Kạn", "bac-kan")
+DEMO_EDITOR = "bientap@bac-kan.example"  # the demo agency's console user (.example: no mail)
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "000_4fbfac1c975a2018.txt"
 
 
@@ -152,12 +153,15 @@ class Output:
         """A supervisor line: terminal and log."""
         self._write(f"{name:<10}| {line}", terminal=True)
 
-    def block(self, lines: list[str], secret: str | None = None) -> None:
-        """Unprefixed lines (the ready block), easy to read and to copy from. A `secret` (the
-        demo key) reaches the terminal only; the log file gets its display prefix."""
+    def block(self, lines: list[str], secrets: tuple[str, ...] = ()) -> None:
+        """Unprefixed lines (the ready block), easy to read and to copy from. `secrets` (the
+        demo key, the sign-in link) reach the terminal only; the log gets their display prefix."""
         text = "\n".join(lines)
+        logged = text
+        for secret in secrets:
+            logged = logged.replace(secret, mask(secret))
         with self.lock:
-            self.file.write((text.replace(secret, mask(secret)) if secret else text) + "\n")
+            self.file.write(logged + "\n")
             self.file.flush()
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
@@ -272,14 +276,24 @@ def port_problems(settings: Settings) -> list[str]:
     return [problem for problem in found if problem]
 
 
-def prepare(settings: Settings, output: Output | None = None) -> str | None:
-    """Upgrade the schema; on first run create the demo agency and return its key."""
+@dataclass(frozen=True)
+class Demo:
+    """What a first run made, shown once: the demo agency's API key and its editor's
+    one-time console sign-in link (both secrets: the log file gets them masked)."""
+
+    key: str
+    console_link: str
+
+
+def prepare(settings: Settings, output: Output | None = None) -> Demo | None:
+    """Upgrade the schema; on first run create the demo agency and its console user."""
     from sqlalchemy import func, select
 
     from shared.agencies import create_agency
     from shared.db import session_scope
     from shared.migrations import upgrade
     from shared.models import Agency
+    from shared.users import invite, invite_link
 
     done = upgrade(settings)
     if output is not None and done.changed and (done.before or done.adopted):
@@ -289,10 +303,12 @@ def prepare(settings: Settings, output: Output | None = None) -> str | None:
         if session.scalar(select(func.count()).select_from(Agency)):
             return None
         _agency, key = create_agency(session, name=DEMO_AGENCY[0], slug=DEMO_AGENCY[1])
+        session.flush()
+        token = invite(session, DEMO_EDITOR, DEMO_AGENCY[1], hours=settings.console_invite_hours)
     key_file = settings.data_dir / "demo-agency.key"
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
-    return key
+    return Demo(key, invite_link(settings.resolved_ingest_url, token))
 
 
 class StartupFailed(Exception):
@@ -307,10 +323,10 @@ class Check:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, output: Output, demo_key: str | None = None) -> None:
+    def __init__(self, settings: Settings, output: Output, demo: Demo | None = None) -> None:
         self.settings = settings
         self.output = output
-        self.demo_key = demo_key
+        self.demo = demo
         self.env = dict(os.environ)
         self.children: list[Child] = []
         self.redis: subprocess.Popen[bytes] | None = None
@@ -432,9 +448,8 @@ class Supervisor:
     def _become_ready(self) -> None:
         self.ready = True
         self._write_run_state()
-        self.output.block(
-            ready_block(self.settings, self.demo_key, self.output.path), secret=self.demo_key
-        )
+        secrets = (self.demo.key, self.demo.console_link) if self.demo else ()
+        self.output.block(ready_block(self.settings, self.demo, self.output.path), secrets)
 
     def _write_run_state(self) -> None:
         state = {
@@ -543,7 +558,7 @@ def bantin_command() -> str:
     return shlex.quote(_shown_path(script))
 
 
-def ready_block(settings: Settings, demo_key: str | None, log_path: Path) -> list[str]:
+def ready_block(settings: Settings, demo: Demo | None, log_path: Path) -> list[str]:
     data_dir = settings.data_dir.resolve()
     key_file = data_dir / "demo-agency.key"
     ingest = settings.resolved_ingest_url
@@ -553,12 +568,15 @@ def ready_block(settings: Settings, demo_key: str | None, log_path: Path) -> lis
         f"  site        {settings.public_url}/",
         f"  feeds       {settings.public_url}/feeds/all.rss  .atom  .json",
         f"  API         {ingest}/v1/bulletins   docs: {ingest}/docs",
+        f"  console     {ingest}/console/   (agency staff write bulletins in the browser)",
     ]
-    if demo_key:
+    if demo:
         lines += [
             f"  demo agency {DEMO_AGENCY[0]} ({DEMO_AGENCY[1]}); its API key, shown this once:",
-            f"              {demo_key}",
+            f"              {demo.key}",
             f"              saved in {_shown_path(key_file)}",
+            f"  demo editor {DEMO_EDITOR}: open this link once to set a password",
+            f"              {demo.console_link}",
         ]
     elif key_file.exists():
         lines.append(f"  demo key    in {_shown_path(key_file)}")
@@ -573,6 +591,7 @@ def ready_block(settings: Settings, demo_key: str | None, log_path: Path) -> lis
             "  publish the sample bulletin from another terminal:",
             f'    {bantin} publish {shlex.quote(sample)} --key "$(cat {key})"',
         ]
+    lines.append(f"  new editor  {bantin} user invite EMAIL --agency SLUG  (prints a sign-in link)")
     lines += [
         f"  log         {_shown_path(log_path)}  (`bantin up --verbose` shows it all here)",
         f"  status      {bantin} status",
@@ -608,13 +627,13 @@ def up(verbose: bool) -> None:
         f"log in {_shown_path(output.path)})"
     )
     try:
-        demo_key = prepare(settings, output)
+        demo = prepare(settings, output)
     except Exception as exc:  # a database that cannot be reached or upgraded: no traceback
         output.close()
         raise click.ClickException(
             f"cannot prepare the database {_database_shown(settings)}: {exc}"
         ) from None
-    code = Supervisor(settings, output, demo_key).run()
+    code = Supervisor(settings, output, demo).run()
     output.close()
     sys.exit(code)
 

@@ -71,7 +71,7 @@ def user_invite(email: str, slug: str, name: str | None, hours: float | None) ->
     from sqlalchemy import select
 
     from shared.models import User
-    from shared.users import invite, normalise_email
+    from shared.users import invite, invite_link, normalise_email
 
     settings = get_settings()
     lifetime = hours if hours is not None else settings.console_invite_hours
@@ -81,7 +81,7 @@ def user_invite(email: str, slug: str, name: str | None, hours: float | None) ->
         until = session.scalars(select(User.invite_expires_at).where(User.email == address)).one()
     click.echo(f"Sign-in link for {address} ({slug}): works once, until {_when(until)} UTC.",
                err=True)  # fmt: skip
-    click.echo(f"{settings.resolved_ingest_url.rstrip('/')}/console/invite/{token}")
+    click.echo(invite_link(settings.resolved_ingest_url, token))
 
 
 @user.command("list")

@@ -4,6 +4,7 @@ in use, and custom ports that every printed and published URL follows."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,6 +55,10 @@ def test_up_prints_one_ready_block_and_stops_everything_it_started(
     # The log holds everything the terminal showed but the key: its display prefix only, and
     # only the owner may read it.
     assert key not in system.log() and key[:16] + "…" in system.log()
+    # The demo editor's one-time console link: on the terminal, masked in the log, and live.
+    link = re.search(rf"{re.escape(system.ingest_url)}/console/invite/\S+", ready)
+    assert link is not None and link[0] not in system.log()
+    assert httpx.get(link[0]).status_code == 200
     assert (system.log_path.stat().st_mode & 0o777) == 0o600
     state = system.run_state()
     assert state is not None and state["pid"] == system.process.pid

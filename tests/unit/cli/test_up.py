@@ -79,10 +79,13 @@ def test_the_ready_block_of_a_first_run_holds_the_key_and_the_publish_command(
     settings = Settings(data_dir=tmp_path / "var", gateway_port=18000, ingest_port=18001)
     settings.data_dir.mkdir()
     (settings.data_dir / "demo-agency.key").write_text("bt_secret\n")
-    text = "\n".join(up.ready_block(settings, "bt_secret", tmp_path / "var/log/bantin.log"))
+    demo = up.Demo("bt_secret", "http://127.0.0.1:18001/console/invite/tok")
+    text = "\n".join(up.ready_block(settings, demo, tmp_path / "var/log/bantin.log"))
     assert "http://127.0.0.1:18000/" in text  # the site
     assert "http://127.0.0.1:18001/docs" in text
+    assert "http://127.0.0.1:18001/console/" in text
     assert "bt_secret" in text
+    assert f"{up.DEMO_EDITOR}: open this link once" in text and demo.console_link in text
     assert "publish " in text and '--key "$(cat var/demo-agency.key)"' in text
     assert "BANTIN_DATA_DIR" not in text  # ./var is the default: another shell finds it
     assert "var/log/bantin.log" in text and "Ctrl-C stops everything" in text
@@ -96,8 +99,9 @@ def test_a_later_run_names_the_key_file_but_not_the_key_and_a_custom_data_dir(
     settings.data_dir.mkdir()
     (settings.data_dir / "demo-agency.key").write_text("bt_secret\n")
     text = "\n".join(up.ready_block(settings, None, tmp_path / "elsewhere/log/bantin.log"))
-    assert "bt_secret" not in text
+    assert "bt_secret" not in text and "/console/invite/" not in text
     assert "demo key    in elsewhere/demo-agency.key" in text
+    assert "user invite EMAIL --agency SLUG" in text
     assert "BANTIN_DATA_DIR=elsewhere " in text  # the publish command finds this instance
 
 
