@@ -637,13 +637,15 @@ def editor_page(
         heading, action = "Viết bản tin mới", "/console/bulletins/new"
         submit_action, submit_label = "publish", "Đăng bản tin"
     else:
-        if editing.public:
-            when = [(KEEP, "Giữ thời điểm đăng"), (AT, "Đổi thời điểm đăng")]
-            hint = (f"Đang là {local_text(editing.published_at, settings)}. Bản tin đã đăng "
-                    "không thể hẹn giờ lại; muốn thôi đăng thì gỡ bản tin.")  # fmt: skip
-        else:
+        shown = local_text(editing.published_at, settings)
+        if editing.status == BulletinStatus.SCHEDULED:
             when = [(NOW, "Đăng ngay"), (AT, "Hẹn giờ")]
-            hint = f"Đang hẹn đăng lúc {local_text(editing.published_at, settings)}."
+            hint = f"Đang hẹn đăng lúc {shown}."
+        else:
+            when = [(KEEP, "Giữ thời điểm đăng"), (AT, "Đổi thời điểm đăng")]
+            hint = f"Đang là {shown}."
+            if editing.public:
+                hint += " Bản tin đã đăng không thể hẹn giờ lại; muốn thôi đăng thì gỡ bản tin."
         heading = f"Sửa bản tin: {editing.title}"
         action = f"/console/bulletins/{editing.id}/edit"
         submit_action, submit_label = "save", "Lưu bản sửa"

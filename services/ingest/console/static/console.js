@@ -38,8 +38,19 @@
   };
   var SKIPPED = { HEAD: 1, META: 1, LINK: 1, SCRIPT: 1, STYLE: 1, TEMPLATE: 1, TITLE: 1, NOSCRIPT: 1 };
 
+  // Styling goes before parsing: the parsed document shares the page's CSP, which would
+  // report every <style> and style="" of a word processor's markup (never applied anyway).
+  function withoutStyling(html) {
+    return html
+      .replace(/<!--[\s\S]*?-->/g, "")
+      .replace(/<(style|script|template)\b[\s\S]*?<\/\1\s*>/gi, "")
+      .replace(/<(link|meta)\b[^>]*>/gi, "")
+      .replace(/\sstyle\s*=\s*("[^"]*"|'[^']*'|[^\s>]*)/gi, "");
+  }
+
   // The text of pasted HTML as blocks: [{text, item}], one per paragraph-like element.
   function htmlBlocks(html) {
+    html = withoutStyling(html);
     var made = parsePolicy();
     var source = made ? made.createHTML(html) : window.trustedTypes ? null : html;
     if (source === null) {
