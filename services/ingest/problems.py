@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.security_headers import API_HEADERS
+from shared.security_headers import API_HEADERS, is_console_path
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,7 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = PROBLEM_JSON
         body = json.dumps(
             {
                 "type": "about:blank",
@@ -342,15 +343,33 @@ class BodyLimitMiddleware:
                 "limit": self.limit,
             }
         ).encode()
+        if is_console_path(scope["path"]):  # a person at a browser: a page in their language
+            content_type, body = "text/html; charset=utf-8", _console_too_large(self.limit)
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-type", content_type.encode()),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _console_too_large(limit: int) -> bytes:
+    """The web console's 413 page: plain, self-contained, nothing stored."""
+    megabytes = f"{limit / 1_048_576:.1f}".replace(".", ",")
+    return (
+        '<!DOCTYPE html>\n<html lang="vi"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Nội dung quá dài – Bantin</title>"
+        '<link rel="stylesheet" href="/console/static/console.css"></head><body>'
+        '<main id="noi-dung" class="wrap main"><h1>Nội dung quá dài</h1>'
+        f'<p role="alert" class="alert alert--error">Biểu mẫu gửi lên lớn hơn giới hạn '
+        f"{megabytes} MB, nên chưa có gì được lưu. Hãy quay lại trang trước (nội dung vẫn còn "
+        "trong trình duyệt), rút ngắn nội dung rồi gửi lại.</p>"
+        '<p><a href="/console/bulletins">Về danh sách bản tin</a></p></main></body></html>'
+    ).encode()

