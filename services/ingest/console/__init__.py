@@ -15,9 +15,11 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from services.ingest.console.auth import Viewer
 from services.ingest.console.views import (
     ConsoleError,
     SignInRequired,
+    current_viewer,
     error_page,
     not_found,
     problem_page,
@@ -32,13 +34,22 @@ __all__ = ["install_console"]
 Handler = Callable[[Request, Exception], Awaitable[Response] | Response]
 
 
-def _viewer(request: Request) -> object:
-    return getattr(request.state, "viewer", None)
+async def _viewer(request: Request, exc: Exception) -> Viewer | None:
+    """Who is signed in, for the error page's header (none when the database is the error)."""
+    known = getattr(request.state, "viewer", None)
+    if isinstance(known, Viewer):
+        return known
+    if isinstance(exc, OperationalError) or type(exc) is Exception:
+        return None
+    try:
+        return await current_viewer(request)
+    except Exception:  # the error page must show whatever else fails
+        return None
 
 
 async def _on_console_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleError)
-    return error_page(request, exc, _viewer(request))  # type: ignore[arg-type]
+    return error_page(request, exc, await _viewer(request, exc))
 
 
 async def _on_sign_in_required(request: Request, exc: Exception) -> Response:
@@ -79,7 +90,9 @@ def _html_under_console(app: FastAPI, kind: type[Exception] | int) -> None:
         if not is_console_path(request.url.path):
             answer = api_handler(request, exc)
             return await answer if isinstance(answer, Awaitable) else answer
-        response = error_page(request, _console_error_for(exc), _viewer(request))  # type: ignore[arg-type]
+        error = _console_error_for(exc)
+        viewer = None if kind is Exception else await _viewer(request, exc)
+        response = error_page(request, error, viewer)
         if kind is Exception:
             # Answered from outside the app's middleware: its headers are added here.
             for name, value in CONSOLE_HEADERS:

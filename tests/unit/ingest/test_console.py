@@ -421,3 +421,22 @@ def test_a_form_over_the_size_limit_is_a_page_and_stores_nothing(
     assert "Nội dung quá dài" in refused.text
     assert refused.headers["content-security-policy"] == CONSOLE_CSP
     assert count(settings) == 0
+
+
+def test_the_list_is_newest_first_twenty_a_page(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-trang")
+    sign_up(client, settings, "so-trang", "trang@example.vn")
+    for n in range(1, 23):
+        publish(client, title=f"Thông báo số {n:02d}")
+    first = client.get("/console/bulletins")
+    titles = re.findall(r"Thông báo số (\d\d)", first.text)
+    assert titles == [f"{n:02d}" for n in range(22, 2, -1)]
+    assert 'href="/console/bulletins?page=2"' in first.text and "Trang trước" not in first.text
+    second = client.get("/console/bulletins", params={"page": "2"})
+    assert re.findall(r"Thông báo số (\d\d)", second.text) == ["02", "01"]
+    assert 'href="/console/bulletins"' in second.text and "Trang sau" not in second.text
+    searched = client.get("/console/bulletins", params={"q": "thong bao", "page": "2"})
+    assert 'href="/console/bulletins?q=thong+bao"' in searched.text
+    # A signed-in user's 404 keeps the header (and its sign-out button).
+    missing = client.get("/console/khong-co")
+    assert missing.status_code == 404 and "Đăng xuất" in missing.text
