@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,6 +69,7 @@ PAGE_SIZE = 20
 MAX_QUERY = 200
 MAX_NOTICE = 1000
 MAX_CATEGORIES = 300
+CATEGORIES_SECONDS = 10.0
 CONSOLE_TITLE = "Bantin – Bàn làm việc"
 
 T = TypeVar("T")
@@ -720,7 +722,15 @@ async def _validated(
 
 
 async def _categories_async(request: Request) -> list[str]:
-    return await run_in_threadpool(_in_session, _settings(request), _categories)
+    """The datalist's categories, read at most every CATEGORIES_SECONDS per process: they
+    change rarely, and every editor page and form post shows them."""
+    state = request.app.state
+    cached: tuple[float, list[str]] | None = getattr(state, "console_categories", None)
+    if cached is not None and time.monotonic() - cached[0] < CATEGORIES_SECONDS:
+        return cached[1]
+    names = await run_in_threadpool(_in_session, _settings(request), _categories)
+    state.console_categories = (time.monotonic(), names)
+    return names
 
 
 def _caller(viewer: auth.Viewer) -> deps.Caller:

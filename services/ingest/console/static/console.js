@@ -307,9 +307,19 @@
     window.setTimeout(poll, POLL_MS);
   }
 
+  // After a post that re-shows the editor (errors, a conflict, a preview), the keyboard and
+  // screen reader start where the news is, not at the top of the page.
+  function initFocus() {
+    var target = document.querySelector("[data-focus-on-load]");
+    if (target) {
+      target.focus();
+    }
+  }
+
   function init() {
     initEditor();
     initStatus();
+    initFocus();
   }
 
   if (document.readyState === "loading") {
