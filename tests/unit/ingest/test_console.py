@@ -14,10 +14,12 @@ from html import unescape
 from typing import Any
 
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from services.ingest.app import create_app
+from services.ingest.console.auth import client_address, safe_next
 from services.ingest.console.forms import BulletinForm, to_create
 from shared import users
 from shared.db import session_scope
@@ -440,3 +442,50 @@ def test_the_list_is_newest_first_twenty_a_page(client: TestClient, settings: Se
     # A signed-in user's 404 keeps the header (and its sign-out button).
     missing = client.get("/console/khong-co")
     assert missing.status_code == 404 and "Đăng xuất" in missing.text
+
+
+def test_sign_in_is_limited_per_client_address_too(client: TestClient, settings: Settings) -> None:
+    """Ten times the per-address budget, whatever the e-mail addresses tried."""
+    new_agency(settings, "so-dia-chi")
+    sign_up(client, settings, "so-dia-chi", "right@example.vn")
+    client.cookies.clear()
+    token = token_of(client.get("/console/sign-in").text)
+    for n in range(30):  # 3 per minute per e-mail, so 30 per address
+        wrong = client.post("/console/sign-in", data={
+            "csrf_token": token, "email": f"doan-{n}@example.vn", "password": "sai-mat-khau",
+        })  # fmt: skip
+        assert wrong.status_code == 200, n
+    right = client.post("/console/sign-in", data={
+        "csrf_token": token, "email": "right@example.vn", "password": PASSWORD,
+    })  # fmt: skip
+    assert right.status_code == 429
+
+
+def _request(peer: str, forwarded: str | None) -> Request:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": headers,
+                    "client": (peer, 1234), "query_string": b""})  # fmt: skip
+
+
+def test_the_client_address_trusts_forwarding_only_from_a_private_proxy() -> None:
+    assert client_address(_request("172.18.0.5", "203.0.113.9")) == "203.0.113.9"
+    assert client_address(_request("127.0.0.1", "1.2.3.4, 203.0.113.9")) == "203.0.113.9"
+    assert client_address(_request("93.184.216.34", "203.0.113.9")) == "93.184.216.34"
+    assert client_address(_request("172.18.0.5", "not-an-address")) == "172.18.0.5"
+    assert client_address(_request("172.18.0.5", None)) == "172.18.0.5"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/console/bulletins/5/edit", "/console/bulletins/5/edit"),
+        ("/console/bulletins?q=ke+hoach", "/console/bulletins?q=ke+hoach"),
+        ("//evil.example/console/", "/console/bulletins"),
+        ("https://evil.example/console/", "/console/bulletins"),
+        ("/console/\\evil", "/console/bulletins"),
+        ("/docs", "/console/bulletins"),
+        (None, "/console/bulletins"),
+    ],
+)
+def test_only_a_local_console_path_is_a_next_page(value: str | None, expected: str) -> None:
+    assert safe_next(value) == expected
