@@ -470,7 +470,7 @@ def state_of(bulletin: Bulletin, settings: Settings, *, short: bool = False) -> 
         return State(status, "Đang gỡ", bulletin.rendered_revision > 0, False, url)
     if status == BulletinStatus.FAILED:
         error = bulletin.last_error or "không rõ nguyên nhân"
-        return State(status, "Lỗi" if short else f"Lỗi: {error}", False, True, url)
+        return State(status, f"Lỗi: {error}", False, True, url)  # the list says why too
     return State(status, "Đang xử lý", False, False, url)
 
 

@@ -21,9 +21,10 @@ from sqlalchemy import func, select
 from services.ingest.app import create_app
 from services.ingest.console.auth import client_address, safe_next
 from services.ingest.console.forms import BulletinForm, to_create
+from services.ingest.console.views import state_of
 from shared import users
 from shared.db import session_scope
-from shared.models import Bulletin, BulletinStatus
+from shared.models import Agency, Bulletin, BulletinStatus
 from shared.security_headers import API_CSP, CONSOLE_CSP
 from shared.settings import Settings
 from tests.unit.ingest.helpers import make_settings, new_agency
@@ -489,3 +490,33 @@ def test_the_client_address_trusts_forwarding_only_from_a_private_proxy() -> Non
 )
 def test_only_a_local_console_path_is_a_next_page(value: str | None, expected: str) -> None:
     assert safe_next(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "revision", "rendered", "label", "online", "settled"),
+    [
+        ("queued", 1, 0, "Đang xử lý", False, False),
+        ("scheduled", 1, 0, "Đã lên lịch đăng lúc 15:00 01/12/2026", False, True),
+        ("published", 1, 1, "Đã đăng", True, True),
+        ("published", 2, 1, "Đang cập nhật bản sửa (trang vẫn hiện bản trước)", True, False),
+        ("withdrawn", 3, 2, "Đang gỡ", True, False),
+        ("withdrawn", 3, 3, "Đã gỡ", False, True),
+        ("failed", 1, 0, "Lỗi: storage unavailable", False, True),
+    ],
+)
+def test_what_the_console_says_of_each_state(
+    settings: Settings, status: str, revision: int, rendered: int, label: str, online: bool,
+    settled: bool,
+) -> None:  # fmt: skip
+    bulletin = Bulletin(id=7, slug="tin", status=status, revision=revision,
+                        rendered_revision=rendered, last_error="storage unavailable",
+                        published_at=datetime(2026, 12, 1, 8, 0, tzinfo=UTC))  # fmt: skip
+    bulletin.agency = Agency(id=1, slug="so-a", name="Sở A")
+    for short in (False, True):
+        state = state_of(bulletin, settings, short=short)
+        assert (state.online, state.settled) == (online, settled)
+        assert state.url == f"{settings.public_url}/so-a/tin-7.html"
+        if not short or status != "scheduled":
+            assert state.label == label
+        else:
+            assert state.label == "Đã lên lịch"  # the list shows the time in its own column
