@@ -320,10 +320,28 @@ def frame_violations(frame: Any) -> list[Any]:
 # Keyboard only
 
 
+# The focused element, if the browser draws no focus indicator on it (no outline, no shadow).
+UNMARKED_FOCUS = """() => {
+  const el = document.activeElement;
+  if (!el || el === document.body) return null;
+  // The focus is inside the control's own UI (a date field's calendar button): not :focus,
+  // and the browser draws that button's ring itself.
+  if (!el.matches(":focus")) return null;
+  const s = getComputedStyle(el);
+  const outline = s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0;
+  return outline || s.boxShadow !== "none" ? null : el.outerHTML.slice(0, 120);
+}"""
+# Elements the keyboard reached that showed no focus indicator, across the keyboard test.
+UNMARKED: list[str] = []
+
+
 def tab_to(page: Any, target: Any) -> None:
-    """Press Tab until `target` has the focus (bounded)."""
+    """Press Tab until `target` has the focus (bounded), noting every element passed on the
+    way that shows no focus indicator."""
     for _ in range(TAB_LIMIT):
         page.keyboard.press("Tab")
+        if (unmarked := page.evaluate(UNMARKED_FOCUS)) and unmarked not in UNMARKED:
+            UNMARKED.append(unmarked)
         if target.evaluate("el => el === document.activeElement"):
             return
     where = page.evaluate("document.activeElement && document.activeElement.outerHTML")
@@ -389,6 +407,7 @@ def test_keyboard_only_sign_in_and_publish(system: System, agency: Agency, brows
         page.wait_for_url(url)
         expect(page.locator("h1")).to_have_text(title)
         assert_clean(watch, [page])
+        assert UNMARKED == []  # every control the keyboard reached showed where the focus was
     finally:
         context.close()
 
