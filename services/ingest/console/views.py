@@ -71,6 +71,16 @@ MAX_NOTICE = 1000
 MAX_CATEGORIES = 300
 CATEGORIES_SECONDS = 10.0
 CONSOLE_TITLE = "Bantin – Bàn làm việc"
+EDITOR_PATHS = ("/console/bulletins/new", "/console/bulletins/")  # new, and …/{id}/edit
+# The editor's fields shown back after the session ended, with their labels.
+KEPT_FIELDS = {
+    "title": "Tiêu đề",
+    "summary": "Tóm tắt",
+    "body": "Nội dung",
+    "author": "Tác giả",
+    "category": "Chuyên mục",
+    "notice": "Thông báo công khai",
+}
 
 T = TypeVar("T")
 
@@ -95,9 +105,10 @@ class ConsoleError(Exception):
 class SignInRequired(Exception):
     """Not signed in (or the session ended): to the sign-in page, coming back here after."""
 
-    def __init__(self, next_path: str, clear: bool) -> None:
+    def __init__(self, next_path: str, clear: bool, kept: dict[str, str] | None = None) -> None:
         super().__init__(next_path)
         self.next_path, self.clear = next_path, clear
+        self.kept = kept or {}  # the text of an editor posted after the session ended
 
 
 def not_found() -> ConsoleError:
@@ -239,7 +250,14 @@ async def require_viewer(request: Request) -> auth.Viewer:
         target = request.url.path
         if request.method == "GET" and request.url.query:
             target += "?" + request.url.query
-        raise SignInRequired(target, clear=auth.SESSION_COOKIE in request.cookies)
+        kept: dict[str, str] = {}
+        if request.method == "POST" and target.startswith(EDITOR_PATHS):
+            # The session ended while the clerk was writing: their text is shown back to them
+            # rather than lost behind a redirect.
+            data = await read_form(request)
+            kept = {name: value for name in KEPT_FIELDS
+                    if isinstance(value := data.get(name), str) and value.strip()}  # fmt: skip
+        raise SignInRequired(target, clear=auth.SESSION_COOKIE in request.cookies, kept=kept)
     request.state.viewer = viewer  # for the error pages
     return viewer
 
@@ -999,7 +1017,10 @@ def sign_in_redirect(request: Request, exc: SignInRequired) -> Response:
     target = auth.SIGN_IN
     if exc.next_path and exc.next_path.startswith("/console/") and exc.next_path != auth.HOME:
         target += "?next=" + quote(exc.next_path, safe="/")
-    response = see_other(target)
+    response: Response = see_other(target)
+    if exc.kept:
+        fields = [(KEPT_FIELDS[name], exc.kept[name]) for name in KEPT_FIELDS if name in exc.kept]
+        response = page(request, "expired.html", status=403, fields=fields, sign_in=target)
     if exc.clear:
         auth.clear_cookie(response, _settings(request), request, auth.SESSION_COOKIE)
     return response

@@ -394,6 +394,8 @@ def test_every_console_page_is_valid_html5(
     pages["withdraw"] = client.get(f"/console/bulletins/{bulletin_id}/withdraw").text
     pages["404"] = client.get("/console/bulletins/999999").text
     pages["403"] = client.post("/console/bulletins/new", data={"title": "x"}).text
+    client.cookies.delete("bantin_console", path="/console")
+    pages["expired"] = client.post("/console/bulletins/new", data=editor_fields()).text
     files = []
     for name, html in pages.items():
         path = tmp_path / f"{name}.html"
@@ -520,3 +522,22 @@ def test_what_the_console_says_of_each_state(
             assert state.label == label
         else:
             assert state.label == "Đã lên lịch"  # the list shows the time in its own column
+
+
+def test_text_posted_after_the_session_ended_is_shown_back(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-het-gio")
+    sign_up(client, settings, "so-het-gio", "het@example.vn")
+    form = client.get("/console/bulletins/new")
+    client.cookies.delete("bantin_console", path="/console")  # as when the session ends
+    data = editor_fields(body="Một giờ viết <b>không được mất</b>.") | {
+        "csrf_token": token_of(form.text), "action": "publish",
+    }  # fmt: skip
+    answer = client.post("/console/bulletins/new", data=data, follow_redirects=False)
+    assert answer.status_code == 403 and "Phiên đăng nhập đã hết" in answer.text
+    assert "Một giờ viết &lt;b&gt;không được mất&lt;/b&gt;." in answer.text
+    assert 'href="/console/sign-in?next=/console/bulletins/new"' in answer.text
+    assert count(settings) == 0
+    # Anything else without a session is the plain redirect.
+    assert client.get("/console/bulletins/new", follow_redirects=False).status_code == 303
