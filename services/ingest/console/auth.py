@@ -58,9 +58,25 @@ class Viewer:
         return self.name or self.email
 
 
+def _behind_proxy(request: Request) -> bool:
+    """The peer is on a private or loopback address: a proxy of ours (nginx), whose
+    X-Forwarded-* headers can be believed."""
+    peer = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(peer).is_private
+    except ValueError:
+        return False
+
+
 def secure_cookies(settings: Settings, request: Request) -> bool:
-    """Secure when the console's public address or this request is https."""
-    return settings.resolved_ingest_url.startswith("https:") or request.url.scheme == "https"
+    """Secure when the console's public address or this request is https (also as the
+    proxy in front saw it)."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+    return (
+        settings.resolved_ingest_url.startswith("https:")
+        or request.url.scheme == "https"
+        or (forwarded == "https" and _behind_proxy(request))
+    )
 
 
 def set_cookie(
@@ -118,12 +134,8 @@ def client_address(request: Request) -> str:
     peer = request.client.host if request.client else "unknown"
     forwarded = request.headers.get("x-forwarded-for")
     if forwarded:
-        try:
-            behind_proxy = ipaddress.ip_address(peer).is_private
-        except ValueError:
-            behind_proxy = False
         last = forwarded.split(",")[-1].strip()
-        if behind_proxy and last:
+        if last and _behind_proxy(request):
             try:
                 return str(ipaddress.ip_address(last))
             except ValueError:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from services.ingest.app import create_app
-from services.ingest.console.auth import client_address, safe_next
+from services.ingest.console.auth import client_address, safe_next, secure_cookies
 from services.ingest.console.forms import BulletinForm, to_create
 from services.ingest.console.views import state_of
 from shared import users
@@ -541,3 +541,16 @@ def test_text_posted_after_the_session_ended_is_shown_back(
     assert count(settings) == 0
     # Anything else without a session is the plain redirect.
     assert client.get("/console/bulletins/new", follow_redirects=False).status_code == 303
+
+
+def test_cookies_are_secure_over_https_as_the_proxy_saw_it(settings: Settings) -> None:
+    def request(peer: str, proto: str | None) -> Request:
+        headers = [(b"x-forwarded-proto", proto.encode())] if proto else []
+        return Request({"type": "http", "method": "GET", "path": "/", "headers": headers,
+                        "client": (peer, 1), "query_string": b"", "scheme": "http"})  # fmt: skip
+
+    assert not secure_cookies(settings, request("127.0.0.1", None))
+    assert secure_cookies(settings, request("172.18.0.5", "https"))
+    assert not secure_cookies(settings, request("93.184.216.34", "https"))  # not our proxy
+    https = settings.model_copy(update={"ingest_public_url": "https://api.tin.example"})
+    assert secure_cookies(https, request("93.184.216.34", None))
