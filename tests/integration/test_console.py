@@ -302,7 +302,7 @@ def test_a_scheduled_bulletin_stays_invisible_until_its_time(
     system: System, clerk: Clerk, agency_slug: str
 ) -> None:
     tz = system.settings().tz
-    at = datetime.now(tz) + timedelta(seconds=15)
+    at = (datetime.now(tz) + timedelta(seconds=15)).replace(microsecond=0)  # as sent
     title = f"Thông báo hẹn giờ {uuid.uuid4().hex[:6]}"
     bulletin_id = clerk.publish(title, when="at",
                                 publish_at=at.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
