@@ -100,9 +100,11 @@ def agency(system: System) -> Agency:
 
 def clerk_context(browser: Any, width: int) -> Any:
     """A browser as a clerk in Vietnam has it: Vietnamese, Vietnam's time zone."""
-    return browser.new_context(
+    context = browser.new_context(
         viewport={"width": width, "height": 900}, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh"
     )
+    context.add_init_script(STATUS_RECORDER)
+    return context
 
 
 def invite(system: System, email: str, slug: str) -> str:
@@ -150,12 +152,39 @@ def fill_editor(page: Any, bulletin: dict[str, Any], *, type_body: bool) -> None
     page.get_by_label("Chuyên mục").fill(bulletin.get("category") or "")
 
 
+# Installed before any page script: when (wall clock, ms) the status line first showed each
+# label, so the time measured is the page's own, not that of the test's polling.
+STATUS_RECORDER = """
+(() => {
+  window.__statusSeen = {};
+  const note = () => {
+    const el = document.getElementById("trang-thai");
+    const text = el ? el.textContent.trim() : "";
+    if (text && !(text in window.__statusSeen)) window.__statusSeen[text] = Date.now();
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    note();
+    const el = document.getElementById("trang-thai");
+    const what = {childList: true, characterData: true, subtree: true};
+    if (el) new MutationObserver(note).observe(el, what);
+  });
+})();
+"""
+
+
+def wait_label(page: Any, label: str, what: str, pressed: float | None) -> None:
+    """Until the status line says `label`; notes how long after `pressed` (time.time()) it
+    first did."""
+    expect(page.locator("#trang-thai")).to_contain_text(label, timeout=ONLINE_MS)
+    if pressed is not None:
+        seen: dict[str, int] = page.evaluate("window.__statusSeen")
+        first = min(ms for text, ms in seen.items() if label in text)
+        MEASURED.append((what, first / 1000 - pressed))
+
+
 def wait_online(page: Any, what: str, pressed: float | None = None) -> str:
     """Until the status line says the page is online; returns the public URL it links."""
-    status = page.locator("#trang-thai")
-    expect(status).to_contain_text("Đã đăng", timeout=ONLINE_MS)
-    if pressed is not None:
-        MEASURED.append((what, time.monotonic() - pressed))
+    wait_label(page, "Đã đăng", what, pressed)
     link = page.get_by_role("link", name="Xem trang đã đăng")
     expect(link).to_be_visible()
     href: str = link.get_attribute("href")
@@ -221,7 +250,7 @@ def test_clerk_publishes_corrects_and_withdraws_the_seed_sample(
 
         # Publish, and watch the status line until the page is online.
         day_before = today()
-        pressed = time.monotonic()
+        pressed = time.time()
         page.get_by_role("button", name="Đăng bản tin", exact=True).click()
         page.wait_for_url(STATUS_PAGE)
         console_page = page.url
@@ -232,7 +261,7 @@ def test_clerk_publishes_corrects_and_withdraws_the_seed_sample(
         eventually(
             lambda: httpx.get(address, timeout=10).status_code == 200, "the page", PUBLIC_SECONDS
         )
-        MEASURED.append(("seed sample, public page answers 200", time.monotonic() - pressed))
+        MEASURED.append(("seed sample, public page answers 200", time.time() - pressed))
         url = wait_online(page, "seed sample, console says Đã đăng", pressed)
         assert url == address
         assert url.startswith(system.gateway_url + "/"), url
@@ -270,7 +299,7 @@ def test_clerk_publishes_corrects_and_withdraws_the_seed_sample(
         page.get_by_label("Tiêu đề").fill(corrected_title)
         body = page.get_by_role("textbox", name="Nội dung")
         body.fill(body.input_value().replace(old_sentence, new_sentence))
-        pressed = time.monotonic()
+        pressed = time.time()
         page.get_by_role("button", name="Lưu bản sửa").click()
         page.wait_for_url(console_page)
         expect(page.get_by_role("heading", level=1)).to_have_text(corrected_title)
@@ -294,11 +323,10 @@ def test_clerk_publishes_corrects_and_withdraws_the_seed_sample(
         page.get_by_role("link", name="Gỡ bản tin").click()
         page.wait_for_url("**/withdraw")
         page.get_by_label("Thông báo công khai (không bắt buộc)").fill(notice)
-        pressed = time.monotonic()
+        pressed = time.time()
         page.get_by_role("button", name="Gỡ bản tin").click()
         page.wait_for_url(console_page)
-        expect(page.locator("#trang-thai")).to_contain_text("Đã gỡ", timeout=ONLINE_MS)
-        MEASURED.append(("withdrawal, console says Đã gỡ", time.monotonic() - pressed))
+        wait_label(page, "Đã gỡ", "withdrawal, console says Đã gỡ", pressed)
         expect(page.get_by_role("link", name="Sửa bản tin")).to_have_count(0)
         expect(page.get_by_role("link", name="Gỡ bản tin")).to_have_count(0)
 
@@ -424,7 +452,7 @@ def test_keyboard_only_sign_in_and_publish(system: System, agency: Agency, brows
         page.keyboard.type("Văn phòng Sở")
         publish_button = page.get_by_role("button", name="Đăng bản tin", exact=True)
         tab_to(page, publish_button)
-        pressed = time.monotonic()
+        pressed = time.time()
         page.keyboard.press("Enter")
         page.wait_for_url(STATUS_PAGE)
         expect(page.get_by_role("heading", level=1)).to_have_text(title)
@@ -582,7 +610,7 @@ def test_every_console_page_passes_axe_and_fits_the_width(
 
         # Published: the status page, while processing and once online.
         page.get_by_label("Tiêu đề").fill(bulletin["title"])
-        pressed = time.monotonic()
+        pressed = time.time()
         page.get_by_role("button", name="Đăng bản tin", exact=True).click()
         page.wait_for_url(STATUS_PAGE)
         status_url = page.url
