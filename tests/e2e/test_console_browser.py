@@ -439,7 +439,17 @@ def test_keyboard_only_sign_in_and_publish(system: System, agency: Agency, brows
         tab_to(page, page.get_by_role("link", name="Viết bản tin mới"))
         page.keyboard.press("Enter")
         page.wait_for_url("**/console/bulletins/new")
-        tab_to(page, page.get_by_label("Tiêu đề"))
+        # Sent empty first: the errors take the focus, and each one leads to its field.
+        tab_to(page, page.get_by_role("button", name="Đăng bản tin", exact=True))
+        with page.expect_navigation() as refused:
+            page.keyboard.press("Enter")
+        assert refused.value is not None and refused.value.status == 422
+        summary = page.get_by_role("alert")
+        expect(summary).to_be_focused()
+        title_error = summary.get_by_role("link").first
+        tab_to(page, title_error)
+        page.keyboard.press("Enter")
+        expect(page.get_by_label("Tiêu đề")).to_be_focused()
         page.keyboard.type(title)
         tab_to(page, page.get_by_label("Tóm tắt"))
         page.keyboard.type("Lịch tiếp công dân định kỳ của lãnh đạo Sở trong tháng 12.")
