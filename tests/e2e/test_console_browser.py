@@ -39,6 +39,7 @@ import httpx
 import pytest
 
 from services.cli.client import load_bulletin, publish
+from shared.security_headers import CONSOLE_CSP
 from shared.testing import System, eventually, start_system, stop_system
 from tests.e2e.conftest import Watch, watch_context
 from tests.e2e.test_accessibility import AXE_OPTIONS, FAILING_IMPACTS
@@ -535,9 +536,10 @@ class Scan:
         self.scanned.append(name)
 
 
-def goto(page: Any, url: str, status: int) -> None:
+def goto(page: Any, url: str, status: int) -> Any:
     response = page.goto(url)
     assert response is not None and response.status == status, (url, response and response.status)
+    return response
 
 
 @pytest.mark.timeout(600)
@@ -554,8 +556,11 @@ def test_every_console_page_passes_axe_and_fits_the_width(
     try:
         page = context.new_page()
         # Signed out.
-        goto(page, base + "/", 200)
+        response = goto(page, base + "/", 200)
         page.wait_for_url("**/console/sign-in*")
+        # The CSP the pages are checked against is the console's own (no violation means
+        # something only under it).
+        assert response.headers["content-security-policy"] == CONSOLE_CSP
         scan.check("sign-in", page)
         page.get_by_label("Thư điện tử").fill(email)
         page.get_by_label("Mật khẩu", exact=True).fill("sai-mat-khau-roi")
