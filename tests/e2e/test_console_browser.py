@@ -691,3 +691,65 @@ def test_every_console_page_passes_axe_and_fits_the_width(
         assert watch.console == [] and (watch.dialogs, watch.errors) == ([], [])
     finally:
         context.close()
+
+
+def write_short(page: Any, base: str, title: str) -> None:
+    goto(page, base + "/console/bulletins/new", 200)
+    page.get_by_label("Tiêu đề").fill(title)
+    page.get_by_role("textbox", name="Nội dung").fill("Một đoạn nội dung.")
+
+
+def count_titled(page: Any, base: str, title: str) -> int:
+    """How many of the agency's bulletins the console's search finds under `title`."""
+    goto(page, f"{base}/console/bulletins?q={title}", 200)
+    rows = page.locator("table tbody tr")
+    titles: list[str] = rows.locator("td:first-child").all_inner_texts()
+    return sum(1 for shown in titles if shown.strip() == title)
+
+
+def test_a_double_click_on_publish_makes_one_bulletin(
+    system: System, agency: Agency, browser: Any
+) -> None:
+    link = invite(system, new_email(), agency.slug)
+    base = origin(link)
+    title = f"Thông báo bấm đúp {uuid.uuid4().hex[:6]}"
+    context = clerk_context(browser, 1280)
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        write_short(page, base, title)
+        page.get_by_role("button", name="Đăng bản tin", exact=True).dblclick()
+        page.wait_for_url(STATUS_PAGE)
+        wait_online(page, "double click", None)
+        assert count_titled(page, base, title) == 1
+    finally:
+        context.close()
+
+
+def test_publishing_the_form_again_after_back_makes_no_second_bulletin(
+    system: System, agency: Agency, browser: Any
+) -> None:
+    """A clerk publishes, presses the browser's Back button and finds the editor with their
+    text still in it (Chromium restores a form's fields on Back), then presses "Đăng bản
+    tin" again: that is the same form resubmitted, and must not make a second bulletin."""
+    link = invite(system, new_email(), agency.slug)
+    base = origin(link)
+    title = f"Thông báo gửi lại {uuid.uuid4().hex[:6]}"
+    context = clerk_context(browser, 1280)
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        write_short(page, base, title)
+        page.get_by_role("button", name="Đăng bản tin", exact=True).click()
+        page.wait_for_url(STATUS_PAGE)
+        first = page.url
+        wait_online(page, "before Back", None)
+        page.go_back()
+        page.wait_for_url("**/console/bulletins/new")
+        if page.get_by_label("Tiêu đề").input_value() == title:  # the text came back
+            page.get_by_role("button", name="Đăng bản tin", exact=True).click()
+            page.wait_for_url(STATUS_PAGE)
+            assert page.url == first, "a second bulletin"
+        assert count_titled(page, base, title) == 1
+    finally:
+        context.close()
