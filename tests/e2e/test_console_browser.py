@@ -753,3 +753,24 @@ def test_publishing_the_form_again_after_back_makes_no_second_bulletin(
         assert count_titled(page, base, title) == 1
     finally:
         context.close()
+
+
+def test_after_signing_out_back_shows_no_signed_in_page(
+    system: System, agency: Agency, browser: Any
+) -> None:
+    """On a shared office computer: after "Đăng xuất", the Back button must not bring the
+    agency's list back from the browser's memory."""
+    link = invite(system, new_email(), agency.slug)
+    context = clerk_context(browser, 1280)
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        goto(page, origin(link) + "/console/bulletins/new", 200)
+        page.get_by_role("button", name="Đăng xuất").click()
+        page.wait_for_url("**/console/sign-in*")
+        page.go_back()
+        page.wait_for_load_state("load")
+        assert "/console/sign-in" in page.url, page.url
+        expect(page.get_by_role("button", name="Đăng xuất")).to_have_count(0)
+    finally:
+        context.close()
