@@ -774,3 +774,31 @@ def test_after_signing_out_back_shows_no_signed_in_page(
         expect(page.get_by_role("button", name="Đăng xuất")).to_have_count(0)
     finally:
         context.close()
+
+
+def test_the_console_works_without_javascript(system: System, agency: Agency, browser: Any) -> None:
+    """The script only enhances: with it off, a clerk still previews, publishes and, by
+    reloading, sees the page online."""
+    link = invite(system, new_email(), agency.slug)
+    title = f"Thông báo không cần JavaScript {uuid.uuid4().hex[:6]}"
+    context = browser.new_context(java_script_enabled=False, locale="vi-VN")
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        write_short(page, origin(link), title)
+        page.get_by_role("button", name="Xem trước", exact=True).click()
+        preview = page.frame_locator('iframe[title="Xem trước trên máy tính"]')
+        expect(preview.locator("h1")).to_have_text(title)
+        page.get_by_role("button", name="Đăng bản tin", exact=True).click()
+        page.wait_for_url(STATUS_PAGE)
+
+        def online() -> bool:
+            page.reload()
+            return "Đã đăng" in page.locator("#trang-thai").inner_text()
+
+        eventually(online, "the status page saying Đã đăng after a reload", PUBLIC_SECONDS)
+        public = page.get_by_role("link", name="Xem trang đã đăng")
+        expect(public).to_be_visible()
+        assert httpx.get(public.get_attribute("href"), timeout=10).status_code == 200
+    finally:
+        context.close()
