@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
@@ -68,6 +69,12 @@ class Settings(BaseSettings):
         description="Web console: failed sign-ins allowed per e-mail address (and ten times "
         "that per client address), shared through Redis; past it the sign-in form refuses "
         "every attempt, right or wrong, until the window frees.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks (CIDR) of the reverse proxies in "
+        "front of ingest whose `X-Forwarded-For` is believed, for the sign-in limit per client "
+        "address. Empty: the connecting address is the client's.",
     )
     console_session_hours: float = Field(
         12,
@@ -202,6 +209,18 @@ class Settings(BaseSettings):
     def _valid_rate(cls, value: str) -> str:
         limits.parse(value)  # raises on a typo: fail at start-up, not at the first write
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        for part in filter(None, (item.strip() for item in value.split(","))):
+            ipaddress.ip_network(part, strict=False)  # raises on a typo, at start-up
+        return value
+
+    @cached_property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        parts = (item.strip() for item in self.trusted_proxies.split(","))
+        return tuple(ipaddress.ip_network(part, strict=False) for part in parts if part)
 
     @field_validator("timezone")
     @classmethod
