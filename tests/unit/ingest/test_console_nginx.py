@@ -5,11 +5,16 @@ tests/unit/gateway/test_nginx_front.py (its fixtures); skips without nginx."""
 
 from __future__ import annotations
 
+import json
+import unicodedata
+from pathlib import Path
+
 import pytest
 
 from bench import gateway as harness
 from shared.security_headers import API_HEADERS, CONSOLE_HEADERS
 from tests.unit.gateway.test_nginx_front import (  # noqa: F401 (fixtures)
+    INGEST_LIMIT,
     assert_once,
     fetch,
     ingest_ports,
@@ -66,3 +71,73 @@ def test_a_refused_console_form_is_an_html_page_with_the_console_headers(
     assert got == 403 and headers["content-type"].startswith("text/html")
     assert_once(CONSOLE)
     assert "retry-after" not in headers
+
+
+# -- nginx's own refusals on /console: pages for a person, not the API's problem+json ----------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def assert_console_error_page(headers: dict[str, str], body: bytes, heading: str) -> None:
+    """A short Vietnamese page (lang, title, what happened, what to do), the console's headers."""
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert_once(CONSOLE)  # Cache-Control: no-store and the console's CSP, once each
+    page = body.decode()
+    assert '<html lang="vi">' in page and f"<title>{heading} – Bantin</title>" in page
+    assert f"<h1>{heading}</h1>" in page and 'role="alert"' in page
+    assert "quay lại trang trước (nội dung vẫn còn trong trình duyệt)" in page
+    assert page == unicodedata.normalize("NFC", page)
+
+
+def test_a_post_over_the_limit_to_the_console_is_a_vietnamese_page(
+    ports: tuple[int, int],  # noqa: F811
+    ingest_ports: tuple[int, int],  # noqa: F811
+) -> None:
+    too_large = b"body=" + b"a" * INGEST_LIMIT
+    status, headers, body = fetch(
+        ingest_ports[1], "POST", "/console/bulletins/new", FORM, too_large
+    )
+    assert status == 413
+    assert_console_error_page(headers, body, "Nội dung quá dài")
+    assert "1,0 MB" in body.decode() and "retry-after" not in headers
+    # The API beside it keeps its problem+json for the same refusal.
+    status, headers, body = fetch(ingest_ports[1], "POST", "/v1/bulletins",
+                                  {"Content-Type": "application/json"}, too_large)  # fmt: skip
+    assert status == 413 and headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == 413
+    assert_once(API)
+
+
+def test_ingest_down_is_a_vietnamese_page_on_the_console_and_json_on_the_api(
+    site: Path,  # noqa: F811
+) -> None:
+    """Its own nginx, nothing listening where ingest should be (as while ingest restarts)."""
+    work = site.parent / "console-ingest-down"
+    nginx_port, front, dead = harness.free_port(), harness.free_port(), harness.free_port()
+    conf = harness._production_conf(site, nginx_port, harness.free_port(), (front, dead))
+    nginx = harness.Server("nginx-console", front, harness.nginx_starter(work, "nginx", conf))
+    nginx.process = nginx.start()
+    try:
+        harness.wait_ready(harness.Server("site", nginx_port, nginx.start, nginx.process), "/")
+        posted = b"title=T%C3%AAn"  # a form sent while ingest is down: the same page
+        for method, path, form in (("GET", "/console/bulletins", None),
+                                   ("POST", "/console/bulletins/new", posted)):  # fmt: skip
+            status, headers, body = fetch(front, method, path, FORM if form else None, form)
+            assert status == 503, (method, path)
+            assert_console_error_page(headers, body, "Hệ thống đang bận hoặc tạm ngừng")
+            assert "hãy thử lại sau ít phút" in body.decode()
+            assert headers["retry-after"] == "5"
+        status, headers, body = fetch(front, "GET", "/v1/bulletins/1")
+        assert status == 503 and headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["status"] == 503
+        assert_once(API)
+        # Past nginx's per-address limit (200/s, bursts of 400): the console's own 429 page.
+        for _ in range(3000):  # bounded: about 600 are enough at any speed this machine has
+            status, headers, body = fetch(front, "GET", "/console/sign-in")
+            if status == 429:
+                break
+        assert status == 429, "the per-address limit never refused"
+        assert_console_error_page(headers, body, "Quá nhiều yêu cầu")
+        assert headers["retry-after"] == "1"  # (the API's own 429 is test_nginx_front's)
+    finally:
+        harness.stop(nginx.process)
