@@ -66,9 +66,10 @@ class Settings(BaseSettings):
     )
     sign_in_rate_limit: str = Field(
         "5 per 15 minutes",
-        description="Web console: failed sign-ins allowed per e-mail address (and ten times "
-        "that per client address), shared through Redis; past it the sign-in form refuses "
-        "every attempt, right or wrong, until the window frees.",
+        description="Web console: sign-in attempts allowed per (e-mail address, client "
+        "address) pair, and ten times that per e-mail address and per client address, shared "
+        "through Redis; a successful sign-in clears the pair's and the e-mail's count. Past a "
+        "budget the sign-in form refuses every attempt, right or wrong, until the window frees.",
     )
     trusted_proxies: str = Field(
         "",

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio
 import limits
 from fastapi import Request, Response
 from limits.errors import StorageError
@@ -35,9 +36,13 @@ COOKIE_PATH = "/console"
 CSRF_FIELD = "csrf_token"
 HOME = "/console/bulletins"
 SIGN_IN = "/console/sign-in"
-# A per-address budget this many times the per-address one: an office behind one address
-# holds many clerks, but one address trying many e-mails is a guesser.
-ADDRESS_FACTOR = 10
+# The per-e-mail and per-address budgets, this many times the pair's: an office behind one
+# address holds many clerks, and a clerk's e-mail is public, but one address trying many
+# e-mails, or many addresses one e-mail, is a guesser.
+WIDE_FACTOR = 10
+# argon2 checks at once per process (about the cores): each takes ~64 MiB and ~0.1 s of CPU,
+# and a burst of anonymous sign-ins must not take the thread pool the API's requests share.
+ARGON2_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,23 @@ class Viewer:
         return self.name or self.email
 
 
-def _behind_proxy(request: Request) -> bool:
-    """The peer is on a private or loopback address: a proxy of ours (nginx), whose
-    X-Forwarded-* headers can be believed."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _within(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _behind_proxy(request: Request, trusted: tuple[Network, ...]) -> bool:
+    """The peer is a named proxy, or on a private or loopback address: only whether cookies
+    are Secure depends on this (a forged https there only makes cookies stricter)."""
     peer = request.client.host if request.client else ""
+    if _within(peer, trusted):
+        return True
     try:
         return ipaddress.ip_address(peer).is_private
     except ValueError:
@@ -75,7 +93,7 @@ def secure_cookies(settings: Settings, request: Request) -> bool:
     return (
         settings.resolved_ingest_url.startswith("https:")
         or request.url.scheme == "https"
-        or (forwarded == "https" and _behind_proxy(request))
+        or (forwarded == "https" and _behind_proxy(request, settings.trusted_networks))
     )
 
 
@@ -127,20 +145,23 @@ def safe_next(value: object) -> str:
     return value
 
 
-def client_address(request: Request) -> str:
-    """The client's address. Behind a proxy on a private or loopback address (nginx in the
-    compose network, or on the same host) the last X-Forwarded-For entry is the one that
-    proxy added, so it is the real client; a directly connected client cannot forge it."""
+def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> str:
+    """The client's address: the connecting peer, unless it is one of our proxies
+    (BANTIN_TRUSTED_PROXIES); then the right-most X-Forwarded-For entry that is not itself a
+    trusted proxy. Entries left of it were written by the client and are never believed."""
     peer = request.client.host if request.client else "unknown"
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        last = forwarded.split(",")[-1].strip()
-        if last and _behind_proxy(request):
-            try:
-                return str(ipaddress.ip_address(last))
-            except ValueError:
-                pass
-    return peer
+    if not _within(peer, trusted):
+        return peer
+    address = peer
+    entries = ",".join(request.headers.getlist("x-forwarded-for")).split(",")
+    for entry in reversed(entries):
+        try:
+            address = str(ipaddress.ip_address(entry.strip()))
+        except ValueError:
+            break  # garbage from a proxy we trust: the last address it vouched for stands
+        if not _within(address, trusted):
+            break
+    return address
 
 
 @dataclass(frozen=True)
@@ -149,12 +170,16 @@ class Refusal:
 
 
 class SignInLimiter:
-    """Failed sign-ins per e-mail address (`rate`) and per client address (ten times `rate`),
-    in Redis so every ingest process shares them (in memory without Redis).
+    """Sign-in attempts per (e-mail, client address) pair (`rate`), and ten times `rate` per
+    e-mail address alone and per client address alone, in Redis so every ingest process
+    shares them (in memory without Redis).
 
-    Only failures are counted; once either budget is spent every attempt is refused, a right
-    password too, until the oldest failure leaves the moving window. Fail open while Redis
-    errs (as shared/ratelimit.py does): argon2 still makes each guess slow."""
+    Each attempt is taken from every budget before its password is checked (one atomic hit
+    each), so simultaneous guesses cannot exceed them; a successful sign-in clears the
+    pair's and the e-mail's count, so in effect only failures accumulate there. A stranger
+    must spend the e-mail's whole (tenfold) budget, from ten addresses, to lock a clerk out.
+    Fail open while Redis errs (as shared/ratelimit.py does): argon2 still makes each guess
+    slow."""
 
     def __init__(self, url: str | None, rate: str) -> None:
         storage: Storage
@@ -166,38 +191,41 @@ class SignInLimiter:
                 socket_connect_timeout=REDIS_TIMEOUT,
             )  # fmt: skip
         self._limiter = MovingWindowRateLimiter(storage)
-        self._per_email = limits.parse(rate)
-        self._per_address = type(self._per_email)(
-            self._per_email.amount * ADDRESS_FACTOR, self._per_email.multiples
+        self._per_pair = limits.parse(rate)
+        self._wide = type(self._per_pair)(
+            self._per_pair.amount * WIDE_FACTOR, self._per_pair.multiples
         )
         self._paused_until = 0.0
 
     def _keys(self, email: str, address: str) -> list[tuple[limits.RateLimitItem, tuple[str, ...]]]:
         return [
-            (self._per_email, ("sign-in", "email", email)),
-            (self._per_address, ("sign-in", "address", address)),
+            (self._per_pair, ("sign-in", "pair", email, address)),
+            (self._wide, ("sign-in", "email", email)),
+            (self._wide, ("sign-in", "address", address)),
         ]
 
-    def check(self, email: str, address: str) -> Refusal | None:
-        """A refusal if either budget is spent (nothing is counted here)."""
+    def take(self, email: str, address: str) -> Refusal | None:
+        """Count this attempt against every budget, or a refusal once one is spent (the
+        budgets before it in `_keys` have been charged: a refused attempt still counts)."""
         if time.monotonic() < self._paused_until:
             return None
         try:
             for item, identity in self._keys(email, address):
-                if not self._limiter.test(item, *identity):
+                if not self._limiter.hit(item, *identity):
                     stats = self._limiter.get_window_stats(item, *identity)
                     return Refusal(max(1, math.ceil(stats.reset_time - time.time())))
         except (RedisError, StorageError, OSError) as exc:
             self._pause(exc)
         return None
 
-    def fail(self, email: str, address: str) -> None:
-        """Count a failed attempt against both budgets."""
+    def succeeded(self, email: str, address: str) -> None:
+        """The right password: the pair's and the e-mail's attempts no longer count. (The
+        address's do: one account of one's own must not reset a guesser's address.)"""
         if time.monotonic() < self._paused_until:
             return
         try:
-            for item, identity in self._keys(email, address):
-                self._limiter.hit(item, *identity)
+            for item, identity in self._keys(email, address)[:2]:
+                self._limiter.clear(item, *identity)
         except (RedisError, StorageError, OSError) as exc:
             self._pause(exc)
 
@@ -213,4 +241,14 @@ def sign_in_limiter(settings: Settings, state: object) -> SignInLimiter:
         found = SignInLimiter(storage_url(settings.broker_url), settings.sign_in_rate_limit)
         setattr(state, "sign_in_limiter", found)  # noqa: B010 (a Starlette State)
     assert isinstance(found, SignInLimiter)
+    return found
+
+
+def argon2_limiter(state: object) -> anyio.CapacityLimiter:
+    """The process's bound on simultaneous password hashing and checking (made in the loop)."""
+    found = getattr(state, "argon2_limiter", None)
+    if found is None:
+        found = anyio.CapacityLimiter(ARGON2_AT_ONCE)
+        setattr(state, "argon2_limiter", found)  # noqa: B010 (a Starlette State)
+    assert isinstance(found, anyio.CapacityLimiter)
     return found

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -330,11 +331,12 @@ async def sign_in(request: Request) -> Response:
     password = str(data.get("password") or "")
     target = auth.safe_next(data.get("next"))
     key = users.normalise_email(email)
-    address = auth.client_address(request)
+    address = auth.client_address(request, settings.trusted_networks)
     limiter = auth.sign_in_limiter(settings, request.app.state)
     token, new = auth.anonymous_csrf(request)
 
-    refusal = await run_in_threadpool(limiter.check, key, address)
+    # Taken before the password is checked: simultaneous guesses cannot outrun the budget.
+    refusal = await run_in_threadpool(limiter.take, key, address)
     if refusal is not None:
         minutes = max(1, -(-refusal.retry_after // 60))
         until = local_text(utcnow() + timedelta(seconds=refusal.retry_after), settings)
@@ -352,13 +354,18 @@ async def sign_in(request: Request) -> Response:
         user = users.authenticate(session, email, password)
         return None if user is None else _start(session, user, settings, old)
 
-    session_token = await run_in_threadpool(_in_session, settings, attempt)
+    session_token = await _hashing(request, lambda: _in_session(settings, attempt))
     if session_token is None:
-        await run_in_threadpool(limiter.fail, key, address)
         response = page(request, "sign_in.html", csrf_token=token, email=email, next=target,
                         error="Thư điện tử hoặc mật khẩu không đúng.")  # fmt: skip
         return _with_anonymous_csrf(request, response, token, new)
+    await run_in_threadpool(limiter.succeeded, key, address)
     return _signed_in(request, session_token, target)
+
+
+async def _hashing(request: Request, work: Callable[[], T]) -> T:
+    """Work that runs argon2, in a thread under the process's small argon2 limiter."""
+    return await anyio.to_thread.run_sync(work, limiter=auth.argon2_limiter(request.app.state))
 
 
 @router.post("/sign-out")
@@ -442,7 +449,7 @@ async def accept_invite(request: Request, token: str) -> Response:
         user = users.accept_invite(session, token, password)
         return None if user is None else _start(session, user, settings, old)
 
-    session_token = await run_in_threadpool(_in_session, settings, accept)
+    session_token = await _hashing(request, lambda: _in_session(settings, accept))
     if session_token is None:
         raise _invite_gone()
     return _signed_in(request, session_token, auth.HOME)

@@ -8,7 +8,10 @@ import json
 import re
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from html import unescape
 from typing import Any
@@ -470,12 +473,105 @@ def _request(peer: str, forwarded: str | None) -> Request:
                     "client": (peer, 1234), "query_string": b""})  # fmt: skip
 
 
-def test_the_client_address_trusts_forwarding_only_from_a_private_proxy() -> None:
-    assert client_address(_request("172.18.0.5", "203.0.113.9")) == "203.0.113.9"
-    assert client_address(_request("127.0.0.1", "1.2.3.4, 203.0.113.9")) == "203.0.113.9"
-    assert client_address(_request("93.184.216.34", "203.0.113.9")) == "93.184.216.34"
-    assert client_address(_request("172.18.0.5", "not-an-address")) == "172.18.0.5"
-    assert client_address(_request("172.18.0.5", None)) == "172.18.0.5"
+def test_the_client_address_believes_forwarding_only_from_a_trusted_proxy() -> None:
+    trusted = Settings(trusted_proxies="172.18.0.0/16, 10.0.0.1").trusted_networks
+    assert client_address(_request("172.18.0.5", "203.0.113.9"), trusted) == "203.0.113.9"
+    # Entries left of what our proxies added are the client's to write.
+    assert client_address(_request("10.0.0.1", "1.2.3.4, 203.0.113.9"), trusted) == "203.0.113.9"
+    # A chain of our proxies: the right-most address that is not one of them.
+    chain = "1.2.3.4, 203.0.113.9, 172.18.0.7"
+    assert client_address(_request("10.0.0.1", chain), trusted) == "203.0.113.9"
+    assert client_address(_request("93.184.216.34", "203.0.113.9"), trusted) == "93.184.216.34"
+    assert client_address(_request("172.18.0.5", "not-an-address"), trusted) == "172.18.0.5"
+    assert client_address(_request("172.18.0.5", None), trusted) == "172.18.0.5"
+    # Nothing is trusted by default, a private or loopback peer included.
+    assert client_address(_request("127.0.0.1", "203.0.113.9")) == "127.0.0.1"
+    assert client_address(_request("172.18.0.5", "203.0.113.9")) == "172.18.0.5"
+
+
+def _sign_in(client: TestClient, token: str, email: str, password: str,
+             forwarded: str | None = None) -> int:  # fmt: skip
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    data = {"csrf_token": token, "email": email, "password": password}
+    answer = client.post("/console/sign-in", headers=headers, data=data, follow_redirects=False)
+    return answer.status_code
+
+
+def test_a_stranger_cannot_lock_a_clerk_out_from_one_address(tmp_path: Any) -> None:
+    """3 per minute per (e-mail, address) pair: the guesser's address is refused, the clerk
+    at another address still signs in; only the e-mail's tenfold budget stops everyone."""
+    settings = make_settings(tmp_path, sign_in_rate_limit="3 per 1 minute",
+                             trusted_proxies="10.0.0.1")  # fmt: skip
+    with TestClient(create_app(settings), client=("10.0.0.1", 5000)) as client:
+        new_agency(settings, "so-khoa")
+        sign_up(client, settings, "so-khoa", "khoa@example.vn")
+        client.cookies.clear()
+        token = token_of(client.get("/console/sign-in").text)
+        for _ in range(3):
+            assert _sign_in(client, token, "khoa@example.vn", "sai", "198.51.100.1") == 200
+        assert _sign_in(client, token, "khoa@example.vn", PASSWORD, "198.51.100.1") == 429
+        assert _sign_in(client, token, "KHOA@example.vn", PASSWORD, "203.0.113.5") == 303
+        client.cookies.clear()
+        token = token_of(client.get("/console/sign-in").text)
+        # Guesses spread over ten addresses spend the e-mail's budget (30): then it stops.
+        for n in range(30):
+            assert (
+                _sign_in(client, token, "khoa@example.vn", "sai", f"198.51.100.{10 + n // 3}")
+                == 200
+            )
+        assert _sign_in(client, token, "khoa@example.vn", PASSWORD, "203.0.113.5") == 429
+
+
+def test_a_successful_sign_in_clears_the_count(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-xoa")
+    sign_up(client, settings, "so-xoa", "xoa@example.vn")
+    client.cookies.clear()
+    token = token_of(client.get("/console/sign-in").text)
+    assert [_sign_in(client, token, "xoa@example.vn", "sai") for _ in range(2)] == [200, 200]
+    assert _sign_in(client, token, "xoa@example.vn", PASSWORD) == 303
+    client.cookies.clear()
+    token = token_of(client.get("/console/sign-in").text)
+    assert [_sign_in(client, token, "xoa@example.vn", "sai") for _ in range(3)] == [200] * 3
+    assert _sign_in(client, token, "xoa@example.vn", PASSWORD) == 429
+
+
+def test_simultaneous_guesses_cannot_pass_the_limit_and_argon2_is_bounded(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12 wrong passwords at once for one e-mail (3 allowed): at most 3 are checked, and
+    never more than two argon2 checks run at once."""
+    new_agency(settings, "so-dong-thoi")
+    sign_up(client, settings, "so-dong-thoi", "dt@example.vn")
+    client.cookies.clear()
+    token = token_of(client.get("/console/sign-in").text)
+    checked, running, most = [], [0], [0]
+    lock = threading.Lock()
+    real = users.authenticate
+
+    def slow(session: Any, email: str, password: str) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            checked.append(email)
+        try:
+            time.sleep(0.2)  # keeps the requests overlapping
+            return real(session, email, password)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(users, "authenticate", slow)
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(lambda _: _sign_in(client, token, "dt@example.vn", "sai"),
+                              range(12)))  # fmt: skip
+    assert sorted(codes) == [200] * 3 + [429] * 9
+    assert len(checked) == 3 and most[0] <= 2
+
+    # A burst over many e-mails: still two at a time.
+    most[0] = 0
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: _sign_in(client, token, f"x{n}@example.vn", "sai"), range(8)))
+    assert 1 <= most[0] <= 2
 
 
 @pytest.mark.parametrize(
