@@ -906,8 +906,20 @@ async def edit_submit(request: Request, bulletin_id: int) -> Response:
             lambda s: _save(s, settings, request, viewer, bulletin_id, bulletin_in, revision),
         )  # fmt: skip
     except Problem as problem:
+        if problem.status == 412 and await run_in_threadpool(
+            _in_session, settings, lambda s: _holds(s, viewer, bulletin_id, bulletin_in)
+        ):
+            # The same save sent twice, or a colleague saved exactly this: nothing to resolve.
+            return see_other(f"/console/bulletins/{bulletin_id}")
         return await _save_refused(request, viewer, form, editing, problem, categories)
     return see_other(f"/console/bulletins/{bulletin_id}")
+
+
+def _holds(session: Session, viewer: auth.Viewer, bulletin_id: int,
+           bulletin_in: BulletinCreate) -> bool:  # fmt: skip
+    """The bulletin's current revision has exactly this content."""
+    current = service.owned_bulletin(session, viewer.agency_id, bulletin_id)
+    return current.content_hash == service.request_hash(bulletin_in)
 
 
 async def _save_refused(

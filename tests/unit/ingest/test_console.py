@@ -301,6 +301,27 @@ def test_two_editors_get_a_conflict_and_the_first_change_stands(
         assert bulletin is not None and bulletin.title == "Bản của người thứ nhất"
 
 
+def test_the_same_save_twice_is_not_a_conflict(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-luu-lai")
+    sign_up(client, settings, "so-luu-lai", "luu@example.vn")
+    bulletin_id = publish(client)
+    html = client.get(f"/console/bulletins/{bulletin_id}/edit").text
+    data = editor_fields(title="Bản sửa một lần", when="keep") | {
+        "csrf_token": token_of(html), "revision": field(REVISION, html), "action": "save",
+    }  # fmt: skip
+    path = f"/console/bulletins/{bulletin_id}/edit"
+    first = client.post(path, data=data, follow_redirects=False)
+    again = client.post(path, data=data, follow_redirects=False)  # Back, then save again
+    assert first.status_code == again.status_code == 303
+    assert again.headers["location"] == f"/console/bulletins/{bulletin_id}"
+    # A different text against the old revision still is a conflict.
+    other = client.post(path, data={**data, "title": "Khác"}, follow_redirects=False)
+    assert other.status_code == 409
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, bulletin_id)
+        assert bulletin is not None and bulletin.revision == 2
+
+
 def test_withdraw_with_a_notice(client: TestClient, settings: Settings) -> None:
     new_agency(settings, "so-go")
     csrf = sign_up(client, settings, "so-go", "go@example.vn")

@@ -102,8 +102,12 @@ def page(browser: Any, client: TestClient) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(CSP_RECORDER)
 
+    posted: list[str] = []
+
     def answer(route: Any) -> None:
         request = route.request
+        if request.method == "POST":
+            posted.append(request.post_data_buffer.decode("utf-8", "replace"))
         response = client.request(
             request.method, request.url.removeprefix(ORIGIN),
             content=request.post_data_buffer,
@@ -115,6 +119,7 @@ def page(browser: Any, client: TestClient) -> Iterator[Any]:
 
     context.route(f"{ORIGIN}/**", answer)
     opened = context.new_page()
+    opened.posted = posted  # the bodies of the posts the browser sent, in order
     opened.goto(f"{ORIGIN}/console/bulletins/new")
     yield opened
     assert opened.evaluate("window.__cspViolations") == []
@@ -155,3 +160,24 @@ def test_the_markdown_toolbar_shows_with_markdown_and_wraps_the_selection(page: 
     # Markdown); a synthetic event's default inserts nothing, so nothing changes.
     body.fill("")
     assert page.evaluate(PASTE, ["", "- a\n- b"]) == ""
+
+
+def test_a_second_press_while_the_post_is_on_its_way_is_dropped(page: Any) -> None:
+    page.get_by_label("Tiêu đề").fill("Bấm hai lần")
+    page.get_by_role("textbox", name="Nội dung").fill("Một đoạn.")
+    # Both presses in one task: the second comes while the first post is on its way.
+    prevented = page.evaluate("""() => {
+      const button = [...document.querySelectorAll("button[name=action]")]
+        .find((b) => b.value === "preview");
+      const seen = [];
+      window.addEventListener("submit", (event) => seen.push(event.defaultPrevented));
+      button.click();
+      button.click();
+      return seen;
+    }""")
+    assert prevented == [False, True]
+    frame = page.frame_locator('iframe[title="Xem trước trên máy tính"]')
+    sync_api.expect(frame.locator("h1")).to_have_text("Bấm hai lần")
+    assert len(page.posted) == 1
+    # The pressed button's name and value went with the post.
+    assert 'name="action"\r\n\r\npreview' in page.posted[0]

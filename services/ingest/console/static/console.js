@@ -4,6 +4,7 @@
  *   handler that keeps a word processor's paragraphs and drops its styling.
  * - A bulletin's page: its status, polled until the bulletin is settled (online, scheduled,
  *   withdrawn or failed).
+ * - Every form: a second press while its post is on its way is dropped.
  *
  * No innerHTML anywhere (the console's CSP requires Trusted Types): text goes in through
  * textContent and the textarea's own editing. Pasted HTML is parsed into an inert document
@@ -316,7 +317,44 @@
     }
   }
 
+  // ---- one submission at a time ---------------------------------------------------------
+
+  // A second press while the first post is on its way is dropped (the idempotency key would
+  // answer it anyway, but the clerk would wait twice). The buttons are never disabled: the
+  // pressed one's name and value (action=publish, …) must go with the post. Released when the
+  // page comes back from the history cache, and after a while in case the network hung.
+  var RELEASE_MS = 15000;
+
+  function initSubmitOnce() {
+    var forms = document.querySelectorAll("form[method=post]");
+    for (var i = 0; i < forms.length; i++) {
+      forms[i].addEventListener("submit", function (event) {
+        var form = event.currentTarget;
+        if (form.getAttribute("data-submitting") === "true") {
+          event.preventDefault();
+          return;
+        }
+        form.setAttribute("data-submitting", "true");
+        form.setAttribute("aria-busy", "true");
+        window.setTimeout(function () {
+          release(form);
+        }, RELEASE_MS);
+      });
+    }
+    window.addEventListener("pageshow", function () {
+      for (var j = 0; j < forms.length; j++) {
+        release(forms[j]);
+      }
+    });
+  }
+
+  function release(form) {
+    form.removeAttribute("data-submitting");
+    form.removeAttribute("aria-busy");
+  }
+
   function init() {
+    initSubmitOnce();
     initEditor();
     initStatus();
     initFocus();
