@@ -141,3 +141,41 @@ def test_ingest_down_is_a_vietnamese_page_on_the_console_and_json_on_the_api(
         assert headers["retry-after"] == "1"  # (the API's own 429 is test_nginx_front's)
     finally:
         harness.stop(nginx.process)
+
+
+def test_the_access_log_format_masks_invite_tokens(
+    site: Path,  # noqa: F811
+    ports: tuple[int, int],  # noqa: F811
+    ingest_ports: tuple[int, int],  # noqa: F811
+) -> None:
+    """The file's "bantin" log format, turned on as its comment says, in front of the real
+    ingest: an invite link's token never reaches the log, however the URL is spelled."""
+    work = site.parent / "access-log"
+    log = work / "access.log"
+    front = harness.free_port()
+    conf = harness._production_conf(site, harness.free_port(), ports[0], (front, ingest_ports[0]))
+    assert "    access_log off;\n" in conf
+    conf = conf.replace("    access_log off;\n", f"    access_log {log} bantin;\n", 1)
+    nginx = harness.Server("nginx-log", front, harness.nginx_starter(work, "nginx", conf))
+    nginx.process = nginx.start()
+    token = "Kd9x-Bi_mat-" + "q" * 31  # shaped as secrets.token_urlsafe(32)
+    try:
+        harness.wait_ready(nginx, "/healthz")
+        # Whatever ingest answers (no such invite here), only the log matters.
+        for path in (f"/console/invite/{token}", f"/console/%69nvite/{token}",
+                     f"//console/invite/{token}?a=1"):  # fmt: skip
+            fetch(front, "GET", path)
+        fetch(front, "POST", f"/console/invite/{token}", FORM, b"password=x")
+        referer = {"Referer": f"https://api.tin.example/console/invite/{token}"}
+        assert (
+            fetch(front, "GET", "/console/sign-in?next=%2Fconsole%2Fbulletins", referer)[0] == 200
+        )
+    finally:
+        harness.stop(nginx.process)
+    logged = log.read_text()
+    assert token not in logged and token[:12] not in logged
+    assert logged.count('"GET /console/invite/[masked] HTTP/1.1"') == 3, logged
+    assert logged.count('"POST /console/invite/[masked] HTTP/1.1"') == 1
+    assert '"[masked: invite]"' in logged and '"-"' in logged  # Referers: that one, none
+    # Everything else is logged as it came.
+    assert '"GET /console/sign-in?next=%2Fconsole%2Fbulletins HTTP/1.1" 200' in logged
