@@ -246,9 +246,10 @@ def test_app_environment_points_at_the_compose_services(
 ) -> None:
     # The web apps add only prometheus-client's multiprocess directory (uvicorn --workers),
     # and ingest alone holds the operators' token.
-    web_only = {"PROMETHEUS_MULTIPROC_DIR", "BANTIN_OPERATOR_TOKEN"}
-    holders = [name for name in sorted(APPS) if "BANTIN_OPERATOR_TOKEN" in _env(services[name])]
-    assert holders == ["ingest"]
+    web_only = {"PROMETHEUS_MULTIPROC_DIR", "BANTIN_OPERATOR_TOKEN", "BANTIN_TRUSTED_PROXIES"}
+    for ingest_only in ("BANTIN_OPERATOR_TOKEN", "BANTIN_TRUSTED_PROXIES"):
+        holders = [name for name in sorted(APPS) if ingest_only in _env(services[name])]
+        assert holders == ["ingest"], ingest_only
     envs = [
         {k: v for k, v in _env(services[name]).items() if k not in web_only}
         for name in sorted(APPS)
@@ -450,3 +451,20 @@ def test_nginx_fronts_ingest_with_its_body_limit(services: dict[str, dict[str, A
     # The site must come up without ingest: ingest is resolved per request, not at start.
     assert "ingest" not in _depends_on(services["web"])
     assert "resolver 127.0.0.11" in ingest
+
+
+def test_ingest_trusts_only_its_private_network_as_proxies(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """For the console's sign-in limit per address: nginx, on the compose network, names the
+    client; ingest publishes no port, so nothing outside that network reaches it, and nginx
+    passes the address it saw alone (a client's own X-Forwarded-For never reaches ingest)."""
+    value = _env(services["ingest"])["BANTIN_TRUSTED_PROXIES"]
+    settings = Settings(trusted_proxies=value)
+    assert all(network.is_private for network in settings.trusted_networks)
+    assert [str(n) for n in settings.trusted_networks] == [
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]  # fmt: skip
+    assert "ports" not in services["ingest"]
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    (ingest,) = [block for block in _server_blocks(conf) if "ingest:8001" in block]
+    assert re.findall(r"proxy_set_header X-Forwarded-For (\S+);", ingest) == ["$remote_addr"]

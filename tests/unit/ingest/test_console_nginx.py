@@ -5,7 +5,9 @@ tests/unit/gateway/test_nginx_front.py (its fixtures); skips without nginx."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -179,3 +181,46 @@ def test_the_access_log_format_masks_invite_tokens(
     assert '"[masked: invite]"' in logged and '"-"' in logged  # Referers: that one, none
     # Everything else is logged as it came.
     assert '"GET /console/sign-in?next=%2Fconsole%2Fbulletins HTTP/1.1" 200' in logged
+
+
+class _EchoForwardedFor(http.server.BaseHTTPRequestHandler):
+    """Stands where ingest would: answers with the X-Forwarded-For lines it was given."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = json.dumps(self.headers.get_all("X-Forwarded-For") or []).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_ingest_is_told_the_address_nginx_saw_never_the_clients_own_forwarded_for(
+    site: Path,  # noqa: F811
+) -> None:
+    """Compose trusts ingest's private network as proxies (BANTIN_TRUSTED_PROXIES), so the
+    sign-in limit per address must never see an X-Forwarded-For the client wrote."""
+    echo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoForwardedFor)
+    thread = threading.Thread(target=echo.serve_forever, daemon=True)
+    thread.start()
+    work = site.parent / "forwarded-for"
+    front = harness.free_port()
+    conf = harness._production_conf(
+        site, harness.free_port(), harness.free_port(), (front, echo.server_address[1])
+    )
+    nginx = harness.Server("nginx-xff", front, harness.nginx_starter(work, "nginx", conf))
+    nginx.process = nginx.start()
+    try:
+        harness.wait_ready(nginx, "/healthz")
+        for path in ("/console/sign-in", "/v1/bulletins/1"):
+            for forged in ({}, {"X-Forwarded-For": "203.0.113.7"},
+                           {"X-Forwarded-For": "198.51.100.1, 10.0.0.9"}):  # fmt: skip
+                status, _, body = fetch(front, "GET", path, forged)
+                assert (status, json.loads(body)) == (200, ["127.0.0.1"]), (path, forged)
+    finally:
+        harness.stop(nginx.process)
+        echo.shutdown()
+        echo.server_close()
