@@ -70,6 +70,30 @@ def replay(session: Session, agency_id: int, key: str, digest: str) -> Bulletin 
     return existing
 
 
+def key_used(session: Session, agency_id: int, key: str) -> bool:
+    """Whether this idempotency key already made one of the agency's bulletins."""
+    found = session.scalar(
+        select(Bulletin.id).where(Bulletin.agency_id == agency_id, Bulletin.idempotency_key == key)
+    )
+    return found is not None
+
+
+def recent_twin(session: Session, agency_id: int, digest: str, since: datetime) -> Bulletin | None:
+    """The agency's newest bulletin made from the very same request (`request_hash`) since
+    `since` and not withdrawn: what a form sent again with a new key would duplicate."""
+    return session.scalar(
+        select(Bulletin)
+        .where(
+            Bulletin.agency_id == agency_id,
+            Bulletin.request_hash == digest,
+            Bulletin.created_at >= since,
+            Bulletin.status != BulletinStatus.WITHDRAWN,
+        )
+        .order_by(Bulletin.id.desc())
+        .limit(1)
+    )
+
+
 # Category name → slug, for categories this process has already made sure exist. Categories
 # are never deleted, so a hit skips a slugify and an upsert per bulletin.
 _known_categories: dict[str, str] = {}

@@ -70,6 +70,9 @@ PAGE_SIZE = 20
 MAX_QUERY = 200
 MAX_NOTICE = 1000
 MAX_CATEGORIES = 300
+# A new bulletin with the very text of one published this recently is asked about first.
+TWIN_WINDOW = timedelta(hours=1)
+CONFIRM_FIELD = "publish_again"
 CATEGORIES_SECONDS = 10.0
 CONSOLE_TITLE = "Bantin – Bàn làm việc"
 EDITOR_PATHS = ("/console/bulletins/new", "/console/bulletins/")  # new, and …/{id}/edit
@@ -793,6 +796,14 @@ async def new_submit(request: Request) -> Response:
             _preview, renderer_of(request), settings, viewer, bulletin_in, body_html, None
         )
         return editor_page(request, viewer, form, preview=preview, categories=categories)
+    if data.get(CONFIRM_FIELD) != "1":
+        twin = await run_in_threadpool(
+            _in_session,
+            settings,
+            lambda s: _twin(s, settings, viewer, bulletin_in, form.idempotency_key),
+        )
+        if twin is not None:
+            return _twin_page(request, viewer, form, twin)
     writer = request.app.state.writer
     try:
         await _may_write(request, viewer)
@@ -803,6 +814,41 @@ async def new_submit(request: Request) -> Response:
         return _publish_refused(request, viewer, form, problem, categories)
     _log_accepted(viewer.agency_slug, accepted)
     return see_other(f"/console/bulletins/{accepted.id}")
+
+
+@dataclass(frozen=True)
+class Twin:
+    id: int
+    title: str
+    created: str
+
+
+def _twin(
+    session: Session, settings: Settings, viewer: auth.Viewer, bulletin_in: BulletinCreate,
+    key: str,
+) -> Twin | None:  # fmt: skip
+    """A bulletin the agency published from this very text in the last TWIN_WINDOW, unless
+    this form's key already made one (then the writer's replay answers, with no question)."""
+    if service.key_used(session, viewer.agency_id, key):
+        return None
+    since = utcnow() - TWIN_WINDOW
+    found = service.recent_twin(session, viewer.agency_id, service.request_hash(bulletin_in),
+                                since)  # fmt: skip
+    if found is None:
+        return None
+    return Twin(found.id, found.title, local_text(found.created_at, settings))
+
+
+def _twin_page(
+    request: Request, viewer: auth.Viewer, form: BulletinForm, twin: Twin
+) -> HTMLResponse:
+    """The same text was published moments ago (e.g. Back, then "Đăng bản tin" again on a
+    form the browser refilled): ask before making a second bulletin."""
+    names = ("title", "summary", "body", "body_format", "author", "category", "when",
+             "publish_at", "idempotency_key")  # fmt: skip
+    fields = [(name, getattr(form, name)) for name in names]
+    return page(request, "twin.html", status=409, viewer=viewer, twin=twin, fields=fields,
+                confirm_field=CONFIRM_FIELD)  # fmt: skip
 
 
 def _publish_refused(

@@ -219,6 +219,43 @@ def test_preview_publish_replay_and_status(client: TestClient, settings: Setting
     assert state["url"].startswith(settings.public_url)
 
 
+def test_the_same_text_again_with_a_new_key_asks_first(
+    client: TestClient, settings: Settings
+) -> None:
+    """Back, then "Đăng bản tin" on the refilled form (a new key): a question, not a twin."""
+    new_agency(settings, "so-trung")
+    sign_up(client, settings, "so-trung", "trung@example.vn")
+    first = publish(client, body="Đoạn một.\nDòng hai.\n\nĐoạn hai.")
+    form = client.get("/console/bulletins/new")
+    data = editor_fields(body="Đoạn một.\nDòng hai.\n\nĐoạn hai.") | {
+        "csrf_token": token_of(form.text), "idempotency_key": field(KEY, form.text),
+        "action": "publish",
+    }  # fmt: skip
+    asked = client.post("/console/bulletins/new", data=data, follow_redirects=False)
+    assert asked.status_code == 409 and 'role="alert"' in asked.text
+    assert "Bản tin giống hệt đã được đăng lúc " in asked.text
+    assert f'href="/console/bulletins/{first}"' in asked.text
+    assert count(settings) == 1
+    # The button sends the same fields (the body's line breaks too) with the same key.
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', asked.text))
+    hidden = {name: unescape(value) for name, value in hidden.items()}
+    assert hidden["idempotency_key"] == data["idempotency_key"]
+    assert hidden["body"] == data["body"] and hidden["publish_again"] == "1"
+    again = client.post("/console/bulletins/new", data={**hidden, "action": "publish"},
+                        follow_redirects=False)  # fmt: skip
+    assert again.status_code == 303 and again.headers["location"] != f"/console/bulletins/{first}"
+    twice = client.post("/console/bulletins/new", data={**hidden, "action": "publish"},
+                        follow_redirects=False)  # fmt: skip
+    assert twice.headers["location"] == again.headers["location"]  # replayed, no question
+    assert count(settings) == 2
+    # Another text, or once the twin is withdrawn, no question.
+    assert publish(client, title="Tiêu đề khác") > 0
+    for bulletin_id in (first, int(again.headers["location"].rsplit("/", 1)[1])):
+        client.post(f"/console/bulletins/{bulletin_id}/withdraw",
+                    data={"csrf_token": hidden["csrf_token"]})  # fmt: skip
+    assert publish(client, body="Đoạn một.\nDòng hai.\n\nĐoạn hai.") > 0
+
+
 def test_validation_errors_are_vietnamese_and_keep_the_form(
     client: TestClient, settings: Settings
 ) -> None:
@@ -406,6 +443,11 @@ def test_every_console_page_is_valid_html5(
     pages["errors"] = client.post("/console/bulletins/new",
                                   data={**data, "title": "", "action": "publish"}).text  # fmt: skip
     bulletin_id = publish(client)
+    again = client.get("/console/bulletins/new")
+    pages["twin"] = client.post("/console/bulletins/new", data=editor_fields() | {
+        "csrf_token": token_of(again.text), "idempotency_key": field(KEY, again.text),
+        "action": "publish",
+    }).text  # fmt: skip
     pages["list"] = client.get("/console/bulletins").text
     pages["searched"] = client.get("/console/bulletins", params={"q": "ke hoach"}).text
     pages["bulletin"] = client.get(f"/console/bulletins/{bulletin_id}").text
