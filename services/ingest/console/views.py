@@ -23,7 +23,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -639,9 +639,19 @@ def _editing(b: Bulletin) -> Editing:
     return Editing(b.id, b.title, b.status, b.revision, public, b.published_at, b.guid, b.slug)
 
 
-def _categories(session: Session) -> list[str]:
-    return list(session.scalars(select(Category.name).order_by(Category.name)
-                                .limit(MAX_CATEGORIES)))  # fmt: skip
+def _categories(session: Session, agency_id: int) -> list[str]:
+    """The agency's own categories and those with a published bulletin: never a category
+    only another agency's scheduled (embargoed) or withdrawn bulletins use."""
+    used = (
+        select(Bulletin.id)
+        .where(
+            Bulletin.category_slug == Category.slug,
+            or_(Bulletin.agency_id == agency_id, Bulletin.status == BulletinStatus.PUBLISHED),
+        )
+        .exists()
+    )
+    query = select(Category.name).where(used).order_by(Category.name).limit(MAX_CATEGORIES)
+    return list(session.scalars(query))
 
 
 def _formats(form: BulletinForm) -> tuple[str, ...]:
@@ -749,15 +759,20 @@ async def _validated(
     return bulletin_in, body_html, {}
 
 
-async def _categories_async(request: Request) -> list[str]:
-    """The datalist's categories, read at most every CATEGORIES_SECONDS per process: they
-    change rarely, and every editor page and form post shows them."""
+async def _categories_async(request: Request, viewer: auth.Viewer) -> list[str]:
+    """The datalist's categories, read at most every CATEGORIES_SECONDS per process and
+    agency: they change rarely, and every editor page and form post shows them."""
     state = request.app.state
-    cached: tuple[float, list[str]] | None = getattr(state, "console_categories", None)
+    cache: dict[int, tuple[float, list[str]]] | None = getattr(state, "console_categories", None)
+    if cache is None:
+        cache = state.console_categories = {}
+    cached = cache.get(viewer.agency_id)
     if cached is not None and time.monotonic() - cached[0] < CATEGORIES_SECONDS:
         return cached[1]
-    names = await run_in_threadpool(_in_session, _settings(request), _categories)
-    state.console_categories = (time.monotonic(), names)
+    names = await run_in_threadpool(
+        _in_session, _settings(request), lambda s: _categories(s, viewer.agency_id)
+    )
+    cache[viewer.agency_id] = (time.monotonic(), names)
     return names
 
 
@@ -775,7 +790,7 @@ async def _may_write(request: Request, viewer: auth.Viewer) -> None:
 async def new_form(request: Request) -> Response:
     viewer = await require_viewer(request)
     return editor_page(request, viewer, BulletinForm(),
-                       categories=await _categories_async(request))  # fmt: skip
+                       categories=await _categories_async(request, viewer))  # fmt: skip
 
 
 @router.post("/bulletins/new")
@@ -786,7 +801,7 @@ async def new_submit(request: Request) -> Response:
     settings = _settings(request)
     form = BulletinForm.from_form(data)
     form.revision = None
-    categories = await _categories_async(request)
+    categories = await _categories_async(request, viewer)
     bulletin_in, body_html, errors = await _validated(request, viewer, form, None)
     if bulletin_in is None or body_html is None:
         return editor_page(request, viewer, form, status=422, errors=errors,
@@ -900,7 +915,7 @@ async def edit_form(request: Request, bulletin_id: int) -> Response:
     if editing.status == BulletinStatus.WITHDRAWN:
         raise _withdrawn_page(editing)
     return editor_page(request, viewer, form, editing=editing,
-                       categories=await _categories_async(request))  # fmt: skip
+                       categories=await _categories_async(request, viewer))  # fmt: skip
 
 
 def _save(
@@ -933,7 +948,7 @@ async def edit_submit(request: Request, bulletin_id: int) -> Response:
     form = BulletinForm.from_form(data)
     if form.revision is None:
         raise form_expired()
-    categories = await _categories_async(request)
+    categories = await _categories_async(request, viewer)
     bulletin_in, body_html, errors = await _validated(request, viewer, form, editing)
     if bulletin_in is None or body_html is None:
         return editor_page(request, viewer, form, status=422, errors=errors, editing=editing,

@@ -378,6 +378,27 @@ def test_withdraw_with_a_notice(client: TestClient, settings: Settings) -> None:
     assert client.get(f"/console/bulletins/{bulletin_id}/edit").status_code == 409
 
 
+def test_the_category_list_hides_another_agencys_unpublished_categories(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-a-muc")
+    new_agency(settings, "so-b-muc")
+    sign_up(client, settings, "so-a-muc", "muc-a@example.vn")
+    publish(client, title="Hẹn giờ", category="Kỳ thi bí mật", when="at",
+            publish_at="2099-01-01T08:00:00")  # fmt: skip
+    public = publish(client, title="Đã đăng", category="Tin công khai")
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, public)
+        assert bulletin is not None
+        bulletin.status = BulletinStatus.PUBLISHED
+    client.app.state.console_categories = {}  # type: ignore[attr-defined]  # (a 10 s cache)
+    assert "Kỳ thi bí mật" in client.get("/console/bulletins/new").text  # its own
+    client.cookies.clear()
+    sign_up(client, settings, "so-b-muc", "muc-b@example.vn")
+    datalist = client.get("/console/bulletins/new").text
+    assert "Tin công khai" in datalist and "Kỳ thi bí mật" not in datalist
+
+
 def test_search_ignores_diacritics_and_pages(client: TestClient, settings: Settings) -> None:
     new_agency(settings, "so-tim")
     sign_up(client, settings, "so-tim", "tim@example.vn")
