@@ -82,8 +82,8 @@ class BulletinForm:
             when=text("when") or NOW,
             publish_at=text("publish_at").strip(),
             idempotency_key=valid_key or str(uuid.uuid4()),
-            revision=int(revision_text) if revision_text.isdigit() and len(revision_text) < 10
-            else None,
+            # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+            revision=int(revision_text) if re.fullmatch(r"[0-9]{1,9}", revision_text) else None,
         )  # fmt: skip
 
     @classmethod

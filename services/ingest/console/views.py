@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -526,7 +527,8 @@ def _rows(session: Session, settings: Settings, agency_id: int, q: str, page_no:
 
 
 def _page_number(value: str | None) -> int:
-    if value and value.isdigit() and len(value) < 7:
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    if value and re.fullmatch(r"[0-9]{1,9}", value):
         return max(1, int(value))
     return 1
 
@@ -550,6 +552,7 @@ async def bulletin_list(request: Request) -> Response:
     more = len(rows) > PAGE_SIZE
     return page(
         request, "list.html", viewer=viewer, q=q, page=page_no, rows=rows[:PAGE_SIZE],
+        first_url=_list_url(q, 1),
         previous_url=_list_url(q, page_no - 1) if page_no > 1 else None,
         next_url=_list_url(q, page_no + 1) if more else None,
     )  # fmt: skip
@@ -947,7 +950,10 @@ async def edit_submit(request: Request, bulletin_id: int) -> Response:
         raise _withdrawn_page(editing)
     form = BulletinForm.from_form(data)
     if form.revision is None:
-        raise form_expired()
+        raise ConsoleError(400, "Không thực hiện được",
+                           "Biểu mẫu sửa bản tin không hợp lệ, nên chưa có gì thay đổi. Hãy mở "
+                           "lại trang sửa rồi làm lại.",
+                           link=(f"/console/bulletins/{bulletin_id}/edit", "Mở lại trang sửa"))  # fmt: skip
     categories = await _categories_async(request, viewer)
     bulletin_in, body_html, errors = await _validated(request, viewer, form, editing)
     if bulletin_in is None or body_html is None:

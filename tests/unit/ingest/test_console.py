@@ -534,6 +534,27 @@ def test_the_list_is_newest_first_twenty_a_page(client: TestClient, settings: Se
     assert missing.status_code == 404 and "Đăng xuất" in missing.text
 
 
+def test_odd_page_numbers_and_revisions_are_pages_not_errors(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-so")
+    csrf = sign_up(client, settings, "so-so", "so@example.vn")
+    bulletin_id = publish(client, title="Một bản tin")
+    for value in ("²", "١", "1²", "-1", "abc", "9" * 10, " 2"):
+        listed = client.get("/console/bulletins", params={"page": value})
+        assert listed.status_code == 200 and "Một bản tin" in listed.text, value  # page 1
+    data = editor_fields(when="keep") | {"csrf_token": csrf, "action": "save"}
+    for value in ("²", "١", "abc", ""):
+        saved = client.post(f"/console/bulletins/{bulletin_id}/edit",
+                            data={**data, "revision": value})  # fmt: skip
+        assert saved.status_code == 400 and "không hợp lệ" in saved.text, value
+    # Past the end: said so, with a way back, and no "previous page".
+    past = client.get("/console/bulletins", params={"page": "99"})
+    assert past.status_code == 200 and "Trang 99 không có bản tin nào" in past.text
+    assert 'href="/console/bulletins">Về trang 1' in past.text and "Trang trước" not in past.text
+    assert "chưa có bản tin nào" not in past.text
+
+
 def test_sign_in_is_limited_per_client_address_too(client: TestClient, settings: Settings) -> None:
     """Ten times the per-address budget, whatever the e-mail addresses tried."""
     new_agency(settings, "so-dia-chi")
