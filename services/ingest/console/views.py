@@ -24,8 +24,8 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -71,6 +71,7 @@ PAGE_SIZE = 20
 MAX_QUERY = 200
 MAX_NOTICE = 1000
 MAX_CATEGORIES = 300
+FOLD_BATCH = 500  # titles folded per search, at most (see _fold_missing)
 # A new bulletin with the very text of one published this recently is asked about first.
 TWIN_WINDOW = timedelta(hours=1)
 CONFIRM_FIELD = "publish_again"
@@ -513,11 +514,44 @@ class Row:
     published_iso: str
 
 
+# The list and the status poll show no body: never load it (up to ~1 MB each, twice).
+WITHOUT_BODY = (defer(Bulletin.body_source), defer(Bulletin.body_html))
+
+
+def _fold_missing(session: Session, agency_id: int) -> None:
+    """Fold the titles that a process older than the title_folded column wrote without it
+    (during an upgrade), a bounded batch per search: idempotent, so races are harmless."""
+    missing = session.execute(
+        select(Bulletin.id, Bulletin.title)
+        .where(Bulletin.agency_id == agency_id, Bulletin.title_folded.is_(None))
+        .limit(FOLD_BATCH)
+    ).all()
+    for bulletin_id, title in missing:
+        session.execute(
+            update(Bulletin)
+            .where(Bulletin.id == bulletin_id, Bulletin.title_folded.is_(None))
+            .values(title_folded=fold(title))
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _rows(session: Session, settings: Settings, agency_id: int, q: str, page_no: int) -> list[Row]:
-    query = select(Bulletin).where(Bulletin.agency_id == agency_id)
+    query = select(Bulletin).options(*WITHOUT_BODY).where(Bulletin.agency_id == agency_id)
     folded = fold(q)
     if folded:
-        query = query.where(Bulletin.title_folded.contains(folded, autoescape=True))
+        _fold_missing(session, agency_id)
+        # A row written by a process older than the folded column has none: its lowercased
+        # title still matches a query typed with the same diacritics.
+        query = query.where(
+            or_(
+                Bulletin.title_folded.contains(folded, autoescape=True),
+                and_(
+                    Bulletin.title_folded.is_(None),
+                    func.lower(Bulletin.title).contains(q.lower(), autoescape=True)
+                    | func.lower(Bulletin.title).contains(folded, autoescape=True),
+                ),
+            )
+        )
     query = query.order_by(Bulletin.id.desc()).offset((page_no - 1) * PAGE_SIZE)
     return [
         Row(b.id, b.title, b.status, state_of(b, settings, short=True).label,
@@ -561,8 +595,12 @@ async def bulletin_list(request: Request) -> Response:
 # -- one bulletin --
 
 
-def _owned(session: Session, viewer: auth.Viewer, bulletin_id: int) -> Bulletin:
-    bulletin = session.get(Bulletin, bulletin_id) if 0 < bulletin_id <= MAX_ID else None
+def _owned(
+    session: Session, viewer: auth.Viewer, bulletin_id: int, options: tuple[Any, ...] = ()
+) -> Bulletin:
+    bulletin = (
+        session.get(Bulletin, bulletin_id, options=options) if 0 < bulletin_id <= MAX_ID else None
+    )
     if bulletin is None or bulletin.agency_id != viewer.agency_id:
         raise not_found()
     return bulletin
@@ -613,7 +651,7 @@ async def bulletin_status(request: Request, bulletin_id: int) -> Response:
     try:
         state = await run_in_threadpool(
             _in_session, settings,
-            lambda s: state_of(_owned(s, viewer, bulletin_id), settings),
+            lambda s: state_of(_owned(s, viewer, bulletin_id, WITHOUT_BODY), settings),
         )  # fmt: skip
     except ConsoleError:
         return JSONResponse({"error": "not found"}, status_code=404)
@@ -950,10 +988,12 @@ async def edit_submit(request: Request, bulletin_id: int) -> Response:
         raise _withdrawn_page(editing)
     form = BulletinForm.from_form(data)
     if form.revision is None:
-        raise ConsoleError(400, "Không thực hiện được",
-                           "Biểu mẫu sửa bản tin không hợp lệ, nên chưa có gì thay đổi. Hãy mở "
-                           "lại trang sửa rồi làm lại.",
-                           link=(f"/console/bulletins/{bulletin_id}/edit", "Mở lại trang sửa"))  # fmt: skip
+        raise ConsoleError(
+            400, "Không thực hiện được",
+            "Biểu mẫu sửa bản tin không hợp lệ, nên chưa có gì thay đổi. Hãy mở lại trang sửa "
+            "rồi làm lại.",
+            link=(f"/console/bulletins/{bulletin_id}/edit", "Mở lại trang sửa"),
+        )  # fmt: skip
     categories = await _categories_async(request, viewer)
     bulletin_in, body_html, errors = await _validated(request, viewer, form, editing)
     if bulletin_in is None or body_html is None:

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from services.ingest.app import create_app
 from services.ingest.console.auth import client_address, safe_next, secure_cookies
 from services.ingest.console.forms import BulletinForm, to_create
 from services.ingest.console.views import state_of
 from shared import users
-from shared.db import session_scope
+from shared.db import engine_for, session_scope
 from shared.models import Agency, Bulletin, BulletinStatus
 from shared.security_headers import API_CSP, CONSOLE_CSP
 from shared.settings import Settings
@@ -408,6 +408,43 @@ def test_search_ignores_diacritics_and_pages(client: TestClient, settings: Setti
     assert "Kế hoạch số 5" in found.text and "Thông báo khác" not in found.text
     assert "Kế hoạch số 5" in client.get("/console/bulletins", params={"q": "DA NANG"}).text
     assert "Trang sau" not in found.text
+
+
+def test_search_finds_rows_without_a_folded_title(client: TestClient, settings: Settings) -> None:
+    """Rows written by a process older than the migration have no title_folded."""
+    new_agency(settings, "so-cu")
+    sign_up(client, settings, "so-cu", "cu@example.vn")
+    old = publish(client, title="Kế hoạch ghi bởi bản cũ")
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, old)
+        assert bulletin is not None
+        bulletin.title_folded = None
+    for query in ("kế hoạch", "GHI BỞI", "ban cu"):
+        found = client.get("/console/bulletins", params={"q": query})
+        assert "Kế hoạch ghi bởi bản cũ" in found.text, query
+    assert "Kế hoạch ghi" not in client.get("/console/bulletins", params={"q": "khác"}).text
+
+
+def test_the_list_and_the_status_poll_never_load_bodies(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-nhe")
+    sign_up(client, settings, "so-nhe", "nhe@example.vn")
+    bulletin_id = publish(client, body="Nội dung rất dài. " * 1000)
+    selects: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "bulletins" in statement:
+            selects.append(statement)
+
+    engine = engine_for(settings)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.get("/console/bulletins").status_code == 200
+        assert client.get(f"/console/bulletins/{bulletin_id}/status.json").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert selects and not [s for s in selects if "body_html" in s or "body_source" in s]
 
 
 def test_the_form_takes_vietnam_time(settings: Settings) -> None:
