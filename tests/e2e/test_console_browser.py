@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -824,5 +824,37 @@ def test_the_console_works_without_javascript(system: System, agency: Agency, br
         public = page.get_by_role("link", name="Xem trang đã đăng")
         expect(public).to_be_visible()
         assert httpx.get(public.get_attribute("href"), timeout=10).status_code == 200
+    finally:
+        context.close()
+
+
+def test_a_scheduled_bulletin_keeps_vietnam_time_from_a_browser_elsewhere(
+    system: System, agency: Agency, browser: Any
+) -> None:
+    """A clerk travelling (browser in Paris) schedules for 08:00 tomorrow, Vietnam time: the
+    console says 08:00 (the field is Vietnam time, not the browser's), the page is not public
+    yet and the console links no public page."""
+    link = invite(system, new_email(), agency.slug)
+    base = origin(link)
+    title = f"Thông báo hẹn giờ {uuid.uuid4().hex[:6]}"
+    tomorrow = datetime.now(TZ).date() + timedelta(days=1)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="vi-VN", timezone_id="Europe/Paris"
+    )
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        write_short(page, base, title)
+        page.get_by_label("Hẹn giờ").check()
+        when = page.get_by_label("Thời điểm đăng (giờ Việt Nam)")
+        when.fill(f"{tomorrow.isoformat()}T08:00:00")
+        page.get_by_role("button", name="Đăng bản tin", exact=True).click()
+        page.wait_for_url(STATUS_PAGE)
+        expect(page.locator("#trang-thai")).to_have_text(
+            f"Đã lên lịch đăng lúc 08:00 {tomorrow.strftime('%d/%m/%Y')}"
+        )
+        address = page.locator(".facts__url").inner_text().strip()
+        assert httpx.get(address, timeout=10).status_code == 404  # embargoed
+        expect(page.get_by_role("link", name="Xem trang đã đăng")).to_be_hidden()
     finally:
         context.close()
