@@ -133,6 +133,24 @@ def same_token(expected: str | None, given: object) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def same_origin(request: Request, settings: Settings) -> bool:
+    """The request comes from a page of the console itself, as the browser says it: its
+    Sec-Fetch-Site, else its Origin (ingest's public address, or the request's own)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("origin", "").strip().lower()
+    if not origin or origin == "null":
+        return False
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
+    return origin in {_origin_of(settings.resolved_ingest_url), own}
+
+
 def safe_next(value: object) -> str:
     """Where to go after signing in: only a local /console path, else the list."""
     if not isinstance(value, str) or not value.startswith("/console/") or "\\" in value:

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -111,10 +112,14 @@ class ConsoleError(Exception):
 class SignInRequired(Exception):
     """Not signed in (or the session ended): to the sign-in page, coming back here after."""
 
-    def __init__(self, next_path: str, clear: bool, kept: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, next_path: str, clear: bool, kept: dict[str, str] | None = None,
+        expired: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__(next_path)
         self.next_path, self.clear = next_path, clear
         self.kept = kept or {}  # the text of an editor posted after the session ended
+        self.expired = expired  # an editor's post: say so on a page, not by a redirect
 
 
 def not_found() -> ConsoleError:
@@ -247,7 +252,14 @@ async def current_viewer(request: Request) -> auth.Viewer | None:
     if not token or len(token) > 200:
         return None
     settings = _settings(request)
-    return await run_in_threadpool(_in_session, settings, lambda s: _viewer_of(s, token, settings))
+    try:
+        return await run_in_threadpool(
+            _in_session, settings, lambda s: _viewer_of(s, token, settings)
+        )
+    except (StaleDataError, ObjectDeletedError):
+        # The session ended (signed out in another tab, expired, the user disabled) while
+        # this request read it: signed out, not an error.
+        return None
 
 
 async def require_viewer(request: Request) -> auth.Viewer:
@@ -257,13 +269,18 @@ async def require_viewer(request: Request) -> auth.Viewer:
         if request.method == "GET" and request.url.query:
             target += "?" + request.url.query
         kept: dict[str, str] = {}
+        expired = False
         if request.method == "POST" and target.startswith(EDITOR_PATHS):
             # The session ended while the clerk was writing: their text is shown back to them
-            # rather than lost behind a redirect.
-            data = await read_form(request)
-            kept = {name: value for name in KEPT_FIELDS
-                    if isinstance(value := data.get(name), str) and value.strip()}  # fmt: skip
-        raise SignInRequired(target, clear=auth.SESSION_COOKIE in request.cookies, kept=kept)
+            # rather than lost behind a redirect; only from the console's own pages, so
+            # another site cannot show its words on ours.
+            expired = True
+            if auth.same_origin(request, _settings(request)):
+                data = await read_form(request)
+                kept = {name: value for name in KEPT_FIELDS
+                        if isinstance(value := data.get(name), str) and value.strip()}  # fmt: skip
+        raise SignInRequired(target, clear=auth.SESSION_COOKIE in request.cookies, kept=kept,
+                             expired=expired)  # fmt: skip
     request.state.viewer = viewer  # for the error pages
     return viewer
 
@@ -378,13 +395,18 @@ async def sign_out(request: Request) -> Response:
     settings = _settings(request)
     viewer = await current_viewer(request)
     response = see_other(auth.SIGN_IN)
-    if viewer is not None:
-        data = await read_form(request)
-        # The header's form names its token apart from the page's own form's.
-        given = data.get("sign_out_token") or data.get(auth.CSRF_FIELD)
-        if not auth.same_token(viewer.csrf_token, given):
-            raise form_expired()
-        await run_in_threadpool(_in_session, settings, lambda s: users.end_session(s, viewer.token))
+    if viewer is None:
+        # No session came with the request (a post from another site never carries the Lax
+        # cookie): nothing to end, and no cookie to touch; a dead one that came is cleared.
+        if auth.SESSION_COOKIE in request.cookies:
+            auth.clear_cookie(response, settings, request, auth.SESSION_COOKIE)
+        return response
+    data = await read_form(request)
+    # The header's form names its token apart from the page's own form's.
+    given = data.get("sign_out_token") or data.get(auth.CSRF_FIELD)
+    if not auth.same_token(viewer.csrf_token, given):
+        raise form_expired()
+    await run_in_threadpool(_in_session, settings, lambda s: users.end_session(s, viewer.token))
     auth.clear_cookie(response, settings, request, auth.SESSION_COOKIE)
     return response
 
@@ -1144,7 +1166,7 @@ def sign_in_redirect(request: Request, exc: SignInRequired) -> Response:
     if exc.next_path and exc.next_path.startswith("/console/") and exc.next_path != auth.HOME:
         target += "?next=" + quote(exc.next_path, safe="/")
     response: Response = see_other(target)
-    if exc.kept:
+    if exc.expired:
         fields = [(KEPT_FIELDS[name], exc.kept[name]) for name in KEPT_FIELDS if name in exc.kept]
         response = page(request, "expired.html", status=403, fields=fields, sign_in=target)
     if exc.clear:

@@ -20,6 +20,7 @@ import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
+from sqlalchemy.orm.exc import StaleDataError
 
 from services.ingest.app import create_app
 from services.ingest.console.auth import client_address, safe_next, secure_cookies
@@ -158,6 +159,40 @@ def test_invite_sign_out_and_sign_in(client: TestClient, settings: Settings) -> 
     assert right.status_code == 303 and right.headers["location"] == "/console/bulletins/new"
     # A used link is a 404 page.
     assert client.get("/console/invite/not-a-token").status_code == 404
+
+
+def test_sign_out_without_a_valid_token_keeps_the_cookie(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-ra")
+    sign_up(client, settings, "so-ra", "ra@example.vn")
+    refused = client.post("/console/sign-out", data={"sign_out_token": "gia-mao"},
+                          follow_redirects=False)  # fmt: skip
+    assert refused.status_code == 403 and "set-cookie" not in refused.headers
+    # From another site the Lax cookie does not come: nothing is touched.
+    kept = dict(client.cookies.items())
+    client.cookies.clear()
+    foreign = client.post("/console/sign-out", follow_redirects=False)
+    assert foreign.status_code == 303 and "set-cookie" not in foreign.headers
+    for name, value in kept.items():
+        client.cookies.set(name, value, path="/console")
+    assert client.get("/console/bulletins", follow_redirects=False).status_code == 200
+
+
+def test_a_session_that_ends_mid_request_is_signed_out(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_agency(settings, "so-mat")
+    sign_up(client, settings, "so-mat", "mat@example.vn")
+    bulletin_id = publish(client)
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        raise StaleDataError("UPDATE statement on table 'console_sessions' expected 1 row")
+
+    monkeypatch.setattr(users, "session_user", gone)
+    assert client.get(f"/console/bulletins/{bulletin_id}/status.json").status_code == 401
+    page = client.get(f"/console/bulletins/{bulletin_id}", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].startswith("/console/sign-in")
 
 
 def test_sign_in_without_its_token_is_refused(client: TestClient, settings: Settings) -> None:
@@ -772,9 +807,22 @@ def test_text_posted_after_the_session_ended_is_shown_back(
     data = editor_fields(body="Một giờ viết <b>không được mất</b>.") | {
         "csrf_token": token_of(form.text), "action": "publish",
     }  # fmt: skip
-    answer = client.post("/console/bulletins/new", data=data, follow_redirects=False)
+    own = {"origin": "http://testserver"}
+    answer = client.post("/console/bulletins/new", data=data, headers=own,
+                         follow_redirects=False)  # fmt: skip
     assert answer.status_code == 403 and "Phiên đăng nhập đã hết" in answer.text
     assert "Một giờ viết &lt;b&gt;không được mất&lt;/b&gt;." in answer.text
+    fetched = client.post("/console/bulletins/new", data=data,
+                          headers={"sec-fetch-site": "same-origin"})  # fmt: skip
+    assert "không được mất" in fetched.text
+    # Posted from another site (or saying nothing of where from): a plain page, never the
+    # posted words on the console's origin.
+    for headers in ({"origin": "https://evil.example"}, {},
+                    {"origin": "http://testserver", "sec-fetch-site": "cross-site"}):  # fmt: skip
+        foreign = client.post("/console/bulletins/new", data=data, headers=headers,
+                              follow_redirects=False)  # fmt: skip
+        assert foreign.status_code == 403 and "Phiên đăng nhập đã hết" in foreign.text
+        assert "không được mất" not in foreign.text and "Hồng Nhung" not in foreign.text
     assert 'href="/console/sign-in?next=/console/bulletins/new"' in answer.text
     assert count(settings) == 0
     # Anything else without a session is the plain redirect.
