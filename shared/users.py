@@ -3,7 +3,10 @@
 An operator invites a user for an agency (`bantin user invite`); the one-time link carries a
 random token kept only as its SHA-256 digest, and it works once: accepting it is one guarded
 UPDATE, so of two simultaneous uses exactly one wins. Passwords are kept as argon2 hashes
-(argon2-cffi's defaults). A session cookie carries another random token, also kept only as
+(argon2-cffi's defaults) of the password's NFC form: Vietnamese input methods differ in
+how they compose diacritics (Unikey's "Unicode tổ hợp" types decomposed letters, most others
+composed ones), and a password set on one machine must work on another (NIST SP 800-63B
+5.1.1.2). A session cookie carries another random token, also kept only as
 its digest; a session ends after `idle_hours` without use, or 7 × `idle_hours` after sign-in
 whatever the use. A disabled user, or a user of a disabled agency, cannot sign in, and every
 session of theirs stops working at its next request.
@@ -24,6 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from shared.models import Agency, ConsoleSession, User, utcnow
 from shared.sanitize import clean_text
@@ -141,7 +145,12 @@ def invited_user(session: Session, token: str) -> User | None:
     )
 
 
+def _nfc(password: str) -> str:
+    return unicodedata.normalize("NFC", password)
+
+
 def _check_password(password: str) -> None:
+    """Lengths of the normalised text: what a person counts, however it was typed."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
@@ -154,6 +163,7 @@ def accept_invite(session: Session, token: str, password: str) -> User | None:
 
     One guarded UPDATE: of two simultaneous uses of one link, exactly one sets a password.
     """
+    password = _nfc(password)
     _check_password(password)
     user = invited_user(session, token)
     if user is None:
@@ -180,28 +190,52 @@ def accept_invite(session: Session, token: str, password: str) -> User | None:
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The user with this address and password, if they may sign in; None otherwise.
 
-    Takes one argon2 verification whatever the outcome. A hash made with older parameters is
-    replaced by one with the current ones.
+    Verifies the password's NFC form: one argon2 verification whatever the outcome, but for
+    a password typed other than in NFC that fails, which is tried as typed too (a hash set
+    before passwords were normalised). A hash made with older parameters, or of a password not
+    in NFC, is replaced by the current kind.
     """
+    typed, password = password, _nfc(password)
     if len(password) > MAX_PASSWORD_LENGTH:
         return None
     user = _by_email(session, email)
     if user is None or user.password_hash is None:
-        try:
-            _hasher.verify(_dummy_hash(), password)
-        except VerificationError:
-            pass
+        _verifies(_dummy_hash(), password)
+        if typed != password:  # as many verifications as a known user's wrong password
+            _verifies(_dummy_hash(), typed)
         return None
-    try:
-        _hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
+    old = user.password_hash
+    if _verifies(old, password):
+        renew = _hasher.check_needs_rehash(old)
+    elif typed != password and _verifies(old, typed):
+        renew = True
+    else:
         return None
     if user.disabled_at is not None or user.agency.disabled_at is not None:
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-        session.flush()
+    if renew:
+        _renew_hash(session, user, old, _hasher.hash(password))
     return user
+
+
+def _verifies(hashed: str, password: str) -> bool:
+    try:
+        return _hasher.verify(hashed, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _renew_hash(session: Session, user: User, old: str, new: str) -> None:
+    """Guarded by the hash it replaces: a password set meanwhile (a re-invited user using
+    the link) is never overwritten, and that is no error."""
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(User)
+        .where(User.id == user.id, User.password_hash == old)
+        .values(password_hash=new)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:
+        set_committed_value(user, "password_hash", new)  # as stored; nothing left to flush
 
 
 def start_session(session: Session, user: User, *, idle_hours: float) -> tuple[str, ConsoleSession]:
@@ -238,16 +272,28 @@ def session_user(
     if row is None:
         return None
     now = utcnow()
+    # Core statements by id, not ORM writes of the loaded row: another request may have
+    # deleted it meanwhile (sign-out in another tab, disable_user, this same expiry), and
+    # that must change nothing rather than raise.
     if now >= row.expires_at or now - row.last_seen_at > timedelta(hours=idle_hours):
-        session.delete(row)
-        session.flush()
+        session.execute(
+            delete(ConsoleSession)
+            .where(ConsoleSession.id == row.id)
+            .execution_options(synchronize_session=False)
+        )
+        session.expunge(row)
         return None
     user = session.get(User, row.user_id)
     if user is None or user.disabled_at is not None or user.agency.disabled_at is not None:
         return None
     if now - row.last_seen_at >= SEEN_EVERY:  # not a write on every request
-        row.last_seen_at = now
-        session.flush()
+        session.execute(
+            update(ConsoleSession)
+            .where(ConsoleSession.id == row.id)
+            .values(last_seen_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        set_committed_value(row, "last_seen_at", now)
     return row, user
 
 

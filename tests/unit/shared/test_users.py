@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import unicodedata
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Literal
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from shared import users
 from shared.db import create_schema, session_scope
@@ -308,3 +310,155 @@ def test_users_are_listed_by_agency(settings: Settings) -> None:
         assert [u.email for u in list_users(session, "so-khac")] == ["c@sokhac.gov.vn"]
         with pytest.raises(UserError, match="no agency"):
             list_users(session, "khong-co")
+
+
+# -- races: writes guarded so a concurrent change is neither an error nor overwritten ----------
+
+
+def test_a_session_deleted_meanwhile_is_no_error_when_its_last_seen_is_due(
+    settings: Settings,
+) -> None:
+    """Sign-out in another tab (or disable_user) deletes the row after this request loaded it:
+    the last-seen write then changes nothing, and raises nothing."""
+    member(settings)
+    cookie = signed_in(settings)
+    digest = users._digest(cookie)
+    with session_scope(settings) as session:
+        session.get_one(ConsoleSession, digest).last_seen_at = utcnow() - timedelta(minutes=5)
+    with session_scope(settings) as session:
+        loaded = session.get_one(ConsoleSession, digest)  # this request's copy of the row
+        # Another request's sign-out, behind this session's back (its copy stays loaded).
+        session.execute(delete(ConsoleSession).where(ConsoleSession.id == digest)
+                        .execution_options(synchronize_session=False))  # fmt: skip
+        found = session_user(session, cookie, idle_hours=IDLE)
+        assert found is not None and found[0] is loaded  # this request still ends normally
+    assert current(settings, cookie) is None  # and the session stays ended
+
+
+def test_an_expired_session_deleted_twice_is_no_error(settings: Settings) -> None:
+    member(settings)
+    cookie = signed_in(settings)
+    digest = users._digest(cookie)
+    with session_scope(settings) as session:
+        session.get_one(ConsoleSession, digest).expires_at = utcnow()
+    with session_scope(settings) as session:
+        session.get_one(ConsoleSession, digest)
+        session.execute(delete(ConsoleSession).where(ConsoleSession.id == digest)
+                        .execution_options(synchronize_session=False))  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # not even SQLAlchemy's "0 rows deleted" warning
+            assert session_user(session, cookie, idle_hours=IDLE) is None
+    assert current(settings, cookie) is None
+
+
+def test_a_rehash_at_sign_in_never_overwrites_a_password_set_meanwhile(
+    settings: Settings,
+) -> None:
+    """A sign-in with an old hash and the re-invited user setting a new password at the same
+    moment: the new password stands (the rehash is guarded by the hash it replaces)."""
+    member(settings)
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    with session_scope(settings) as session:
+        session.execute(update(User).values(password_hash=weak))
+    newer = users._hasher.hash("mật khẩu mới hoàn toàn")
+    with session_scope(settings) as session:
+        loaded = session.scalars(select(User)).one()  # this sign-in's copy: the weak hash
+        session.execute(update(User).values(password_hash=newer)
+                        .execution_options(synchronize_session=False))  # fmt: skip
+        assert authenticate(session, "nhung@soyte.gov.vn", PASSWORD) is loaded
+        assert loaded.password_hash == weak  # what it verified against
+    with session_scope(settings) as session:
+        assert session.scalars(select(User.password_hash)).one() == newer
+
+
+def test_a_rehash_leaves_the_user_usable_and_writes_once(settings: Settings) -> None:
+    member(settings)
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    with session_scope(settings) as session:
+        session.execute(update(User).values(password_hash=weak))
+    with session_scope(settings) as session:
+        user = authenticate(session, "nhung@soyte.gov.vn", PASSWORD)
+        assert user is not None and user.password_hash != weak
+        assert not session.dirty  # the new hash is written already, not pending
+        token, _ = start_session(session, user, idle_hours=IDLE)
+    assert current(settings, token) is not None
+
+
+# -- Unicode: a Vietnamese passphrase typed on keyboards that compose differently --------------
+
+NFC_PASSWORD = unicodedata.normalize("NFC", "Kế hoạch phòng chống lũ của bệnh viện")
+NFD_PASSWORD = unicodedata.normalize("NFD", NFC_PASSWORD)
+# Typed with combining marks in typing order, some letters left composed: "ệ" as e, the
+# circumflex, then the dot below (canonical NFD puts the dot below first). Neither form above.
+TYPED_PASSWORD = NFC_PASSWORD.replace("ệ", "e\u0302\u0323").replace("ế", "e\u0302\u0301")
+
+
+@pytest.mark.parametrize("set_as", [NFC_PASSWORD, NFD_PASSWORD, TYPED_PASSWORD])
+def test_a_password_works_however_its_diacritics_are_composed(
+    settings: Settings, set_as: str
+) -> None:
+    assert len({NFC_PASSWORD, NFD_PASSWORD, TYPED_PASSWORD}) == 3
+    token = invited(settings)
+    with session_scope(settings) as session:
+        assert accept_invite(session, token, set_as) is not None
+    for typed in (NFC_PASSWORD, NFD_PASSWORD, TYPED_PASSWORD):
+        with session_scope(settings) as session:
+            assert authenticate(session, "nhung@soyte.gov.vn", typed) is not None, typed
+    with session_scope(settings) as session:
+        assert authenticate(session, "nhung@soyte.gov.vn", NFC_PASSWORD[:-1]) is None
+
+
+def test_a_hash_of_a_decomposed_password_from_before_normalising_still_works_and_is_renewed(
+    settings: Settings,
+) -> None:
+    member(settings)
+    with session_scope(settings) as session:  # as accept_invite hashed before the fix
+        session.execute(update(User).values(password_hash=users._hasher.hash(NFD_PASSWORD)))
+    with session_scope(settings) as session:
+        assert authenticate(session, "nhung@soyte.gov.vn", NFD_PASSWORD) is not None
+    # Renewed as the NFC form: now any composition works.
+    with session_scope(settings) as session:
+        assert authenticate(session, "nhung@soyte.gov.vn", NFC_PASSWORD) is not None
+        stored = session.scalars(select(User.password_hash)).one()
+    assert stored is not None and users._hasher.verify(stored, NFC_PASSWORD)
+
+
+def test_password_lengths_are_counted_on_the_normalised_text(settings: Settings) -> None:
+    # Nine letters in NFC (eighteen code points decomposed): too short, however typed.
+    short = unicodedata.normalize("NFD", "ệệệệệệệệệ")
+    assert len(short) >= MIN_PASSWORD_LENGTH > len(unicodedata.normalize("NFC", short))
+    token = invited(settings)
+    with session_scope(settings) as session, pytest.raises(UserError, match="at least"):
+        accept_invite(session, token, short)
+    # At the upper limit in NFC, over it decomposed: accepted, and signs in either way.
+    longest = "ệ" * users.MAX_PASSWORD_LENGTH
+    with session_scope(settings) as session:
+        assert accept_invite(session, token, unicodedata.normalize("NFD", longest)) is not None
+    for typed in (longest, unicodedata.normalize("NFD", longest)):
+        with session_scope(settings) as session:
+            assert authenticate(session, "nhung@soyte.gov.vn", typed) is not None
+    with session_scope(settings) as session, pytest.raises(UserError, match="at most"):
+        accept_invite(session, invited(settings), longest + "a")
+
+
+@pytest.mark.parametrize("typed", [PASSWORD, NFD_PASSWORD])
+def test_a_wrong_password_costs_as_many_verifications_with_or_without_the_user(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, typed: str
+) -> None:
+    """Timing says nothing about whether an address has an account, however it is typed."""
+    member(settings)
+    verified: list[str] = []
+
+    class Counting(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            verified.append(str(hash))
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(users, "_hasher", Counting())
+    counts: list[int] = []
+    for email in ("nhung@soyte.gov.vn", "khong-ai@soyte.gov.vn"):
+        verified.clear()
+        with session_scope(settings) as session:
+            assert authenticate(session, email, typed + "x") is None
+        counts.append(len(verified))
+    assert counts[0] == counts[1] == (1 if typed == PASSWORD else 2)
