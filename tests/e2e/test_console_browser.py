@@ -11,13 +11,17 @@ bulletins (published through the API). Then:
   (the page answers 410 with the notice, the feeds drop it);
 - the same with the keyboard only: setting the password, signing in, writing and publishing
   a short bulletin with Tab, typing and Enter;
-- every console page (sign-in, set password, list, search, editor, preview, validation
-  errors, status, edit, conflict, withdraw, 404, expired form) is scanned by axe-core (no
-  serious or critical violation), keeps to the console's CSP, and at 390 CSS px (a phone)
-  has no horizontal scrolling.
+- every console page (sign-in and its error and 429, set password and its error and used
+  link, list, search, editor, preview, validation errors, status, edit, edit preview,
+  conflict, withdraw, withdrawn edit, 404, expired form, "already published" question) is
+  scanned by axe-core (no serious or critical violation), keeps to the console's CSP, and at
+  390 CSS px (a phone) has no horizontal scrolling;
+- what clerks do besides: double-click "Đăng bản tin", press Back and publish the refilled
+  form again, press Back after signing out, work with JavaScript off, schedule from a
+  browser in another time zone, paste from a word processor with Ctrl+V.
 
-The time from pressing "Đăng bản tin" to the console saying "Đã đăng" is printed (run with
--s to see it), never asserted.
+The time from pressing "Đăng bản tin" (and "Lưu bản sửa", "Gỡ bản tin") to the status line
+saying so is printed (run with -s to see it), never asserted.
 """
 
 from __future__ import annotations
