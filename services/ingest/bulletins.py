@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.ingest import service
 from services.ingest.deps import AgencyDep, SessionDep, SettingsDep, WritingAgencyDep
-from services.ingest.metrics import ACCEPTED, CORRECTIONS, REJECTED, WITHDRAWALS, status_class
+from services.ingest.metrics import REJECTED, status_class
 from services.ingest.problems import Problem, item_problem, problem_responses
 from services.ingest.schemas import (
     BatchItem,
@@ -26,7 +26,6 @@ from services.ingest.schemas import (
     Withdrawal,
 )
 from services.ingest.writer import Accepted, GroupWriter
-from shared.logs import bulletin_fields
 from shared.models import Bulletin
 from shared.settings import Settings
 from shared.site import absolute, article_path
@@ -87,22 +86,6 @@ def _changed(response: Response, settings: Settings, change: service.Change) -> 
     return answer
 
 
-def _log_accepted(agency_slug: str, accepted: Accepted) -> None:
-    outcome = "created" if accepted.created else "replayed"
-    ACCEPTED.labels(outcome).inc()
-    log.info("bulletin %s %s (%s)", accepted.id, outcome, accepted.status,
-             extra=bulletin_fields(accepted.id, agency_slug, accepted.revision))  # fmt: skip
-
-
-def _log_change(kind: str, agency_slug: str, change: service.Change) -> None:
-    """One event per correction or withdrawal, whether it changed anything or not."""
-    outcome = "changed" if change.changed else "unchanged"
-    (CORRECTIONS if kind == "correction" else WITHDRAWALS).labels(outcome).inc()
-    bulletin = change.bulletin
-    log.info("bulletin %s %s %s (%s)", bulletin.id, kind, outcome, bulletin.status,
-             extra=bulletin_fields(bulletin.id, agency_slug, bulletin.revision))  # fmt: skip
-
-
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -135,7 +118,7 @@ async def submit_bulletin(
     accepted = await asyncio.wrap_future(
         writer.submit(agency.id, bulletin_in, body_html, idempotency_key)
     )
-    _log_accepted(agency.slug, accepted)
+    service.log_accepted(agency.slug, accepted)
     if not accepted.created:
         response.headers["Idempotent-Replayed"] = "true"
     answer = _answer(request.app.state.settings, agency.slug, accepted)
@@ -195,7 +178,7 @@ async def submit_batch(
                 log.warning("batch item %d of agency %s refused: %s", index, agency.slug,
                             problem.detail)  # fmt: skip
             continue
-        _log_accepted(agency.slug, accepted)
+        service.log_accepted(agency.slug, accepted)
         results[index] = BatchItemResult(
             index=index, status=202, replayed=not accepted.created,
             bulletin=_answer(settings, agency.slug, accepted),
@@ -295,15 +278,12 @@ def correct_bulletin(
     no revision; leaving out `published_at` keeps the current one. Simultaneous corrections
     each become their own revision, the last one applied wins; with `If-Match`, a correction
     made against an older revision is refused with `412` instead."""
-    change = service.update_bulletin(
-        session=session, settings=settings, agency_id=agency.id, bulletin_id=bulletin_id,
+    state = request.app.state
+    change = service.correct_and_queue(
+        session=session, settings=settings, celery=state.celery, refresher=state.refresher,
+        agency_id=agency.id, agency_slug=agency.slug, bulletin_id=bulletin_id,
         bulletin_in=bulletin_in, if_match=if_match,
     )  # fmt: skip
-    _log_change("correction", agency.slug, change)
-    if change.changed:
-        service.enqueue_render(request.app.state.celery, change.bulletin)
-    if change.left and request.app.state.refresher is not None:
-        service.refresh_listings(request.app.state.refresher, change.left)
     return _changed(response, settings, change)
 
 
@@ -330,11 +310,9 @@ def withdraw_bulletin(
 ) -> BulletinAccepted:
     """Its page then answers `410 Gone` and it leaves every feed and index page. The
     optional body's `notice` is shown on that page. Withdrawing again changes nothing."""
-    change = service.withdraw_bulletin(
-        session=session, agency_id=agency.id, bulletin_id=bulletin_id, if_match=if_match,
+    change = service.withdraw_and_queue(
+        session=session, celery=request.app.state.celery, agency_id=agency.id,
+        agency_slug=agency.slug, bulletin_id=bulletin_id, if_match=if_match,
         notice=None if withdrawal is None else withdrawal.notice,
     )  # fmt: skip
-    _log_change("withdrawal", agency.slug, change)
-    if change.changed:
-        service.enqueue_render(request.app.state.celery, change.bulletin)
     return _changed(response, settings, change)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from sqlalchemy import CursorResult, event, select, update
@@ -28,15 +28,20 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from services.ingest.metrics import ACCEPTED, CORRECTIONS, WITHDRAWALS
 from services.ingest.problems import Problem
 from services.ingest.schemas import WITHDRAWAL_NOTICE_MAX, BulletinCreate
 from shared.celery_app import RENDER_BULLETIN
+from shared.logs import bulletin_fields
 from shared.models import MAX_ID, BodyFormat, Bulletin, BulletinStatus, Category, utcnow
 from shared.refresh import Job, Refresher
 from shared.sanitize import MAX_NESTING, body_to_html, clean_text, nesting_depth
 from shared.settings import Settings
 from shared.site import ARCHIVE_CHECK, Listing, ListingKind, archive
 from shared.slug import fold, slugify
+
+if TYPE_CHECKING:
+    from services.ingest.writer import Accepted
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +188,14 @@ def new_bulletin(
     )
 
 
-def owned_bulletin(session: Session, agency_id: int, bulletin_id: int) -> Bulletin:
+def owned_bulletin(
+    session: Session, agency_id: int, bulletin_id: int, options: Sequence[Any] = ()
+) -> Bulletin:
+    """The agency's bulletin (`options`: loader options, e.g. to leave the body unloaded)."""
     # Ids past the column's range cannot exist (and SQLite cannot even bind them).
-    bulletin = session.get(Bulletin, bulletin_id) if 0 < bulletin_id <= MAX_ID else None
+    bulletin = (
+        session.get(Bulletin, bulletin_id, options=options) if 0 < bulletin_id <= MAX_ID else None
+    )
     if bulletin is None or bulletin.agency_id != agency_id:
         # Another agency's bulletin is reported as missing: ids reveal nothing.
         raise Problem(404, "Not found", f"No bulletin {bulletin_id} for this agency.")
@@ -264,10 +274,12 @@ def _change(
 
 def update_bulletin(
     *, session: Session, settings: Settings, agency_id: int, bulletin_id: int,
-    bulletin_in: BulletinCreate, if_match: str | None = None,
+    bulletin_in: BulletinCreate, if_match: str | None = None, body_html: str | None = None,
 ) -> Change:  # fmt: skip
-    """Store a correction as a new revision."""
-    body_html = render_body(settings, bulletin_in)  # once, before any transaction
+    """Store a correction as a new revision. `body_html`: the body already rendered by
+    render_body (the console renders it to validate the form; rendering is costly)."""
+    if body_html is None:
+        body_html = render_body(settings, bulletin_in)  # once, before any transaction
 
     def decide(bulletin: Bulletin, now: datetime) -> Decision:
         if bulletin.status == BulletinStatus.WITHDRAWN:
@@ -368,3 +380,54 @@ def refresh_listings(refresher: Refresher, listings: list[Listing]) -> None:
     except Exception:
         log.warning("could not request a refresh of %s; the reconciler will",
                     [listing.target for listing in listings], exc_info=True)  # fmt: skip
+
+
+# -- the sequences the API and the console both run for a change --
+
+
+def log_accepted(agency_slug: str, accepted: Accepted) -> None:
+    outcome = "created" if accepted.created else "replayed"
+    ACCEPTED.labels(outcome).inc()
+    log.info("bulletin %s %s (%s)", accepted.id, outcome, accepted.status,
+             extra=bulletin_fields(accepted.id, agency_slug, accepted.revision))  # fmt: skip
+
+
+def log_change(kind: str, agency_slug: str, change: Change) -> None:
+    """One event per correction or withdrawal, whether it changed anything or not."""
+    outcome = "changed" if change.changed else "unchanged"
+    (CORRECTIONS if kind == "correction" else WITHDRAWALS).labels(outcome).inc()
+    bulletin = change.bulletin
+    log.info("bulletin %s %s %s (%s)", bulletin.id, kind, outcome, bulletin.status,
+             extra=bulletin_fields(bulletin.id, agency_slug, bulletin.revision))  # fmt: skip
+
+
+def correct_and_queue(
+    *, session: Session, settings: Settings, celery: Celery, refresher: Refresher | None,
+    agency_id: int, agency_slug: str, bulletin_id: int, bulletin_in: BulletinCreate,
+    if_match: str | None = None, body_html: str | None = None,
+) -> Change:  # fmt: skip
+    """A correction as PUT /v1/bulletins/{id} makes it: stored, logged, its render queued,
+    and the listings it left refreshed."""
+    change = update_bulletin(
+        session=session, settings=settings, agency_id=agency_id, bulletin_id=bulletin_id,
+        bulletin_in=bulletin_in, if_match=if_match, body_html=body_html,
+    )  # fmt: skip
+    log_change("correction", agency_slug, change)
+    if change.changed:
+        enqueue_render(celery, change.bulletin)
+    if change.left and refresher is not None:
+        refresh_listings(refresher, change.left)
+    return change
+
+
+def withdraw_and_queue(
+    *, session: Session, celery: Celery, agency_id: int, agency_slug: str, bulletin_id: int,
+    if_match: str | None = None, notice: str | None = None,
+) -> Change:  # fmt: skip
+    """A withdrawal as DELETE /v1/bulletins/{id} makes it: stored, logged, its render queued."""
+    change = withdraw_bulletin(session=session, agency_id=agency_id, bulletin_id=bulletin_id,
+                               if_match=if_match, notice=notice)  # fmt: skip
+    log_change("withdrawal", agency_slug, change)
+    if change.changed:
+        enqueue_render(celery, change.bulletin)
+    return change

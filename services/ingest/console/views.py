@@ -31,7 +31,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from services.ingest import deps, service
-from services.ingest.bulletins import _log_accepted, _log_change
 from services.ingest.console import auth
 from services.ingest.console.forms import (
     AT,
@@ -44,13 +43,12 @@ from services.ingest.console.forms import (
     to_create,
 )
 from services.ingest.problems import Problem
-from services.ingest.schemas import BulletinCreate
+from services.ingest.schemas import WITHDRAWAL_NOTICE_MAX, BulletinCreate
 from services.render.pages import STATIC_DIR as SITE_STATIC_DIR
 from services.render.pages import PageRenderer
 from shared import users
 from shared.db import session_factory
 from shared.models import (
-    MAX_ID,
     Agency,
     BodyFormat,
     Bulletin,
@@ -59,6 +57,7 @@ from shared.models import (
     User,
     utcnow,
 )
+from shared.sanitize import clean_text
 from shared.settings import Settings
 from shared.site import absolute, article_path
 from shared.slug import fold, slugify
@@ -70,7 +69,6 @@ TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 PAGE_SIZE = 20
 MAX_QUERY = 200
-MAX_NOTICE = 1000
 MAX_CATEGORIES = 300
 FOLD_BATCH = 500  # titles folded per search, at most (see _fold_missing)
 # A new bulletin with the very text of one published this recently is asked about first.
@@ -620,12 +618,11 @@ async def bulletin_list(request: Request) -> Response:
 def _owned(
     session: Session, viewer: auth.Viewer, bulletin_id: int, options: tuple[Any, ...] = ()
 ) -> Bulletin:
-    bulletin = (
-        session.get(Bulletin, bulletin_id, options=options) if 0 < bulletin_id <= MAX_ID else None
-    )
-    if bulletin is None or bulletin.agency_id != viewer.agency_id:
-        raise not_found()
-    return bulletin
+    """The viewer's agency's bulletin (the API's own check), or the console's 404."""
+    try:
+        return service.owned_bulletin(session, viewer.agency_id, bulletin_id, options)
+    except Problem as problem:
+        raise not_found() from problem
 
 
 @dataclass(frozen=True)
@@ -890,7 +887,7 @@ async def new_submit(request: Request) -> Response:
         )
     except Problem as problem:
         return _publish_refused(request, viewer, form, problem, categories)
-    _log_accepted(viewer.agency_slug, accepted)
+    service.log_accepted(viewer.agency_slug, accepted)
     return see_other(f"/console/bulletins/{accepted.id}")
 
 
@@ -983,18 +980,16 @@ async def edit_form(request: Request, bulletin_id: int) -> Response:
 
 def _save(
     session: Session, settings: Settings, request: Request, viewer: auth.Viewer,
-    bulletin_id: int, bulletin_in: BulletinCreate, revision: int,
+    bulletin_id: int, bulletin_in: BulletinCreate, body_html: str, revision: int,
 ) -> None:  # fmt: skip
-    """PUT /v1/bulletins/{id} with If-Match, as bulletins.correct_bulletin does it."""
-    change = service.update_bulletin(
-        session=session, settings=settings, agency_id=viewer.agency_id, bulletin_id=bulletin_id,
-        bulletin_in=bulletin_in, if_match=service.etag(revision),
+    """PUT /v1/bulletins/{id} with If-Match: the API's own sequence, with the body the form's
+    validation rendered already."""
+    state = request.app.state
+    service.correct_and_queue(
+        session=session, settings=settings, celery=state.celery, refresher=state.refresher,
+        agency_id=viewer.agency_id, agency_slug=viewer.agency_slug, bulletin_id=bulletin_id,
+        bulletin_in=bulletin_in, if_match=service.etag(revision), body_html=body_html,
     )  # fmt: skip
-    _log_change("correction", viewer.agency_slug, change)
-    if change.changed:
-        service.enqueue_render(request.app.state.celery, change.bulletin)
-    if change.left and request.app.state.refresher is not None:
-        service.refresh_listings(request.app.state.refresher, change.left)
 
 
 @router.post("/bulletins/{bulletin_id:int}/edit")
@@ -1032,7 +1027,8 @@ async def edit_submit(request: Request, bulletin_id: int) -> Response:
         await _may_write(request, viewer)
         await run_in_threadpool(
             _in_session, settings,
-            lambda s: _save(s, settings, request, viewer, bulletin_id, bulletin_in, revision),
+            lambda s: _save(s, settings, request, viewer, bulletin_id, bulletin_in, body_html,
+                             revision),
         )  # fmt: skip
     except Problem as problem:
         if problem.status == 412 and await run_in_threadpool(
@@ -1103,13 +1099,11 @@ async def withdraw_form(request: Request, bulletin_id: int) -> Response:
 def _withdraw(
     session: Session, request: Request, viewer: auth.Viewer, bulletin_id: int, notice: str
 ) -> None:
-    """DELETE /v1/bulletins/{id} (with its notice), as bulletins.withdraw_bulletin does it."""
-    change = service.withdraw_bulletin(
-        session=session, agency_id=viewer.agency_id, bulletin_id=bulletin_id, notice=notice
-    )
-    _log_change("withdrawal", viewer.agency_slug, change)
-    if change.changed:
-        service.enqueue_render(request.app.state.celery, change.bulletin)
+    """DELETE /v1/bulletins/{id} with its notice: the API's own sequence."""
+    service.withdraw_and_queue(
+        session=session, celery=request.app.state.celery, agency_id=viewer.agency_id,
+        agency_slug=viewer.agency_slug, bulletin_id=bulletin_id, notice=notice,
+    )  # fmt: skip
 
 
 @router.post("/bulletins/{bulletin_id:int}/withdraw")
@@ -1118,22 +1112,29 @@ async def withdraw_submit(request: Request, bulletin_id: int) -> Response:
     data = await read_form(request)
     check_csrf(viewer, data)
     settings = _settings(request)
-    notice = str(data.get("notice") or "").strip()
-    if len(notice) > MAX_NOTICE:
-        shown = await run_in_threadpool(
-            _in_session, settings, lambda s: _shown(s, settings, viewer, bulletin_id)
-        )
-        return page(request, "withdraw.html", status=422, viewer=viewer,
-                    bulletin=shown.bulletin, notice=notice,
-                    errors=[f"Thông báo dài quá: tối đa {MAX_NOTICE} ký tự (hiện có "
-                            f"{len(notice)})."])  # fmt: skip
+    notice = str(data.get("notice") or "")
     try:
+        service.withdrawal_notice(notice)  # the service's own check, before any budget is spent
         await _may_write(request, viewer)
         await run_in_threadpool(
             _in_session, settings, lambda s: _withdraw(s, request, viewer, bulletin_id, notice)
         )
     except Problem as problem:
-        raise problem_page(problem) from problem
+        if problem.status == 404:
+            raise not_found() from problem
+        # The confirmation again, with what went wrong and the notice as typed.
+        shown = await run_in_threadpool(
+            _in_session, settings, lambda s: _shown(s, settings, viewer, bulletin_id)
+        )
+        error = problem_page(problem)
+        message = error.message
+        if problem.status == 422:
+            length = len(clean_text(notice).strip())
+            message = (f"Thông báo dài quá: tối đa {WITHDRAWAL_NOTICE_MAX} ký tự (hiện có "
+                       f"{length}).")  # fmt: skip
+        return page(request, "withdraw.html", status=error.status, viewer=viewer,
+                    bulletin=shown.bulletin, notice=notice, errors=[message],
+                    headers=error.headers)  # fmt: skip
     return see_other(f"/console/bulletins/{bulletin_id}")
 
 

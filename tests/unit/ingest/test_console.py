@@ -22,10 +22,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.orm.exc import StaleDataError
 
+from services.ingest import deps, service
 from services.ingest.app import create_app
 from services.ingest.console.auth import client_address, safe_next, secure_cookies
 from services.ingest.console.forms import BulletinForm, to_create
 from services.ingest.console.views import state_of
+from services.ingest.problems import Problem
 from shared import users
 from shared.db import engine_for, session_scope
 from shared.models import Agency, Bulletin, BulletinStatus
@@ -432,6 +434,57 @@ def test_the_category_list_hides_another_agencys_unpublished_categories(
     sign_up(client, settings, "so-b-muc", "muc-b@example.vn")
     datalist = client.get("/console/bulletins/new").text
     assert "Tin công khai" in datalist and "Kỳ thi bí mật" not in datalist
+
+
+def test_a_failed_withdrawal_keeps_the_typed_notice(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_agency(settings, "so-giu")
+    csrf = sign_up(client, settings, "so-giu", "giu@example.vn")
+    bulletin_id = publish(client)
+    path = f"/console/bulletins/{bulletin_id}/withdraw"
+    long = "Thông báo rất dài. " * 60
+    refused = client.post(path, data={"csrf_token": csrf, "notice": long})
+    assert refused.status_code == 422 and "Thông báo dài quá: tối đa 1000 ký tự" in refused.text
+    assert long.strip() in unescape(refused.text)
+
+    def down(request: Any) -> None:
+        raise Problem(503, "Service unavailable", "queue")
+
+    monkeypatch.setattr(deps, "require_queue", down)
+    typed = "Đã có bản đính chính."
+    refused = client.post(path, data={"csrf_token": csrf, "notice": typed})
+    assert refused.status_code == 503 and 'role="alert"' in refused.text
+    assert typed in refused.text and "Gỡ bản tin" in refused.text
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, bulletin_id)
+        assert bulletin is not None and bulletin.status != BulletinStatus.WITHDRAWN
+
+
+def test_a_correction_renders_its_body_once(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_agency(settings, "so-mot-lan")
+    sign_up(client, settings, "so-mot-lan", "motlan@example.vn")
+    bulletin_id = publish(client)
+    html = client.get(f"/console/bulletins/{bulletin_id}/edit").text
+    rendered: list[str] = []
+    real = service.render_body
+
+    def counted(settings: Settings, bulletin_in: Any) -> str:
+        rendered.append(bulletin_in.title)
+        return real(settings, bulletin_in)
+
+    monkeypatch.setattr(service, "render_body", counted)
+    data = editor_fields(title="Sửa một lần", body="Nội dung mới.", when="keep") | {
+        "csrf_token": token_of(html), "revision": field(REVISION, html), "action": "save",
+    }  # fmt: skip
+    saved = client.post(f"/console/bulletins/{bulletin_id}/edit", data=data,
+                        follow_redirects=False)  # fmt: skip
+    assert saved.status_code == 303 and rendered == ["Sửa một lần"]
+    with session_scope(settings) as session:
+        bulletin = session.get(Bulletin, bulletin_id)
+        assert bulletin is not None and bulletin.body_html == "<p>Nội dung mới.</p>"
 
 
 def test_search_ignores_diacritics_and_pages(client: TestClient, settings: Settings) -> None:
