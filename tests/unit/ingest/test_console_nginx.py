@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 import unicodedata
 from pathlib import Path
 
@@ -129,6 +130,14 @@ def test_ingest_down_is_a_vietnamese_page_on_the_console_and_json_on_the_api(
             assert_console_error_page(headers, body, "Hệ thống đang bận hoặc tạm ngừng")
             assert "hãy thử lại sau ít phút" in body.decode()
             assert headers["retry-after"] == "5"
+        # An invite link while ingest is down: the same page, and its token in no log of
+        # nginx's (the failures above are logged with their request lines).
+        token = "Kd9x-Bi_mat-" + "z" * 31
+        status, headers, body = fetch(front, "GET", f"/console/invite/{token}")
+        assert status == 503
+        assert_console_error_page(headers, body, "Hệ thống đang bận hoặc tạm ngừng")
+        logs = "".join(path.read_text() for path in (work / "nginx").glob("*.log"))
+        assert '"GET /console/bulletins HTTP/1.1"' in logs and token not in logs
         status, headers, body = fetch(front, "GET", "/v1/bulletins/1")
         assert status == 503 and headers["content-type"] == "application/problem+json"
         assert json.loads(body)["status"] == 503
@@ -183,10 +192,15 @@ def test_the_access_log_format_masks_invite_tokens(
     assert '"GET /console/sign-in?next=%2Fconsole%2Fbulletins HTTP/1.1" 200' in logged
 
 
+SLOW_SECONDS = 3
+
+
 class _EchoForwardedFor(http.server.BaseHTTPRequestHandler):
     """Stands where ingest would: answers with the X-Forwarded-For lines it was given."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path.endswith("/cham"):  # a stuck ingest: past nginx's read timeout
+            time.sleep(SLOW_SECONDS)
         body = json.dumps(self.headers.get_all("X-Forwarded-For") or []).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -198,11 +212,12 @@ class _EchoForwardedFor(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_ingest_is_told_the_address_nginx_saw_never_the_clients_own_forwarded_for(
+def test_ingest_is_told_the_address_nginx_saw_and_a_stuck_one_is_a_page(
     site: Path,  # noqa: F811
 ) -> None:
     """Compose trusts ingest's private network as proxies (BANTIN_TRUSTED_PROXIES), so the
-    sign-in limit per address must never see an X-Forwarded-For the client wrote."""
+    sign-in limit per address must never see an X-Forwarded-For the client wrote. A stand-in
+    for ingest echoes what it was told, or stays silent past nginx's read timeout."""
     echo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoForwardedFor)
     thread = threading.Thread(target=echo.serve_forever, daemon=True)
     thread.start()
@@ -211,6 +226,9 @@ def test_ingest_is_told_the_address_nginx_saw_never_the_clients_own_forwarded_fo
     conf = harness._production_conf(
         site, harness.free_port(), harness.free_port(), (front, echo.server_address[1])
     )
+    # A shorter wait than the file's 30 s, for the stuck-ingest case below.
+    assert "proxy_read_timeout 30s;" in conf
+    conf = conf.replace("proxy_read_timeout 30s;", "proxy_read_timeout 1s;")
     nginx = harness.Server("nginx-xff", front, harness.nginx_starter(work, "nginx", conf))
     nginx.process = nginx.start()
     try:
@@ -220,6 +238,12 @@ def test_ingest_is_told_the_address_nginx_saw_never_the_clients_own_forwarded_fo
                            {"X-Forwarded-For": "198.51.100.1, 10.0.0.9"}):  # fmt: skip
                 status, _, body = fetch(front, "GET", path, forged)
                 assert (status, json.loads(body)) == (200, ["127.0.0.1"]), (path, forged)
+        # A stuck ingest (nginx's 504): the console's 503 page, the API's problem+json.
+        status, headers, body = fetch(front, "GET", "/console/cham")
+        assert status == 503
+        assert_console_error_page(headers, body, "Hệ thống đang bận hoặc tạm ngừng")
+        status, headers, body = fetch(front, "GET", "/v1/cham")
+        assert status == 503 and headers["content-type"] == "application/problem+json"
     finally:
         harness.stop(nginx.process)
         echo.shutdown()
