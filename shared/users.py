@@ -145,7 +145,9 @@ def invited_user(session: Session, token: str) -> User | None:
     )
 
 
-def _nfc(password: str) -> str:
+def normalise_password(password: str) -> str:
+    """The form a password is hashed, verified and counted in: NFC (see the module's doc).
+    A form should count and compare what it was typed in this form too."""
     return unicodedata.normalize("NFC", password)
 
 
@@ -163,7 +165,7 @@ def accept_invite(session: Session, token: str, password: str) -> User | None:
 
     One guarded UPDATE: of two simultaneous uses of one link, exactly one sets a password.
     """
-    password = _nfc(password)
+    password = normalise_password(password)
     _check_password(password)
     user = invited_user(session, token)
     if user is None:
@@ -195,7 +197,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     before passwords were normalised). A hash made with older parameters, or of a password not
     in NFC, is replaced by the current kind.
     """
-    typed, password = password, _nfc(password)
+    typed, password = password, normalise_password(password)
     if len(password) > MAX_PASSWORD_LENGTH:
         return None
     user = _by_email(session, email)

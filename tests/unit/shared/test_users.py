@@ -402,6 +402,7 @@ def test_a_password_works_however_its_diacritics_are_composed(
     with session_scope(settings) as session:
         assert accept_invite(session, token, set_as) is not None
     for typed in (NFC_PASSWORD, NFD_PASSWORD, TYPED_PASSWORD):
+        assert users.normalise_password(typed) == NFC_PASSWORD
         with session_scope(settings) as session:
             assert authenticate(session, "nhung@soyte.gov.vn", typed) is not None, typed
     with session_scope(settings) as session:
