@@ -79,8 +79,12 @@ def configure_logging(settings: Settings, role: str) -> None:
     root.addHandler(make_handler(settings, role))
     root.setLevel(settings.log_level.upper())
     # uvicorn configures its loggers before it imports the app: send their records (start-up,
-    # errors, access lines) through the same handler, in the same format.
+    # errors, access lines) through the same handler, in the same format. An access log that
+    # `--no-access-log` switched off (no handler, no propagation) stays off: request lines
+    # would carry secrets in URLs (the console's one-time sign-in links).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
+        if name == "uvicorn.access" and not logger.handlers and not logger.propagate:
+            continue
         logger.handlers.clear()
         logger.propagate = True

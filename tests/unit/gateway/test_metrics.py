@@ -336,3 +336,32 @@ def test_the_factory_sends_uvicorn_lines_through_the_json_handler(tmp_path: Path
         ("gateway", "uvicorn.access", "INFO", "GET /feeds/all.rss 200"),
         ("gateway", "uvicorn.error", "WARNING", "connection lost"),
     ]
+
+
+def test_an_access_log_switched_off_stays_off(tmp_path: Path) -> None:
+    """`--no-access-log` leaves uvicorn's access logger without handler or propagation: the
+    factory must not turn it back on (request lines carry one-time sign-in links)."""
+    script = textwrap.dedent(
+        """
+        import logging
+        import logging.config
+        from uvicorn.config import LOGGING_CONFIG
+        from services.gateway.app import app_from_env
+
+        logging.config.dictConfig(LOGGING_CONFIG)
+        access = logging.getLogger("uvicorn.access")
+        access.handlers, access.propagate = [], False  # what --no-access-log does
+        app_from_env()
+        access.info("GET /console/invite/secret-token 200")
+        logging.getLogger("uvicorn.error").warning("connection lost")
+        """
+    )
+    env = {**os.environ, "BANTIN_DATA_DIR": str(tmp_path), "BANTIN_LOG_FORMAT": "json",
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env.pop("BANTIN_REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "secret-token" not in done.stderr
+    messages = [json.loads(line)["message"] for line in done.stderr.splitlines()]
+    assert "connection lost" in messages
