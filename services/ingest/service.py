@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from services.ingest.writer import Accepted
 
 log = logging.getLogger(__name__)
+# Accepted bulletins, corrections and withdrawals are logged under the API's resource module,
+# whoever (API or console) made them: one event stream, as before both shared this code.
+events = logging.getLogger("services.ingest.bulletins")
 
 # A compare-and-set that keeps missing means a storm of changes to one bulletin; each miss
 # means another change committed, so the system as a whole is making progress.
@@ -388,7 +391,7 @@ def refresh_listings(refresher: Refresher, listings: list[Listing]) -> None:
 def log_accepted(agency_slug: str, accepted: Accepted) -> None:
     outcome = "created" if accepted.created else "replayed"
     ACCEPTED.labels(outcome).inc()
-    log.info("bulletin %s %s (%s)", accepted.id, outcome, accepted.status,
+    events.info("bulletin %s %s (%s)", accepted.id, outcome, accepted.status,
              extra=bulletin_fields(accepted.id, agency_slug, accepted.revision))  # fmt: skip
 
 
@@ -397,7 +400,7 @@ def log_change(kind: str, agency_slug: str, change: Change) -> None:
     outcome = "changed" if change.changed else "unchanged"
     (CORRECTIONS if kind == "correction" else WITHDRAWALS).labels(outcome).inc()
     bulletin = change.bulletin
-    log.info("bulletin %s %s %s (%s)", bulletin.id, kind, outcome, bulletin.status,
+    events.info("bulletin %s %s %s (%s)", bulletin.id, kind, outcome, bulletin.status,
              extra=bulletin_fields(bulletin.id, agency_slug, bulletin.revision))  # fmt: skip
 
 
