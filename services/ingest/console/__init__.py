@@ -14,19 +14,23 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
+from services.ingest.console import account, bulletins, editor
 from services.ingest.console.auth import Viewer
-from services.ingest.console.views import (
+from services.ingest.console.pages import (
+    STATIC_DIR,
     ConsoleError,
     SignInRequired,
     current_viewer,
     error_page,
     not_found,
     problem_page,
-    router,
     sign_in_redirect,
 )
 from services.ingest.problems import Problem
+from services.render.pages import STATIC_DIR as SITE_STATIC_DIR
 from shared.security_headers import CONSOLE_HEADERS, is_console_path
 
 __all__ = ["install_console"]
@@ -39,6 +43,8 @@ async def _viewer(request: Request, exc: Exception) -> Viewer | None:
     known = getattr(request.state, "viewer", None)
     if isinstance(known, Viewer):
         return known
+    # The database failed, or this is the catch-all 500 handler (kind Exception): asking the
+    # database who is signed in could fail the same way.
     if isinstance(exc, OperationalError) or type(exc) is Exception:
         return None
     try:
@@ -102,9 +108,24 @@ def _html_under_console(app: FastAPI, kind: type[Exception] | int) -> None:
     app.add_exception_handler(kind, handler)
 
 
+class Assets(StaticFiles):
+    """The console's and the site's CSS and JS. Their URLs carry a version (?v=hash), so a
+    day in any cache is safe; ETag and Last-Modified come with StaticFiles."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code in (200, 304):
+            response.headers["Cache-Control"] = "public, max-age=86400"
+        return response
+
+
 def install_console(app: FastAPI) -> None:
     """The console's routes and error pages; call after the API's problem handlers."""
-    app.include_router(router)
+    # The site's own first: /console/static would otherwise take /console/static/site/….
+    app.mount("/console/static/site", Assets(directory=SITE_STATIC_DIR), name="console-site")
+    app.mount("/console/static", Assets(directory=STATIC_DIR), name="console-static")
+    for module in (account, bulletins, editor):
+        app.include_router(module.router)
     app.add_exception_handler(ConsoleError, _on_console_error)
     app.add_exception_handler(SignInRequired, _on_sign_in_required)
     for kind in (Problem, RequestValidationError, StarletteHTTPException, OperationalError,

@@ -25,8 +25,8 @@ from sqlalchemy.orm.exc import StaleDataError
 from services.ingest import deps, service
 from services.ingest.app import create_app
 from services.ingest.console.auth import client_address, safe_next, secure_cookies
+from services.ingest.console.bulletins import state_of
 from services.ingest.console.forms import BulletinForm, to_create
-from services.ingest.console.views import state_of
 from services.ingest.problems import Problem
 from shared import users
 from shared.db import engine_for, session_scope
@@ -893,3 +893,20 @@ def test_cookies_are_secure_over_https_as_the_proxy_saw_it(settings: Settings) -
     assert not secure_cookies(settings, request("93.184.216.34", "https"))  # not our proxy
     https = settings.model_copy(update={"ingest_public_url": "https://api.tin.example"})
     assert secure_cookies(https, request("93.184.216.34", None))
+
+
+def test_static_files_are_served_with_validators_and_a_day_of_cache(client: TestClient) -> None:
+    for path in ("/console/static/console.css", "/console/static/console.js",
+                 "/console/static/site/site.css", "/console/static/site/site.js"):  # fmt: skip
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["cache-control"] == "public, max-age=86400"
+        assert answer.headers["etag"] and answer.headers["last-modified"]
+        assert answer.headers["content-security-policy"] == CONSOLE_CSP
+        again = client.get(path, headers={"if-none-match": answer.headers["etag"]})
+        assert again.status_code == 304
+    for path in ("/console/static/nope.css", "/console/static/%2e%2e/auth.py",
+                 "/console/static/site/../../console/auth.py"):  # fmt: skip
+        missing = client.get(path)
+        assert missing.status_code == 404, path
+        assert missing.headers["content-type"].startswith("text/html")
