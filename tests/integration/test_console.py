@@ -34,6 +34,7 @@ STATUS_PAGE = re.compile(r"^/console/bulletins/(\d+)$")
 # A bound on waiting for the system (render, feeds, the reconciler's embargo check), never a
 # measure of its speed.
 WAIT = 60.0
+CATEGORIES_CACHE = 10.5  # services/ingest/console/editor.py CATEGORIES_SECONDS, and a little
 
 
 def found(pattern: re.Pattern[str], html: str) -> str:
@@ -350,3 +351,39 @@ def test_sign_out_ends_the_session(system: System, clerk: Clerk) -> None:
         assert answer.headers["location"].startswith("/console/sign-in")
     with session_scope(system.settings()) as session:
         assert session.get(ConsoleSession, hashlib.sha256(cookie.encode()).hexdigest()) is None
+
+
+def test_the_same_text_again_asks_first_and_categories_stay_private(
+    system: System, clerk: Clerk, agency_slug: str
+) -> None:
+    """On both databases: Back-then-publish's question (the twin query), the editor's
+    category suggestions (another agency's embargoed category never shows), and search."""
+    first = clerk.publish("Thông báo một lần", category="Tuyển sinh riêng")
+    csrf, key = clerk.new_form()
+    fields = editor("Thông báo một lần", csrf, key, category="Tuyển sinh riêng")
+    asked = clerk.post("/console/bulletins/new", fields)
+    assert asked.status_code == 409, asked.text[:2000]
+    assert "Bản tin giống hệt đã được đăng lúc " in asked.text
+    assert f'href="/console/bulletins/{first}"' in asked.text
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', asked.text))
+    confirmed = {k: unescape(v) for k, v in hidden.items()} | {"action": "publish"}
+    again = clerk.post("/console/bulletins/new", confirmed)
+    assert again.status_code == 303 and again.headers["location"] != f"/console/bulletins/{first}"
+    assert len(bulletins_of(system, agency_slug)) == 2
+
+    tz = system.settings().tz
+    later = (datetime.now(tz) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S")
+    clerk.publish("Kỳ thi chưa công bố", category="Đề thi bí mật", when="at", publish_at=later)
+    other_slug = f"co-quan-{uuid.uuid4().hex[:8]}"
+    system.create_agency("Sở Bên cạnh", other_slug)
+    neighbour = Clerk(system)
+    try:
+        neighbour.accept(invite(system, new_email(), other_slug))
+        datalist = neighbour.get("/console/bulletins/new").text
+        assert "Đề thi bí mật" not in datalist
+    finally:
+        neighbour.close()
+    time.sleep(CATEGORIES_CACHE)  # the editor's category list is cached per process
+    assert "Đề thi bí mật" in clerk.get("/console/bulletins/new").text  # its own
+    page = clerk.get("/console/bulletins", params={"q": "ky thi"}).text
+    assert "Kỳ thi chưa công bố" in page and "Thông báo một lần" not in page
