@@ -88,11 +88,13 @@ class Editing:
     published_at: datetime
     guid: str
     slug: str
+    body_format: str
 
 
 def editing_of(b: Bulletin) -> Editing:
     public = b.status == BulletinStatus.PUBLISHED or b.rendered_revision > 0
-    return Editing(b.id, b.title, b.status, b.revision, public, b.published_at, b.guid, b.slug)
+    return Editing(b.id, b.title, b.status, b.revision, public, b.published_at, b.guid, b.slug,
+                   b.body_format)  # fmt: skip
 
 
 def _categories(session: Session, agency_id: int) -> list[str]:
@@ -110,10 +112,12 @@ def _categories(session: Session, agency_id: int) -> list[str]:
     return list(session.scalars(query))
 
 
-def _formats(form: BulletinForm) -> tuple[str, ...]:
-    # An HTML body (from the API) can be corrected as HTML; the console writes text/Markdown.
+def _formats(editing: Editing | None) -> tuple[str, ...]:
+    # An HTML body (from the API) can be corrected as HTML; the console writes text/Markdown,
+    # whatever a crafted post says.
     base = tuple(FORMAT_CHOICES)
-    return (*base, BodyFormat.HTML.value) if form.body_format == BodyFormat.HTML else base
+    html = editing is not None and editing.body_format == BodyFormat.HTML
+    return (*base, BodyFormat.HTML.value) if html else base
 
 
 def editor_page(
@@ -205,7 +209,7 @@ async def _validated(
 ) -> tuple[BulletinCreate | None, str | None, FieldErrors]:  # fmt: skip
     """The form as the API's model and its body as safe HTML, or the errors."""
     settings = settings_of(request)
-    bulletin_in, errors = to_create(form, settings, utcnow(), formats=_formats(form))
+    bulletin_in, errors = to_create(form, settings, utcnow(), formats=_formats(editing))
     if bulletin_in is None:
         return None, None, errors
     try:

@@ -312,6 +312,21 @@ def test_validation_errors_are_vietnamese_and_keep_the_form(
     assert count(settings) == 0
 
 
+def test_a_crafted_post_cannot_make_an_html_bulletin(
+    client: TestClient, settings: Settings
+) -> None:
+    new_agency(settings, "so-html-gia")
+    sign_up(client, settings, "so-html-gia", "htmlgia@example.vn")
+    form = client.get("/console/bulletins/new")
+    data = editor_fields(body="<p>Chữ</p>", body_format="html") | {
+        "csrf_token": token_of(form.text), "idempotency_key": field(KEY, form.text),
+        "action": "publish",
+    }  # fmt: skip
+    refused = client.post("/console/bulletins/new", data=data)
+    assert refused.status_code == 422 and "Chọn “Văn bản thường” hoặc “Markdown”." in refused.text
+    assert count(settings) == 0
+
+
 def test_a_form_without_its_csrf_token_changes_nothing(
     client: TestClient, settings: Settings
 ) -> None:
