@@ -196,8 +196,9 @@ async def accept_invite(request: Request, token: str) -> Response:
     settings = settings_of(request)
     data = await read_form(request)
     _check_anonymous_csrf(request, data)
-    password = str(data.get("password") or "")
-    again = str(data.get("password_again") or "")
+    # Counted and compared as they are hashed: NFC (a decomposed "ế" is one character).
+    password = users.normalise_password(str(data.get("password") or ""))
+    again = users.normalise_password(str(data.get("password_again") or ""))
     invited = await run_in_threadpool(in_session, settings, lambda s: _invited(s, token))
     if invited is None:
         raise _invite_gone()

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -161,6 +162,27 @@ def test_invite_sign_out_and_sign_in(client: TestClient, settings: Settings) -> 
     assert right.status_code == 303 and right.headers["location"] == "/console/bulletins/new"
     # A used link is a 404 page.
     assert client.get("/console/invite/not-a-token").status_code == 404
+
+
+def test_a_password_is_counted_and_compared_as_it_is_hashed(
+    client: TestClient, settings: Settings
+) -> None:
+    """Nine letters typed decomposed are 18 code points: still too short, said as such (not a
+    500), and the same words typed composed and decomposed are one password."""
+    new_agency(settings, "so-dau")
+    link = invite(settings, "dau@example.vn", "so-dau")
+    form = client.get(f"/console/invite/{link}")
+    short = unicodedata.normalize("NFD", "ếếếếếếếếế")
+    refused = client.post(f"/console/invite/{link}", data={
+        "csrf_token": token_of(form.text), "password": short, "password_again": short,
+    })  # fmt: skip
+    assert refused.status_code == 422 and "ít nhất" in refused.text
+    typed = unicodedata.normalize("NFD", "Mùa thu Bắc Kạn")
+    done = client.post(f"/console/invite/{link}", data={
+        "csrf_token": token_of(form.text), "password": typed,
+        "password_again": unicodedata.normalize("NFC", typed),
+    }, follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303, done.text
 
 
 def test_sign_out_without_a_valid_token_keeps_the_cookie(
