@@ -658,6 +658,12 @@ def test_every_console_page_passes_axe_and_fits_the_width(
         expect(page.get_by_role("alert").first).to_contain_text("Bản tin đã được người khác sửa")
         expect(page.get_by_label("Tiêu đề")).to_have_value(bulletin["title"] + " – bản của tôi")
         scan.check("edit, conflict", page)
+        # Having looked, the clerk saves their text on purpose: it is the new version.
+        page.get_by_role("button", name="Lưu bản sửa").click()
+        page.wait_for_url(status_url)
+        expect(page.get_by_role("heading", level=1)).to_have_text(
+            bulletin["title"] + " – bản của tôi"
+        )
 
         # Withdraw: the confirmation, then the withdrawn status.
         goto(page, status_url, 200)
