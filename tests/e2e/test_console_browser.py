@@ -66,6 +66,8 @@ PASSWORD = "Hoa-sen-no-2026"  # long enough (MIN_PASSWORD_LENGTH is 10)
 # well under these on a loaded two-core machine.
 ONLINE_MS = 60_000
 PUBLIC_SECONDS = 60.0
+# The sign-in page, with or without the page to return to (`next`, which holds slashes).
+SIGN_IN_PAGE = re.compile(r"/console/sign-in(\?.*)?$")
 # A bulletin's console page (where publishing, saving and withdrawing lead).
 STATUS_PAGE = re.compile(r"/console/bulletins/\d+$")
 # Most Tab presses any console form needs to reach a control (header links, toolbar...).
@@ -432,7 +434,7 @@ def test_keyboard_only_sign_in_and_publish(system: System, agency: Agency, brows
         # Sign in.
         page = context.new_page()
         page.goto(origin(link) + "/console/")
-        page.wait_for_url("**/console/sign-in*")
+        page.wait_for_url(SIGN_IN_PAGE)
         tab_to(page, page.get_by_label("Thư điện tử"))
         page.keyboard.type(email)
         tab_to(page, page.get_by_label("Mật khẩu", exact=True))
@@ -561,7 +563,7 @@ def test_every_console_page_passes_axe_and_fits_the_width(
         page = context.new_page()
         # Signed out.
         response = goto(page, base + "/", 200)
-        page.wait_for_url("**/console/sign-in*")
+        page.wait_for_url(SIGN_IN_PAGE)
         # The CSP the pages are checked against is the console's own (no violation means
         # something only under it).
         assert response.headers["content-security-policy"] == CONSOLE_CSP
@@ -692,7 +694,7 @@ def test_every_console_page_passes_axe_and_fits_the_width(
         # Signing out ends on the sign-in page.
         goto(page, base + "/bulletins", 200)
         page.get_by_role("button", name="Đăng xuất").click()
-        page.wait_for_url("**/console/sign-in*")
+        page.wait_for_url(SIGN_IN_PAGE)
 
         for name, lesser in scan.lesser.items():
             print(f"\naxe, below serious, at {width} px, {name}: {lesser}")
@@ -801,7 +803,7 @@ def test_after_signing_out_back_shows_no_signed_in_page(
         accept_invite(page, link, agency)
         goto(page, origin(link) + "/console/bulletins/new", 200)
         page.get_by_role("button", name="Đăng xuất").click()
-        page.wait_for_url("**/console/sign-in*")
+        page.wait_for_url(SIGN_IN_PAGE)
         page.go_back()
         page.wait_for_load_state("load")
         assert "/console/sign-in" in page.url, page.url
@@ -922,5 +924,38 @@ def test_a_paste_from_a_word_processor_keeps_paragraphs_to_the_public_page(
         assert article.count("<p>") == 3, article
         assert "style" not in article and "Mso" not in article and "<b>" not in article
         assert_clean(watch, [page])
+    finally:
+        context.close()
+
+
+def test_signing_in_returns_to_the_page_asked_for_and_nowhere_else(
+    system: System, agency: Agency, browser: Any
+) -> None:
+    """A bookmarked editor leads through sign-in back to the editor; a link whose `next`
+    names another site leads to the list, not there."""
+    email = new_email()
+    link = invite(system, email, agency.slug)
+    base = origin(link) + "/console"
+    context = clerk_context(browser, 1280)
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        context.clear_cookies()
+
+        def sign_in() -> None:
+            page.get_by_label("Thư điện tử").fill(email)
+            page.get_by_label("Mật khẩu", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Đăng nhập").click()
+
+        goto(page, base + "/bulletins/new", 200)
+        page.wait_for_url(SIGN_IN_PAGE)
+        sign_in()
+        page.wait_for_url(base + "/bulletins/new")
+        expect(page.get_by_label("Tiêu đề")).to_be_visible()
+
+        context.clear_cookies()
+        goto(page, base + "/sign-in?next=https://ke-gian.example/console/", 200)
+        sign_in()
+        page.wait_for_url(base + "/bulletins")
     finally:
         context.close()
