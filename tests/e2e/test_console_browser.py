@@ -959,3 +959,62 @@ def test_signing_in_returns_to_the_page_asked_for_and_nowhere_else(
         page.wait_for_url(base + "/bulletins")
     finally:
         context.close()
+
+
+def shift_tab_to(page: Any, target: Any) -> None:
+    """Press Shift+Tab until `target` has the focus (bounded)."""
+    for _ in range(TAB_LIMIT):
+        page.keyboard.press("Shift+Tab")
+        if target.evaluate("el => el === document.activeElement"):
+            return
+    raise AssertionError(f"{TAB_LIMIT} Shift+Tabs never reached {target}")
+
+
+def test_markdown_with_the_toolbar_by_keyboard_to_the_public_page(
+    system: System, agency: Agency, browser: Any
+) -> None:
+    """Markdown chosen with the arrow keys, a heading and bold set with the toolbar's
+    buttons from the keyboard (the selection in the text kept meanwhile), published: the
+    public page has the heading and the bold words."""
+    link = invite(system, new_email(), agency.slug)
+    title = f"Thông báo Markdown {uuid.uuid4().hex[:6]}"
+    context = clerk_context(browser, 1280)
+    try:
+        page = context.new_page()
+        accept_invite(page, link, agency)
+        goto(page, origin(link) + "/console/bulletins/new", 200)
+        tab_to(page, page.get_by_label("Tiêu đề"))
+        page.keyboard.type(title)
+        tab_to(page, page.get_by_role("radio", name="Văn bản thường"))
+        page.keyboard.press("ArrowDown")
+        expect(page.get_by_role("radio", name="Markdown")).to_be_checked()
+        toolbar = page.get_by_role("group", name="Định dạng Markdown")
+        expect(toolbar).to_be_visible()
+
+        body = page.get_by_role("textbox", name="Nội dung")
+        tab_to(page, body)
+        page.keyboard.type("Kế hoạch năm học mới")
+        page.keyboard.press("Shift+Home")
+        shift_tab_to(page, toolbar.get_by_role("button", name="Đề mục"))
+        page.keyboard.press("Enter")
+        expect(body).to_be_focused()
+        page.keyboard.press("End")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Enter")
+        page.keyboard.type("Nhiệm vụ trọng tâm")
+        for _ in range(len("trọng tâm")):
+            page.keyboard.press("Shift+ArrowLeft")
+        shift_tab_to(page, toolbar.get_by_role("button", name="Đậm"))
+        page.keyboard.press("Enter")
+        expect(body).to_have_value("## Kế hoạch năm học mới\n\nNhiệm vụ **trọng tâm**")
+
+        tab_to(page, page.get_by_role("button", name="Đăng bản tin", exact=True))
+        page.keyboard.press("Enter")
+        page.wait_for_url(STATUS_PAGE)
+        url = wait_online(page, "markdown", None)
+        html = httpx.get(url, timeout=10).text
+        article = html[html.index('<div class="article__body">') :].split("</div>", 1)[0]
+        assert "Kế hoạch năm học mới</h2>" in article, article
+        assert "<strong>trọng tâm</strong>" in article, article
+    finally:
+        context.close()
