@@ -18,7 +18,8 @@ bulletins (published through the API). Then:
   390 CSS px (a phone) has no horizontal scrolling;
 - what clerks do besides: double-click "Đăng bản tin", press Back and publish the refilled
   form again, press Back after signing out, work with JavaScript off, schedule from a
-  browser in another time zone, paste from a word processor with Ctrl+V.
+  browser in another time zone, paste from a word processor with Ctrl+V, format Markdown
+  with the toolbar by keyboard, follow a bookmark (or a forged `next`) through sign-in.
 
 The time from pressing "Đăng bản tin" (and "Lưu bản sửa", "Gỡ bản tin") to the status line
 saying so is printed (run with -s to see it), never asserted.
