@@ -6,8 +6,8 @@
     python -m bench --postgres            # PostgreSQL instead of the embedded SQLite
 
 Scenarios: ingest (1), latency (2, with 7 memory), rebuild (3), feed-cost (4), gateway (5),
-scaling (6), push-latency (8, WebSub). A benchmark measures and reports; it never fails on a
-poor number.
+scaling (6), push-latency (8, WebSub), console-publish (9, the web console). A benchmark
+measures and reports; it never fails on a poor number.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ SCENARIOS = {
     "gateway": "bench.gateway",
     "scaling": "bench.scaling",
     "push-latency": "bench.push_latency",
+    "console-publish": "bench.console_publish",
 }
 
 

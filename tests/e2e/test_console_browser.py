@@ -264,7 +264,7 @@ def test_clerk_publishes_corrects_and_withdraws_the_seed_sample(
         console_page = page.url
         expect(page.get_by_role("heading", level=1)).to_have_text(seed["title"])
         # For the report: when the public page itself first answers (the console's label
-        # follows at its next poll, every 500 ms).
+        # follows at its next poll, every 100 ms at first).
         address = page.locator(".facts__url").inner_text().strip()
         eventually(
             lambda: httpx.get(address, timeout=10).status_code == 200, "the page", PUBLIC_SECONDS

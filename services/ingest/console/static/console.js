@@ -252,7 +252,14 @@
 
   // ---- a bulletin's status, live -------------------------------------------------------
 
-  var POLL_MS = 500;
+  // A publish takes tens of milliseconds: ask often at first, so the clerk sees "Đã đăng"
+  // as soon as it is true, then less and less often (a scheduled or stuck bulletin).
+  function pollDelay(elapsed) {
+    if (elapsed < 10000) {
+      return 100;
+    }
+    return elapsed < 120000 ? 500 : 2000;
+  }
   var GIVE_UP_MS = 15 * 60 * 1000; // a page left open: stop asking after a while
 
   function initStatus() {
@@ -264,7 +271,7 @@
     var linkBox = document.getElementById("trang-cong-khai");
     var link = linkBox ? linkBox.querySelector("[data-public-link]") : null;
     var started = Date.now();
-    var delay = POLL_MS;
+    var delay = pollDelay(0);
 
     function show(state) {
       if (state.label && status.textContent !== state.label) {
@@ -288,7 +295,7 @@
           return response.json();
         })
         .then(function (state) {
-          delay = POLL_MS;
+          delay = pollDelay(Date.now() - started);
           show(state);
           if (!state.settled && Date.now() - started < GIVE_UP_MS) {
             window.setTimeout(poll, delay);
@@ -305,7 +312,7 @@
         });
     }
 
-    window.setTimeout(poll, POLL_MS);
+    window.setTimeout(poll, delay);
   }
 
   // After a post that re-shows the editor (errors, a conflict, a preview), the keyboard and
