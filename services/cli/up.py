@@ -153,13 +153,13 @@ class Output:
         """A supervisor line: terminal and log."""
         self._write(f"{name:<10}| {line}", terminal=True)
 
-    def block(self, lines: list[str], secrets: tuple[str, ...] = ()) -> None:
+    def block(self, lines: list[str], secrets: dict[str, str] | None = None) -> None:
         """Unprefixed lines (the ready block), easy to read and to copy from. `secrets` (the
-        demo key, the sign-in link) reach the terminal only; the log gets their display prefix."""
+        demo key, the sign-in link) reach the terminal only; the log gets what each maps to."""
         text = "\n".join(lines)
         logged = text
-        for secret in secrets:
-            logged = logged.replace(secret, mask(secret))
+        for secret, shown in (secrets or {}).items():
+            logged = logged.replace(secret, shown)
         with self.lock:
             self.file.write(logged + "\n")
             self.file.flush()
@@ -283,6 +283,14 @@ class Demo:
 
     key: str
     console_link: str
+
+    def masked(self) -> dict[str, str]:
+        """Each secret → what the log file shows of it: the key's display prefix, the link
+        without its token."""
+        return {
+            self.key: mask(self.key),
+            self.console_link: self.console_link.rsplit("/", 1)[0] + "/…",
+        }
 
 
 def prepare(settings: Settings, output: Output | None = None) -> Demo | None:
@@ -448,7 +456,7 @@ class Supervisor:
     def _become_ready(self) -> None:
         self.ready = True
         self._write_run_state()
-        secrets = (self.demo.key, self.demo.console_link) if self.demo else ()
+        secrets = self.demo.masked() if self.demo else None
         self.output.block(ready_block(self.settings, self.demo, self.output.path), secrets)
 
     def _write_run_state(self) -> None:

@@ -58,6 +58,7 @@ def test_up_prints_one_ready_block_and_stops_everything_it_started(
     # The demo editor's one-time console link: on the terminal, masked in the log, and live.
     link = re.search(rf"{re.escape(system.ingest_url)}/console/invite/\S+", ready)
     assert link is not None and link[0] not in system.log()
+    assert f"{system.ingest_url}/console/invite/…" in system.log()
     assert httpx.get(link[0]).status_code == 200
     assert (system.log_path.stat().st_mode & 0o777) == 0o600
     state = system.run_state()
@@ -136,6 +137,16 @@ def test_custom_ports_are_in_the_ready_block_and_the_published_url(tmp_path: Pat
         stop_system(system)
 
 
+def _described(pid: int) -> str:
+    """A process as a failure should name it: its parent and command line."""
+    try:
+        ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    return f"parent {ppid}: {command[:200]}"
+
+
 def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """SIGKILL (the OOM killer) gives the supervisor no chance to stop anything: its children
     must not live on holding the ports, or the next `bantin up` cannot start."""
@@ -149,10 +160,10 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = [pid for pid in started if alive(pid)]
+    left = {pid: _described(pid) for pid in started if alive(pid)}
     if left:  # leave nothing behind for the next test, then fail
         for pid in left:
             os.kill(pid, signal.SIGKILL)
-    assert left == []
+    assert left == {}, system.log()[-3000:]
     again = start_system(tmp_path / "data")  # the data dir starts again: no stale run state
     assert stop_system(again) == 0
