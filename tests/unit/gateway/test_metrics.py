@@ -15,6 +15,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -311,27 +312,32 @@ def test_the_gateway_beats_while_it_runs_and_not_after(
     assert gateways() == []
 
 
-def test_the_factory_sends_uvicorn_lines_through_the_json_handler(tmp_path: Path) -> None:
-    script = textwrap.dedent(
-        """
-        import logging
-        import logging.config
-        from uvicorn.config import LOGGING_CONFIG
-        from services.gateway.app import app_from_env
-
-        logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn does before the factory
-        app_from_env()
-        logging.getLogger("uvicorn.access").info("GET /feeds/all.rss 200")
-        logging.getLogger("uvicorn.error").warning("connection lost")
-        """
-    )
+def _gateway_factory_logging(tmp_path: Path, before: str, after: str) -> list[dict[str, Any]]:
+    """Configure logging as uvicorn does (then `before`), call the gateway's factory, run
+    `after`, and return the JSON records the process wrote."""
+    script = "\n".join([
+        "import logging, logging.config",
+        "from uvicorn.config import LOGGING_CONFIG",
+        "from services.gateway.app import app_from_env",
+        "logging.config.dictConfig(LOGGING_CONFIG)",  # what uvicorn does before the factory
+        textwrap.dedent(before),
+        "app_from_env()",
+        textwrap.dedent(after),
+    ])  # fmt: skip
     env = {**os.environ, "BANTIN_DATA_DIR": str(tmp_path), "BANTIN_LOG_FORMAT": "json",
            "PYTHONPATH": str(ROOT)}  # fmt: skip
     env.pop("BANTIN_REDIS_URL", None)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in done.stderr.splitlines()]
+    return [json.loads(line) for line in done.stderr.splitlines()]
+
+
+def test_the_factory_sends_uvicorn_lines_through_the_json_handler(tmp_path: Path) -> None:
+    records = _gateway_factory_logging(tmp_path, "", """
+        logging.getLogger("uvicorn.access").info("GET /feeds/all.rss 200")
+        logging.getLogger("uvicorn.error").warning("connection lost")
+    """)  # fmt: skip
     assert [(r["process"], r["logger"], r["level"], r["message"]) for r in records] == [
         ("gateway", "uvicorn.access", "INFO", "GET /feeds/all.rss 200"),
         ("gateway", "uvicorn.error", "WARNING", "connection lost"),
@@ -341,27 +347,11 @@ def test_the_factory_sends_uvicorn_lines_through_the_json_handler(tmp_path: Path
 def test_an_access_log_switched_off_stays_off(tmp_path: Path) -> None:
     """`--no-access-log` leaves uvicorn's access logger without handler or propagation: the
     factory must not turn it back on (request lines carry one-time sign-in links)."""
-    script = textwrap.dedent(
-        """
-        import logging
-        import logging.config
-        from uvicorn.config import LOGGING_CONFIG
-        from services.gateway.app import app_from_env
-
-        logging.config.dictConfig(LOGGING_CONFIG)
+    records = _gateway_factory_logging(tmp_path, """
         access = logging.getLogger("uvicorn.access")
         access.handlers, access.propagate = [], False  # what --no-access-log does
-        app_from_env()
-        access.info("GET /console/invite/secret-token 200")
+    """, """
+        logging.getLogger("uvicorn.access").info("GET /console/invite/secret-token 200")
         logging.getLogger("uvicorn.error").warning("connection lost")
-        """
-    )
-    env = {**os.environ, "BANTIN_DATA_DIR": str(tmp_path), "BANTIN_LOG_FORMAT": "json",
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
-    env.pop("BANTIN_REDIS_URL", None)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "secret-token" not in done.stderr
-    messages = [json.loads(line)["message"] for line in done.stderr.splitlines()]
-    assert "connection lost" in messages
+    """)  # fmt: skip
+    assert [r["message"] for r in records] == ["connection lost"]
