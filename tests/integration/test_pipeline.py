@@ -40,16 +40,18 @@ def feed_links(page: lxml.html.HtmlElement) -> dict[str, list[str]]:
 
 
 def wait_for_feed_entry(url: str, link: str, timeout: float = 15) -> tuple[Any, Any]:
-    """The feed refreshes just after the page: poll until the entry shows up."""
+    """The feed refreshes just after the page: poll until the entry shows up. A listing's
+    first bulletin (a new category) makes its feed: until built, the feed is a 404."""
     deadline = time.monotonic() + timeout
     while True:
         response = httpx.get(url, timeout=5)
-        assert response.status_code == 200, url
-        parsed = feedparser.parse(response.content)
-        entry = next((e for e in parsed.entries if e.get("link") == link), None)
-        if entry is not None:
-            return parsed, entry
-        assert time.monotonic() < deadline, f"{link} never appeared in {url}"
+        assert response.status_code in (200, 404), url
+        if response.status_code == 200:
+            parsed = feedparser.parse(response.content)
+            entry = next((e for e in parsed.entries if e.get("link") == link), None)
+            if entry is not None:
+                return parsed, entry
+        assert time.monotonic() < deadline, f"{link} never appeared in {url} ({response})"
         time.sleep(0.05)
 
 
