@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     site_dir: Path | None = Field(
         None, description="Where rendered pages and feeds go. Unset: `site/` in the data dir."
     )
+    storage_url: str = Field(
+        "",
+        description="Where rendered pages, feeds, tombstones and static assets are stored. "
+        "Unset: the site directory (`BANTIN_SITE_DIR`). `s3://BUCKET/PREFIX?endpoint=URL"
+        "&region=NAME` puts them in an S3-compatible bucket instead (endpoint and region are "
+        "optional; credentials come from the standard `AWS_*` environment variables).",
+    )
     max_request_bytes: int = Field(
         1_048_576, description="Largest request body the ingest API reads (413 above it)."
     )

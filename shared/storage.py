@@ -1,4 +1,9 @@
-"""Where rendered artifacts live. Writers never leave a half-written file behind."""
+"""Where rendered artifacts live. Writers never leave a half-written file behind.
+
+Every compressible artifact gets a precompressed sibling, ``<file>.gz``, written just before
+it and removed just before it, so that nginx (``gzip_static``) answers gzip requests from disk
+with no compression of its own, and a reader never finds a ``.gz`` whose original is gone.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import itertools
 import os
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+
+from shared.filetypes import gzip_variant
 
 
 class Storage(Protocol):
@@ -43,6 +50,20 @@ class LocalStorage:
         return directory
 
     def put(self, relative: PurePosixPath | str, data: bytes) -> None:
+        """Write ``relative`` and its ``.gz`` sibling (or remove a sibling it no longer needs)."""
+        relative = PurePosixPath(str(relative).lstrip("/"))
+        if relative.name in ("", ".", ".."):
+            raise ValueError(f"{str(relative)!r} names no file")
+        sibling = gz_sibling(relative)
+        compressed = gzip_variant(str(relative), data)
+        if compressed is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._directory(relative.parent) / sibling.name)
+        else:
+            self._write(sibling, compressed)
+        self._write(relative, data)
+
+    def _write(self, relative: PurePosixPath, data: bytes) -> None:
         """Write atomically: readers see the old file or the new one, never a torn one.
 
         The data goes to a temporary dot-file beside the target (never served), made 0644
@@ -50,9 +71,6 @@ class LocalStorage:
         No fsync: every artifact can be rebuilt from the database, and skipping it keeps a
         page write well under a millisecond.
         """
-        relative = PurePosixPath(str(relative).lstrip("/"))
-        if relative.name in ("", ".", ".."):
-            raise ValueError(f"{str(relative)!r} names no file")
         directory = self._directory(relative.parent)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         while True:
@@ -86,7 +104,14 @@ class LocalStorage:
             return None
 
     def delete(self, relative: PurePosixPath | str) -> None:
+        relative = PurePosixPath(str(relative).lstrip("/"))
+        self.path(gz_sibling(relative)).unlink(missing_ok=True)
         self.path(relative).unlink(missing_ok=True)
 
     def exists(self, relative: PurePosixPath | str) -> bool:
         return self.path(relative).is_file()
+
+
+def gz_sibling(relative: PurePosixPath) -> PurePosixPath:
+    """Where the precompressed form of ``relative`` lives: nginx's gzip_static looks there."""
+    return relative.with_name(relative.name + ".gz")

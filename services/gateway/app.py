@@ -47,21 +47,19 @@ from services.deliver.topics import hub_url
 from services.gateway.files import (
     NO_EXTRAS,
     SECURITY_HEADERS,
-    TOMBSTONE_TYPE,
     Entry,
     Extras,
     FeedLinks,
     FileCache,
-    FileType,
     HeaderList,
     Reply,
     Variant,
     feed_extras,
-    file_type,
     http_date,
     load_entry,
 )
 from services.gateway.metrics import Tally, route_kind
+from shared.filetypes import TOMBSTONE_TYPE, FileType, file_type
 from shared.heartbeat import Heartbeat, new_beat
 from shared.logs import configure_logging
 from shared.metrics import exposition, metrics_url

@@ -19,11 +19,11 @@ from services.gateway.app import DEFAULT_MAX_ENTRY_BYTES, Gateway, create_app
 from services.gateway.files import (
     ARCHIVE_MAX_AGE,
     ARCHIVE_SETTLE_SECONDS,
-    FEED_MAX_AGE,
     FeedLinks,
     feed_extras,
     month_of,
 )
+from shared.filetypes import FEED_MAX_AGE
 from shared.settings import Settings
 from shared.site import FEED_FORMATS, Listing, ListingKind, tombstone_for
 from shared.storage import LocalStorage
