@@ -10,13 +10,13 @@ from redis import Redis
 
 from shared.refresh import Refresher
 from shared.settings import Settings, get_settings
-from shared.storage import LocalStorage
+from shared.storage import Storage, open_storage
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    storage: LocalStorage
+    storage: Storage
     redis: Redis
     refresher: Refresher
 
@@ -25,7 +25,7 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
     redis = Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
     return Runtime(
         settings=settings,
-        storage=LocalStorage(settings.resolved_site_dir),
+        storage=open_storage(settings),
         redis=redis,
         refresher=Refresher(redis, celery),
     )

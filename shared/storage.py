@@ -1,8 +1,11 @@
-"""Where rendered artifacts live. Writers never leave a half-written file behind.
+"""Where rendered artifacts live: a local directory, or an S3-compatible bucket
+(``BANTIN_STORAGE_URL``; ``open_storage`` picks). Writers never leave a half-written file behind.
 
 Every compressible artifact gets a precompressed sibling, ``<file>.gz``, written just before
 it and removed just before it, so that nginx (``gzip_static``) answers gzip requests from disk
 with no compression of its own, and a reader never finds a ``.gz`` whose original is gone.
+In a bucket every object carries its ``Content-Type`` and ``Cache-Control`` (and the ``.gz``
+its original's type with ``Content-Encoding: gzip``), so a proxy or CDN can serve it as is.
 """
 
 from __future__ import annotations
@@ -10,10 +13,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
-from shared.filetypes import gzip_variant
+from shared.filetypes import TOMBSTONE_TYPE, FileType, file_type, gzip_variant
+from shared.site import TOMBSTONE_DIR
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 
 class Storage(Protocol):
@@ -115,3 +127,227 @@ class LocalStorage:
 def gz_sibling(relative: PurePosixPath) -> PurePosixPath:
     """Where the precompressed form of ``relative`` lives: nginx's gzip_static looks there."""
     return relative.with_name(relative.name + ".gz")
+
+
+class StorageURLError(ValueError):
+    """A ``BANTIN_STORAGE_URL`` that does not say where a bucket is."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """What ``s3://BUCKET/PREFIX?endpoint=URL&region=NAME`` says."""
+
+    bucket: str
+    prefix: str  # no leading or trailing slash; "" for the bucket's root
+    endpoint: str | None = None
+    region: str | None = None
+
+
+_S3_PARAMETERS = frozenset({"endpoint", "region"})
+
+
+def parse_storage_url(url: str) -> S3Location:
+    """Read an S3 storage URL, refusing anything it does not understand (a typo in a query
+    parameter must not silently send the site to AWS instead of the intended endpoint)."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise StorageURLError(f"BANTIN_STORAGE_URL {url!r}: expected s3://BUCKET/PREFIX")
+    bucket = parts.netloc
+    if not bucket or "@" in bucket or ":" in bucket or parts.fragment:
+        raise StorageURLError(f"BANTIN_STORAGE_URL {url!r}: expected s3://BUCKET/PREFIX")
+    prefix = parts.path.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise StorageURLError(f"BANTIN_STORAGE_URL {url!r}: the prefix has an empty, . or .. part")
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise StorageURLError(f"BANTIN_STORAGE_URL {url!r}: cannot read its query") from None
+    found: dict[str, str] = {}
+    for name, value in query:
+        if name not in _S3_PARAMETERS:
+            raise StorageURLError(
+                f"BANTIN_STORAGE_URL {url!r}: unknown parameter {name!r} (endpoint, region)"
+            )
+        if name in found or not value:
+            raise StorageURLError(f"BANTIN_STORAGE_URL {url!r}: {name} given twice or empty")
+        found[name] = value
+    endpoint = found.get("endpoint")
+    if endpoint is not None:
+        target = urlsplit(endpoint)
+        if target.scheme not in ("http", "https") or not target.netloc:
+            raise StorageURLError(
+                f"BANTIN_STORAGE_URL {url!r}: endpoint must be an http(s)://HOST[:PORT] URL"
+            )
+    return S3Location(bucket, prefix, endpoint, found.get("region"))
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An object as read from the bucket, with what revalidates it."""
+
+    body: bytes
+    etag: str  # the store's own tag, for a later conditional GET
+    last_modified: float  # epoch seconds
+
+
+class _NotModified(Enum):
+    NOT_MODIFIED = "not modified"
+
+
+NOT_MODIFIED: Final = _NotModified.NOT_MODIFIED
+FetchResult = Fetched | Literal[_NotModified.NOT_MODIFIED] | None
+
+# Seconds; a stuck connection must fail a task (which is retried) rather than hang a worker.
+S3_CONNECT_TIMEOUT = 5
+S3_READ_TIMEOUT = 30
+# Threads share one client: the gateway runs many reads at once off its event loop.
+S3_MAX_CONNECTIONS = 32
+
+
+class S3Storage:
+    """An S3-compatible bucket. One boto3 client per process, made on first use: clients are
+    thread-safe, but a client made before a fork (Celery's prefork pool) must not be shared
+    by the children, so a new process makes its own."""
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._pid = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Storage:
+        return cls(parse_storage_url(url))
+
+    @property
+    def client(self) -> Any:
+        client = self._client
+        if client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    self._client = self._new_client()
+                    self._pid = os.getpid()
+                client = self._client
+        return client
+
+    def _new_client(self) -> Any:
+        import boto3  # only S3 deployments pay for importing it
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=S3_CONNECT_TIMEOUT,
+            read_timeout=S3_READ_TIMEOUT,
+            retries={"max_attempts": 4, "mode": "standard"},
+            max_pool_connections=S3_MAX_CONNECTIONS,
+            # Path-style works with every S3-compatible server (MinIO, moto, Ceph); AWS too.
+            s3={"addressing_style": "path"},
+        )
+        session = boto3.session.Session()
+        return session.client(
+            "s3",
+            endpoint_url=self.location.endpoint,
+            region_name=self.location.region or "us-east-1",
+            config=config,
+        )
+
+    def key(self, relative: PurePosixPath | str) -> str:
+        """The object key of a site-relative path; ``ValueError`` for one that could leave
+        the prefix or names no file."""
+        text = str(relative).lstrip("/")
+        parts = text.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"{str(relative)!r} is not a plain site-relative path")
+        return f"{self.location.prefix}/{text}" if self.location.prefix else text
+
+    def put(self, relative: PurePosixPath | str, data: bytes) -> None:
+        """Upload ``relative`` after its ``.gz`` sibling (or after removing a stale one)."""
+        key = self.key(relative)
+        text = str(relative).lstrip("/")
+        kind = object_type(text)
+        compressed = gzip_variant(text, data)
+        if compressed is None:
+            self.client.delete_object(Bucket=self.location.bucket, Key=key + ".gz")
+        else:
+            self._upload(key + ".gz", compressed, kind, encoding="gzip")
+        self._upload(key, data, kind)
+
+    def _upload(
+        self, key: str, data: bytes, kind: FileType, *, encoding: str | None = None
+    ) -> None:
+        extra: dict[str, str] = {}
+        if encoding is not None:
+            extra["ContentEncoding"] = encoding
+        self.client.put_object(
+            Bucket=self.location.bucket,
+            Key=key,
+            Body=data,
+            ContentType=kind.content_type.decode(),
+            CacheControl=f"public, max-age={kind.max_age}",
+            **extra,
+        )
+
+    def get(self, relative: PurePosixPath | str) -> bytes | None:
+        found = self.fetch(relative)
+        return found.body if isinstance(found, Fetched) else None
+
+    def fetch(self, relative: PurePosixPath | str, etag: str | None = None) -> FetchResult:
+        """The object, ``NOT_MODIFIED`` when its tag is still `etag`, ``None`` when absent."""
+        from botocore.exceptions import ClientError
+
+        arguments: dict[str, str] = {"Bucket": self.location.bucket, "Key": self.key(relative)}
+        if etag is not None:
+            arguments["IfNoneMatch"] = etag
+        try:
+            answer = self.client.get_object(**arguments)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code")
+            if status == 304 or code == "304":
+                return NOT_MODIFIED
+            if status == 404 or code in ("NoSuchKey", "404"):
+                return None
+            raise
+        with answer["Body"] as body:
+            data = body.read()
+        modified: datetime = answer["LastModified"]
+        return Fetched(data, answer["ETag"], modified.timestamp())
+
+    def delete(self, relative: PurePosixPath | str) -> None:
+        key = self.key(relative)
+        self.client.delete_object(Bucket=self.location.bucket, Key=key + ".gz")
+        self.client.delete_object(Bucket=self.location.bucket, Key=key)
+
+    def exists(self, relative: PurePosixPath | str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.location.bucket, Key=self.key(relative))
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+        return True
+
+    def reachable(self) -> bool:
+        """Whether the bucket answers (the gateway's health check)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.location.bucket)
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+
+def object_type(relative: str) -> FileType:
+    """The type an object is stored with: a tombstone is always the HTML notice."""
+    if relative.startswith(TOMBSTONE_DIR + "/"):
+        return TOMBSTONE_TYPE
+    return file_type(relative)
+
+
+def open_storage(settings: Settings) -> LocalStorage | S3Storage:
+    """The store ``settings`` name: the site directory unless ``storage_url`` is set."""
+    if not settings.storage_url:
+        return LocalStorage(settings.resolved_site_dir)
+    return S3Storage.from_url(settings.storage_url)

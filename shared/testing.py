@@ -269,3 +269,74 @@ def stop_system(system: System) -> int:
     except subprocess.TimeoutExpired:
         os.killpg(system.process.pid, signal.SIGKILL)
         raise
+
+
+@dataclass
+class MotoServer:
+    """A real S3-compatible server (moto in server mode) on loopback, as a child process."""
+
+    process: subprocess.Popen[bytes]
+    endpoint: str  # http://127.0.0.1:PORT
+
+    def storage_url(self, bucket: str, prefix: str = "site") -> str:
+        """Create `bucket` (if new) and name a store in it, for BANTIN_STORAGE_URL."""
+        import boto3
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test",
+        )  # fmt: skip
+        try:
+            client.create_bucket(Bucket=bucket)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        path = f"/{prefix}" if prefix else ""
+        return f"s3://{bucket}{path}?endpoint={self.endpoint}&region=us-east-1"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> MotoServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_moto(port: int | None = None, host: str = "127.0.0.1") -> MotoServer:
+    """Start `moto_server` on a free loopback port and wait until it answers. Clients need
+    credentials of some kind: moto accepts any, and `moto_env()` supplies them."""
+    port = port or free_port()
+    server = Path(sys.executable).with_name("moto_server")
+    argv = [str(server)] if server.exists() else [sys.executable, "-m", "moto.server"]
+    process = subprocess.Popen(
+        [*argv, "--host", host, "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    moto = MotoServer(process, f"http://{host}:{port}")
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            httpx.get(moto.endpoint + "/moto-api/", timeout=1)
+            return moto
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            moto.stop()
+            raise RuntimeError(f"moto_server never answered on {moto.endpoint}")
+        time.sleep(0.05)
+
+
+def moto_env() -> dict[str, str]:
+    """The AWS_* variables a client of the loopback moto server needs (any values do)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }

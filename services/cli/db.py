@@ -196,12 +196,15 @@ def make_backup(settings: Settings, dest: Path | None) -> tuple[Path, dict[str, 
     if database is not None and not database.exists():
         raise click.ClickException(f"no database at {database}: nothing to back up")
     site = settings.resolved_site_dir
+    # In an object store (BANTIN_STORAGE_URL) the site is not ours to tar: every page and
+    # feed is rebuilt from the database, and the bucket has its own versioning and backups.
+    in_bucket = bool(settings.storage_url)
     manifest: dict[str, Any] = {
         "format": BACKUP_FORMAT,
         "made_at": now.isoformat(timespec="seconds"),
         "database": "sqlite" if database else None,
         "revision": _revision(settings),
-        "site": site.is_dir(),
+        "site": site.is_dir() and not in_bucket,
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
@@ -224,7 +227,7 @@ def make_backup(settings: Settings, dest: Path | None) -> tuple[Path, dict[str, 
                     snapshot_sqlite(database, copy)
                     archive.add(copy, DATABASE_MEMBER)
                 manifest["site_files"] = (
-                    _add_tree(archive, site, SITE_MEMBER) if site.is_dir() else 0
+                    _add_tree(archive, site, SITE_MEMBER) if manifest["site"] else 0
                 )
                 manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
                 archive.add(manifest_file, MANIFEST)
@@ -249,6 +252,11 @@ def backup(dest: Path | None) -> None:
         f"wrote {target}: {held}{manifest['site_files']} site files "
         f"(schema revision {manifest['revision'] or 'none'})"
     )
+    if settings.storage_url:
+        click.echo(
+            "the site is in the object store (BANTIN_STORAGE_URL), not in this backup: "
+            "`bantin rebuild` re-renders every page and feed from the database"
+        )
     if manifest["database"] is None:
         click.echo(pg_advice(settings.resolved_database_url, target.name))
 
@@ -451,7 +459,10 @@ def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: 
         site = settings.resolved_site_dir
         replaced = [
             str(path)
-            for path, wanted in ((database, manifest["database"]), (site, manifest["site"]))
+            for path, wanted in (
+                (database, manifest["database"]),
+                (site, manifest["site"] and not settings.storage_url),
+            )
             if wanted and path is not None and path.exists() and any(_contents(path))
         ]
         if replaced and not yes:
@@ -473,7 +484,7 @@ def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: 
                 if verdict != "ok":
                     raise click.ClickException(f"the backup's database is damaged: {verdict}")
                 aside = _swap_database(snapshot, database)
-            if manifest["site"]:
+            if manifest["site"] and not settings.storage_url:
                 if site.exists():
                     _move(site, staging / "replaced-site")
                 _move(staging / SITE_MEMBER, site)
@@ -486,7 +497,7 @@ def restore_backup(settings: Settings, archive_path: Path, *, yes: bool, force: 
             if manifest["database"] and database
             else []
         ),
-        *([f"the site ({site})"] if manifest["site"] else []),
+        *([f"the site ({site})"] if manifest["site"] and not settings.storage_url else []),
     ]
     return " and ".join(restored) or "nothing"
 
@@ -507,6 +518,11 @@ def restore(archive: Path, yes: bool, force: bool) -> None:
     settings = get_settings()
     what = restore_backup(settings, archive, yes=yes, force=force)
     click.echo(f"restored {what} from {archive}.")
+    if settings.storage_url:
+        click.echo(
+            "The site lives in the object store (BANTIN_STORAGE_URL): any site files in the "
+            "archive were left out; `bantin rebuild` writes every page and feed there."
+        )
     click.echo(
         "Start `bantin up`: it upgrades the schema if the backup is older, and the reconciler "
         "re-sends every render the database says is owed. Run `bantin rebuild` to re-render "

@@ -26,9 +26,9 @@ def worker(kind: str, concurrency: int | None) -> None:
     settings = get_settings()
     if kind == "render":
         from services.render.pages import install_static
-        from shared.storage import LocalStorage
+        from shared.storage import open_storage
 
-        install_static(LocalStorage(settings.resolved_site_dir))
+        install_static(open_storage(settings))
     from services.cli.worker import app
 
     argv = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import threading
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -34,9 +35,9 @@ from services.deliver.topics import (
 from shared.celery_app import DELIVER_CONTENT, DELIVER_FANOUT, VERIFY_INTENT
 from shared.db import session_factory
 from shared.models import utcnow
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.site import Listing, file_for
-from shared.storage import LocalStorage
+from shared.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,21 @@ REQUEST_DEADLINE_SECONDS = 15.0
 ECHO_DEADLINE_SECONDS = 10.0  # an intent check's whole answer
 # Longer than one attempt can take (its deadline), with margin.
 CLAIM_SECONDS = 30.0
+
+
+_stores: dict[tuple[str, str], Storage] = {}
+_stores_lock = threading.Lock()
+
+
+def _site_storage(settings: Settings) -> Storage:
+    """One store per process and location: an S3 client is costly to make, and the deliver
+    pool's threads share it (boto3 clients are thread-safe)."""
+    where = (settings.storage_url, str(settings.resolved_site_dir))
+    with _stores_lock:
+        store = _stores.get(where)
+        if store is None:
+            store = _stores[where] = open_storage(settings)
+    return store
 
 
 @cache
@@ -164,7 +180,7 @@ def deliver_content(self: Task, subscription_id: int, fingerprint: str) -> None:
                                       error="topic is not a feed here")  # fmt: skip
         return
     listing, fmt = found
-    body = LocalStorage(settings.resolved_site_dir).get(file_for(listing.feed_path(fmt)))
+    body = _site_storage(settings).get(file_for(listing.feed_path(fmt)))
     if body is None:
         subscriptions.release(sessions, subscription_id, holder)
         return  # never built: a build is what queues deliveries
