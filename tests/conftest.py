@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from shared.testing import MotoServer
+
 STRICT = os.environ.get("BANTIN_TEST_STRICT") == "1"
 POSTGRES_ADMIN_URL = os.environ.get(
     "BANTIN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -72,3 +74,22 @@ def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for one test session, dropped afterwards."""
     with fresh_postgresql() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One real S3-compatible server (moto in server mode) on loopback for the session, with
+    the AWS_* variables its clients need set for this process and the ones it starts."""
+    from shared.testing import moto_env, start_moto
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in moto_env().items():
+            patch.setenv(name, value)
+        with start_moto() as server:
+            yield server
+
+
+@pytest.fixture
+def s3_storage_url(moto_server: MotoServer) -> str:
+    """A BANTIN_STORAGE_URL naming a fresh bucket of the session's moto server."""
+    return moto_server.storage_url(f"bantin-{uuid.uuid4().hex[:12]}", "site")
