@@ -6,11 +6,18 @@ shows up as latency and backlog, not as a politely slower client. Page latency i
 `rendered_at` (the database row marked published in the transaction that wrote the file)
 minus the moment the client sent the POST (one clock: the same machine). Feed latency is
 seen by the client polling the agency's RSS feed every 10 ms.
+
+CPU per bulletin by process: each role's processes' user + system CPU time (from
+/proc/PID/stat, pool children included, with the time of children they reaped) before and
+after a run, divided by the bulletins of that run. "single" publishes one bulletin at a
+time, waiting for it to reach the feed before the next, so each pays for its own listing
+builds (the worst case per bulletin); the rates show what coalescing saves under load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import statistics
 import time
@@ -22,13 +29,17 @@ from bench.core import Options, Result
 from bench.system import rss_mib, running_system
 from shared.db import session_scope
 from shared.models import Bulletin
-from shared.testing import System
+from shared.testing import System, descendants
 
 NAME = "2 publish latency"
 MEMORY = "7 memory"
+CPU = "2 CPU per bulletin"
 ROLES = {"ingest": "services.ingest", "gateway": "services.gateway",
          "render worker": "worker render", "feed worker": "worker feed",
          "reconciler": "reconciler", "redis": "redis-server"}  # fmt: skip
+# CPU is also counted for these (memory is not: they were not in the table before).
+CPU_ROLES = ROLES | {"deliver worker": "worker deliver"}
+_TICK = os.sysconf("SC_CLK_TCK")
 _LINK = re.compile(rb"<link>([^<]+)</link>")
 
 
@@ -41,6 +52,62 @@ def memory(system: System) -> dict[str, float]:
     """RSS per role in MiB, pool children included."""
     return {role: sum(rss_mib(pid) for pid, _ in system.processes(match))
             for role, match in ROLES.items()}  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of the children it has reaped, in seconds."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command: state is fields[0], so utime, stime, cutime, cstime are 11..14.
+    return sum(int(value) for value in fields[11:15]) / _TICK
+
+
+def cpu_by_role(system: System) -> dict[str, float]:
+    """CPU seconds so far per role, and "all" for every process under `bantin up` (itself
+    included, and whatever no role names: the supervisor, Postgres is not ours)."""
+    by_role = {role: sum(cpu_seconds(pid) for pid, _ in system.processes(match))
+               for role, match in CPU_ROLES.items()}  # fmt: skip
+    for role in ("render worker", "feed worker"):
+        # The Celery main process alone (it fetches, dispatches to the pool and acks): the
+        # rest of the role's CPU is the pool children running tasks.
+        found = system.processes(CPU_ROLES[role])
+        pids = {pid for pid, _ in found}
+        by_role[f"{role} main"] = sum(cpu_seconds(pid) for pid, ppid in found if ppid not in pids)
+    everything = descendants(system.process.pid) | {system.process.pid}
+    by_role["all"] = sum(cpu_seconds(pid) for pid in everything)
+    return by_role
+
+
+def cpu_result(label: str, before: dict[str, float], after: dict[str, float], count: int
+               ) -> Result:  # fmt: skip
+    """One row: CPU ms per bulletin, all processes, and the breakdown by role in the note."""
+    per = {role: (after[role] - before.get(role, 0.0)) * 1000 / max(count, 1) for role in after}
+    parts = [f"{role} {per[role]:.2f}" + (f" (main {per[f'{role} main']:.2f})"
+                                          if f"{role} main" in per else "")
+             for role in CPU_ROLES]  # fmt: skip
+    others = per["all"] - sum(per[role] for role in CPU_ROLES)
+    parts.append(f"other {others:.2f}")
+    return Result(CPU, f"{label}: CPU per bulletin, all processes", round(per["all"], 2),
+                  "ms", note=f"n={count}; ms by process: " + ", ".join(parts))  # fmt: skip
+
+
+def one_at_a_time(system: System, key: str, count: int) -> None:
+    """Publish `count` bulletins one by one, each only after the last showed in the feed."""
+    feed_url = f"{system.gateway_url}/feeds/agency/bac-kan.rss"
+    with httpx.Client(timeout=30) as client:
+        for i in range(count):
+            answer = client.post(
+                f"{system.ingest_url}/v1/bulletins",
+                json={"title": f"Bản tin đo CPU số {i}", "body": "Nội dung ngắn.\n\nHết."},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            url = answer.json()["url"].encode()
+            deadline = time.monotonic() + 30
+            while url not in client.get(feed_url).content and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.3)  # let the coalesced rebuilds and the sitemap builds finish
 
 
 async def offered_load(system: System, key: str, rate: int, seconds: float
@@ -133,22 +200,33 @@ def run(options: Options) -> list[Result]:
         key = (system.data_dir / "demo-agency.key").read_text().strip()
         time.sleep(3)  # let start-up work settle before measuring idle memory
         idle = memory(system)
+        singles = 10 if options.quick else 30
+        one_at_a_time(system, key, 3)  # warm every process up
+        time.sleep(1)
+        before = cpu_by_role(system)
+        one_at_a_time(system, key, singles)
+        results.append(cpu_result("single publish", before, cpu_by_role(system), singles))
         loaded: dict[str, float] = {}
         for rate in (10, 50, 200):
+            before = cpu_by_role(system)
             sent, seen, post_ms = asyncio.run(load_and_watch_memory(system, key, rate, seconds,
                                                                     loaded))  # fmt: skip
             drain = wait_drained(system, sent)
+            time.sleep(1)  # the last coalesced builds
+            results.append(cpu_result(f"{rate}/s", before, cpu_by_role(system), len(sent)))
             pages = page_times(system, sent)
             page_ms = [(pages[u] - t) * 1000 for u, t in sent.items() if u in pages]
             feed_ms = [(seen[u] - t) * 1000 for u, t in sent.items() if u in seen]
             missing = len(sent) - len(feed_ms)
             for what, values in (("page visible", page_ms), ("in agency feed", feed_ms)):
                 p99 = percentile(values, 0.99)
-                target = "p99 < 500 ms" if rate == 50 else ""
+                # Issue 11: at 200/s, the page within 250 ms and the feed within 500 ms (p99).
+                limit = (250 if what == "page visible" else 500) if rate >= 50 else 0
+                target = f"p99 < {limit} ms" if limit else ""
                 results.append(Result(
                     NAME, f"{rate}/s: {what} p50 / p95 / p99",
                     f"{statistics.median(values):.0f} / {percentile(values, 0.95):.0f} / {p99:.0f}",
-                    "ms", target, (p99 < 500) if target else None,
+                    "ms", target, (p99 < limit) if target else None,
                     f"n={len(values)}" + (f", {missing} not seen in feed" if what != "page visible"
                                           and missing else ""),
                 ))  # fmt: skip
