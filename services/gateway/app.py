@@ -237,6 +237,20 @@ def not_modified_since(if_modified_since: bytes, entry_mtime: int, last_modified
     return entry_mtime <= since
 
 
+def directory_redirect(scope: Scope, path: str) -> Reply:
+    """``/bac-kan`` → 301 ``/bac-kan/``, its query kept (the caller found the index page)."""
+    location = quote(path, safe="/-._~!$&'()*+,;=:@") + "/"
+    query: bytes = scope.get("query_string", b"")
+    target = location.encode("ascii") + (b"?" + query if query else b"")
+    headers = [
+        (b"location", target),
+        (b"content-length", b"0"),
+        (b"cache-control", b"public, max-age=3600"),
+        *SECURITY_HEADERS,
+    ]
+    return Reply(301, headers)
+
+
 class Gateway:
     """The ASGI application. One instance per worker process; its cache is per process."""
 
@@ -405,16 +419,7 @@ class Gateway:
         real = self._inside(index)
         if real is None or not os.path.isfile(real):
             return self._not_found
-        location = quote(path, safe="/-._~!$&'()*+,;=:@") + "/"
-        query: bytes = scope.get("query_string", b"")
-        target = location.encode("ascii") + (b"?" + query if query else b"")
-        headers = [
-            (b"location", target),
-            (b"content-length", b"0"),
-            (b"cache-control", b"public, max-age=3600"),
-            *SECURITY_HEADERS,
-        ]
-        return Reply(301, headers)
+        return directory_redirect(scope, path)
 
     def _open_stream(
         self,
@@ -529,7 +534,20 @@ def create_app(
 ) -> Gateway:
     """A gateway that, by default, re-checks every file on every request; the production
     factory below trusts a check for ``REVALIDATE_AFTER``. Its feeds' Link headers name
-    ``settings.public_url`` and the hub on ingest, as the hub itself does."""
+    ``settings.public_url`` and the hub on ingest, as the hub itself does. With
+    ``settings.storage_url`` set it serves the bucket instead (services/gateway/objects.py)."""
+    if settings.storage_url:
+        from services.gateway.objects import S3Gateway
+        from shared.storage import S3Storage
+
+        return S3Gateway(
+            S3Storage.from_url(settings.storage_url),
+            cache_bytes=cache_bytes,
+            max_entry_bytes=max_entry_bytes,
+            revalidate_after=revalidate_after,
+            heartbeat=heartbeat_for(settings),
+            links=FeedLinks(settings.public_url, hub_url(settings.resolved_ingest_url)),
+        )
     return Gateway(
         settings.resolved_site_dir,
         cache_bytes=cache_bytes,
@@ -563,4 +581,8 @@ def app_from_env() -> Gateway:
     """Zero-argument factory for ``uvicorn --factory``: settings from ``BANTIN_*``."""
     settings = get_settings()
     configure_logging(settings, "gateway")
+    if settings.storage_url:
+        from services.gateway.objects import S3_REVALIDATE_AFTER
+
+        return create_app(settings, revalidate_after=S3_REVALIDATE_AFTER)
     return create_app(settings, revalidate_after=REVALIDATE_AFTER)

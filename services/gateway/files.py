@@ -174,6 +174,8 @@ class Entry:
     live_path: str | None = None
     # Wall-clock time from which the prepared headers are out of date (``Extras.until``).
     until: float | None = None
+    # From an object store: the store's own ETag, which a conditional GET revalidates.
+    source_tag: str | None = None
 
     @property
     def conditional(self) -> bool:
@@ -252,13 +254,32 @@ def load_entry(
             body = handle.read()
     except OSError:
         return None
+    return make_entry(
+        body, relative, fs_path=fs_path, mtime_ns=info.st_mtime_ns, inode=info.st_ino,
+        live_path=live_path, extras=extras,
+    )  # fmt: skip
+
+
+def make_entry(
+    body: bytes,
+    relative: str,
+    *,
+    fs_path: str,
+    mtime_ns: int,
+    inode: int = 0,
+    live_path: str | None = None,
+    extras: Extras = NO_EXTRAS,
+    source_tag: str | None = None,
+) -> Entry:
+    """Hash and compress a file's bytes into an entry (``load_entry`` reads them from disk,
+    the S3 gateway from the bucket): 410 with the tombstone type when ``live_path`` is set."""
     kind = TOMBSTONE_TYPE if live_path is not None else file_type(relative)
     status = 200 if live_path is None else 410
     if live_path is not None:
         extras = NO_EXTRAS
     elif extras.max_age is not None:
         kind = kind._replace(max_age=extras.max_age)
-    mtime = info.st_mtime_ns // 1_000_000_000
+    mtime = mtime_ns // 1_000_000_000
     last_modified = http_date(mtime)
     digest = hashlib.blake2b(body, digest_size=10).hexdigest().encode()
     compressed: bytes | None = None
@@ -283,15 +304,16 @@ def load_entry(
         )  # fmt: skip
     return Entry(
         fs_path=fs_path,
-        mtime_ns=info.st_mtime_ns,
+        mtime_ns=mtime_ns,
         size=len(body),
-        inode=info.st_ino,
+        inode=inode,
         mtime=mtime,
         last_modified=last_modified,
         identity=identity,
         gzip=gzip_variant,
         live_path=live_path,
         until=extras.until,
+        source_tag=source_tag,
     )
 
 
