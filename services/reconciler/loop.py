@@ -7,10 +7,14 @@ down with a killed worker) and restarts listing builds whose builder died. Every
 rebuilds the stale ones, requests the RFC 5005 archive check of a slice of listings (which
 rebuilds the archive months whose build no longer matches the database), and checks
 bulletins' pages on disk against their status (the newest ones every time, the older ones a
-slice per pass) and repairs any that disagree. Run exactly one.
+slice per pass) and repairs any that disagree.
 
 Every change it makes to a bulletin is guarded by the state it read, in the UPDATE itself, so
-a request that changed the bulletin meanwhile always wins.
+a request that changed the bulletin meanwhile always wins. Several reconcilers (on several
+hosts) may run: on PostgreSQL each scan claims its rows with `SELECT … FOR UPDATE SKIP
+LOCKED` in the transaction that updates them, so two passes take disjoint rows and neither
+waits on the other's locks (SQLite has one writer at a time and ignores the clause; the
+guarded UPDATEs keep it correct there).
 """
 
 from __future__ import annotations
@@ -93,8 +97,10 @@ def _agency_slugs(runtime: Runtime, ids: set[int]) -> dict[int, str]:
         return dict(session.execute(select(Agency.id, Agency.slug).where(Agency.id.in_(ids))).all())  # type: ignore[arg-type]
 
 
-def _ids(session: Any, query: Any) -> list[int]:
-    return list(session.scalars(query))
+def _claim(session: Any, query: Any) -> list[int]:
+    """The ids `query` selects, locked until the session's transaction ends; rows another
+    reconciler holds are skipped rather than waited for (PostgreSQL; a no-op on SQLite)."""
+    return list(session.scalars(query.with_for_update(skip_locked=True)))
 
 
 def release_embargoes(runtime: Runtime) -> int:
@@ -105,7 +111,7 @@ def release_embargoes(runtime: Runtime) -> int:
     now = utcnow()
     with session_scope(runtime.settings) as session:
         due = Bulletin.status == BulletinStatus.SCHEDULED, Bulletin.published_at <= now
-        ids = _ids(session, select(Bulletin.id).where(*due).limit(BATCH))
+        ids = _claim(session, select(Bulletin.id).where(*due).order_by(Bulletin.id).limit(BATCH))
         released = session.execute(
             update(Bulletin)
             .where(Bulletin.id.in_(ids), *due)
@@ -122,7 +128,7 @@ def requeue_stale(runtime: Runtime) -> int:
     cutoff = now - timedelta(seconds=settings.requeue_after_seconds)
     with session_scope(settings) as session:
         stale = Bulletin.pending_since < cutoff
-        ids = _ids(
+        ids = _claim(
             session, select(Bulletin.id).where(stale).order_by(Bulletin.pending_since).limit(BATCH)
         )
         # Restart the clock so a slow render is not sent again on every pass; the revision
@@ -223,6 +229,8 @@ def _unchanged(row: Any) -> Any:
 def _render_again(runtime: Runtime, row: Any) -> int:
     """Owe a render of the current revision again (the page shows an older state)."""
     with session_scope(runtime.settings) as session:
+        if not _claim(session, select(Bulletin.id).where(_unchanged(row))):
+            return 0  # changed meanwhile, or another reconciler is repairing it
         again = session.execute(
             update(Bulletin)
             .where(_unchanged(row))
@@ -242,6 +250,8 @@ def _render_again(runtime: Runtime, row: Any) -> int:
 def _take_down(runtime: Runtime, row: Any, page: Any) -> int:
     """Remove the page of an embargoed bulletin, holding its row as renders do."""
     with session_scope(runtime.settings) as session:
+        if not _claim(session, select(Bulletin.id).where(_unchanged(row))):
+            return 0  # changed meanwhile, or another reconciler is taking it down
         held: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(Bulletin).where(_unchanged(row)).values(attempts=Bulletin.attempts)
         )
