@@ -76,6 +76,29 @@ redis.call('SREM', KEYS[5], ARGV[3])
 return 0
 """
 
+# A publish asks for about a dozen builds (its listings' pages and feeds, sitemaps, archive
+# months). Per build, in order: count the request, note the target, take the build's lock if
+# free (the reply: 1 when this request starts the build), note the oldest uncovered request.
+# One script call instead of four commands a build in a pipeline: the client-side packing
+# and parsing of those 44 commands cost more CPU than the render's own page write (measured).
+# KEYS: TARGETS_KEY, then (wanted, lock, since) per build; ARGV: now, lock TTL, then the
+# target's member name per build.
+_REQUEST = """
+local started = {}
+for i = 1, (#KEYS - 1) / 3 do
+    local base = 1 + (i - 1) * 3
+    redis.call('INCR', KEYS[base + 1])
+    redis.call('SADD', KEYS[1], ARGV[2 + i])
+    if redis.call('SET', KEYS[base + 2], '1', 'NX', 'EX', ARGV[2]) then
+        started[i] = 1
+    else
+        started[i] = 0
+    end
+    redis.call('SET', KEYS[base + 3], ARGV[1], 'NX')
+end
+return started
+"""
+
 
 def _keys(job: Job, listing: Listing) -> tuple[str, str, str]:
     base = _base(job, listing)
@@ -99,6 +122,7 @@ class Refresher:
         self.redis = redis
         self.celery = celery
         self._finish = redis.register_script(_FINISH)
+        self._request = redis.register_script(_REQUEST)
 
     def request(self, job: Job, listing: Listing) -> bool:
         """Ask for a rebuild; True when this call started a build (False: one is running)."""
@@ -106,17 +130,17 @@ class Refresher:
 
     def request_many(self, wanted_builds: list[tuple[Job, Listing]]) -> int:
         """Ask for several rebuilds in one round trip; returns how many builds this started."""
-        pipe = self.redis.pipeline(transaction=False)
-        now = repr(time.time())
+        if not wanted_builds:
+            return 0
+        keys = [TARGETS_KEY]
+        args: list[str | int] = [repr(time.time()), LOCK_TTL_SECONDS]
         for job, listing in wanted_builds:
             wanted, _done, lock = _keys(job, listing)
-            pipe.incr(wanted)
-            pipe.sadd(TARGETS_KEY, _member(job, listing))
-            pipe.set(lock, "1", nx=True, ex=LOCK_TTL_SECONDS)
-            pipe.set(_since_key(job, listing), now, nx=True)  # the oldest uncovered request
-        replies = pipe.execute()
+            keys += [wanted, lock, _since_key(job, listing)]
+            args.append(_member(job, listing))
+        replies = self._request(keys=keys, args=args)
         started = 0
-        for (job, listing), acquired in zip(wanted_builds, replies[2::4], strict=True):
+        for (job, listing), acquired in zip(wanted_builds, replies, strict=True):
             if acquired:
                 self._send_or_unlock(job, listing)
                 started += 1

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, case, select, update
+from sqlalchemy import CursorResult, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from services.render import sitemaps
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 _RENDERABLE = (BulletinStatus.QUEUED, BulletinStatus.PUBLISHED, BulletinStatus.WITHDRAWN)
 
 
-def _current(bulletin_id: int, revision: int) -> Any:
+def _current(bulletin_id: Any, revision: Any) -> Any:
     """The WHERE clause of "this revision is current and still owes a render"."""
     return (
         (Bulletin.id == bulletin_id)
@@ -53,6 +53,29 @@ def _current(bulletin_id: int, revision: int) -> Any:
         & (Bulletin.rendered_revision < revision)
         & Bulletin.status.in_(_RENDERABLE)
     )
+
+
+# The two statements every render runs, built once with bound parameters: building them per
+# call (the WHERE clause's coercions, the cache key of fresh literals) cost ~0.3 ms a render.
+_ID: Any = bindparam("b_id")
+_REVISION: Any = bindparam("b_revision")
+_CLAIM = (
+    update(Bulletin)
+    .where(_current(_ID, _REVISION), Bulletin.attempts < bindparam("b_max_attempts"))
+    .values(attempts=Bulletin.attempts + 1)
+    .returning(Bulletin)
+)
+_DONE = (
+    update(Bulletin)
+    .where(_current(_ID, _REVISION))
+    .values(
+        status=bindparam("b_status"),
+        rendered_revision=_REVISION,
+        rendered_at=bindparam("b_now"),
+        pending_since=None,
+        last_error=None,
+    )
+)
 
 
 def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> Bulletin | None:
@@ -67,11 +90,10 @@ def _claim_attempt(runtime: Runtime, bulletin_id: int, revision: int) -> Bulleti
     settings = runtime.settings
     with session_scope(settings) as session:
         claimed = session.scalars(
-            update(Bulletin)
-            .where(_current(bulletin_id, revision), Bulletin.attempts < settings.max_attempts)
-            .values(attempts=Bulletin.attempts + 1)
-            .returning(Bulletin)
-        ).one_or_none()
+            _CLAIM,
+            {"b_id": bulletin_id, "b_revision": revision,
+             "b_max_attempts": settings.max_attempts},
+        ).one_or_none()  # fmt: skip
         if claimed is not None:
             claimed.agency  # noqa: B018 - load it now: the page needs it after the session
             return claimed
@@ -160,16 +182,10 @@ def publish_bulletin(
     faults.checkpoint(settings, faults.RENDER_BEFORE_WRITE)
     with session_scope(settings) as session:
         claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-            update(Bulletin)
-            .where(_current(bulletin_id, revision))
-            .values(
-                status=BulletinStatus.WITHDRAWN if withdrawn else BulletinStatus.PUBLISHED,
-                rendered_revision=revision,
-                rendered_at=utcnow(),
-                pending_since=None,
-                last_error=None,
-            )
-        )
+            _DONE,
+            {"b_id": bulletin_id, "b_revision": revision, "b_now": utcnow(),
+             "b_status": BulletinStatus.WITHDRAWN if withdrawn else BulletinStatus.PUBLISHED},
+        )  # fmt: skip
         if not claimed.rowcount:
             return False
         if withdrawn:
