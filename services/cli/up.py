@@ -276,6 +276,26 @@ def port_problems(settings: Settings) -> list[str]:
     return [problem for problem in found if problem]
 
 
+def storage_problems(settings: Settings) -> list[str]:
+    """A BANTIN_STORAGE_URL that is malformed or names a bucket that does not answer: said
+    once, here, rather than by every worker and the gateway failing on their own."""
+    if not settings.storage_url:
+        return []
+    from shared.storage import S3Storage, StorageURLError
+
+    try:
+        store = S3Storage.from_url(settings.storage_url)
+    except StorageURLError as exc:
+        return [str(exc)]
+    if not store.reachable():
+        where = store.location.endpoint or "AWS"
+        return [
+            f"the bucket {store.location.bucket!r} at {where} does not answer "
+            "(BANTIN_STORAGE_URL; check it exists and the AWS_* credentials)"
+        ]
+    return []
+
+
 @dataclass(frozen=True)
 class Demo:
     """What a first run made, shown once: the demo agency's API key and its editor's
@@ -625,7 +645,7 @@ def up(verbose: bool) -> None:
             f"a `bantin up` (pid {running['pid']}) already runs on data dir "
             f"{settings.data_dir.resolve()}: stop it first, or set BANTIN_DATA_DIR"
         )
-    problems = port_problems(settings)
+    problems = port_problems(settings) + storage_problems(settings)
     if problems:
         raise click.ClickException("cannot start:\n  " + "\n  ".join(problems))
     settings.data_dir.mkdir(parents=True, exist_ok=True)

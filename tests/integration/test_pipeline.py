@@ -14,10 +14,16 @@ from typing import Any
 import feedparser
 import httpx
 import lxml.html
+import pytest
 
 from shared.refresh import Job, Refresher
 from shared.site import Listing, ListingKind
+from shared.storage import open_storage
 from shared.testing import System
+from tests.integration.conftest import PIPELINE_BACKENDS
+
+# Every test here also runs with the site in an S3 bucket (a real moto server on loopback).
+pytestmark = pytest.mark.parametrize("system", PIPELINE_BACKENDS, indirect=True)
 
 # The real sample an agency published, shipped with the project (a user's clone has nothing else).
 SEED = Path(__file__).resolve().parents[2] / "examples" / "000_4fbfac1c975a2018.txt"
@@ -115,6 +121,20 @@ def test_gateway_serves_feeds_with_types_and_revalidation(system: System) -> Non
         assert again.content == b""
     missing = httpx.get(system.gateway_url + "/khong-co-trang-nay/")
     assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+
+
+def test_the_site_is_where_the_settings_put_it(system: System) -> None:
+    """Pages, feeds and static assets are in the bucket when BANTIN_STORAGE_URL names one,
+    and then nothing is written to the site directory."""
+    settings = system.settings()
+    store = open_storage(settings)
+    for relative in ("index.html", "feeds/all.rss", "static/site.css"):
+        assert store.exists(relative), relative
+    local = settings.resolved_site_dir
+    if settings.storage_url:
+        assert not local.exists() or not any(local.iterdir())
+    else:
+        assert (local / "index.html").is_file()
 
 
 def _submit(api: httpx.Client, **fields: Any) -> httpx.Response:
