@@ -17,7 +17,7 @@ AT_FLOOR    := nh3
 # `make lock LOCK_ARGS=` keeps the current pins and only resolves what pyproject.toml changed.
 LOCK_ARGS   ?= --upgrade
 
-.PHONY: help install run test lint bench lock clean
+.PHONY: help install run test lint bench hosts-demo lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ lint: $(STAMP)  ## ruff and mypy
 
 bench: $(STAMP)  ## Run every benchmark scenario and write BENCHMARKS.md
 	$(BIN)/python -m bench
+
+# Six network namespaces on a bridge (bt-*, 10.77.0.0/24): PostgreSQL, Redis and S3 on one,
+# ingest, two render hosts, a feed host and the gateway on the others; one render host is
+# killed mid-run, then every page and feed is checked. Needs root (ip netns); removes all it made.
+hosts-demo: $(STAMP)  ## Many-hosts demo in network namespaces (root; about 2 minutes)
+	$(BIN)/python -m bench hosts
 
 # The dev lock is resolved first (runtime + test extras); the runtime lock is then resolved
 # under it as a constraint, so both hold the very same version of every shared package.
