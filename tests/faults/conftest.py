@@ -22,7 +22,13 @@ FAULT_ENV = {
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
-    running = start_system(tmp_path / "data", extra_env=FAULT_ENV)
+def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
+    """The system on the local site directory; a test parametrized with
+    ``pytest.mark.parametrize("system", ["local", "s3"], indirect=True)`` also gets it with
+    the site in an S3 bucket (a real moto server on loopback)."""
+    env = dict(FAULT_ENV)
+    if getattr(request, "param", "local") == "s3":
+        env["BANTIN_STORAGE_URL"] = request.getfixturevalue("s3_storage_url")
+    running = start_system(tmp_path / "data", extra_env=env)
     yield running
     stop_system(running)
