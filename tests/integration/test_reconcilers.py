@@ -1,6 +1,9 @@
-"""Several reconcilers on one PostgreSQL database: their scans claim rows with `SELECT … FOR
-UPDATE SKIP LOCKED`, so two passes running at once take disjoint rows, neither waits for the
-other's locks, and every bulletin left stuck is still published (by a real render worker)."""
+"""Several reconcilers and feed workers on one PostgreSQL database, as on several hosts.
+
+The reconcilers' scans claim rows with `SELECT … FOR UPDATE SKIP LOCKED`, so two passes
+running at once take disjoint rows, neither waits for the other's locks, and every bulletin
+left stuck is still published (by a real render worker). Several feed workers building the
+same listings at once leave each feed with exactly the newest items of the database."""
 
 from __future__ import annotations
 
@@ -23,9 +26,12 @@ from services.reconciler.loop import release_embargoes, requeue_stale
 from shared.agencies import create_agency
 from shared.celery_app import create_celery_app
 from shared.db import create_schema, engine_for, session_scope
+from shared.listings import fingerprint, newest_versions
 from shared.models import Bulletin, BulletinStatus, utcnow
+from shared.refresh import Job
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
+from shared.site import ALL, Listing, ListingKind
 from shared.testing import eventually
 from tests.conftest import fresh_postgresql
 
@@ -153,3 +159,80 @@ def test_two_reconcilers_claim_disjoint_rows_and_every_bulletin_is_published(
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def feed_workers(settings: Settings, count: int) -> list[subprocess.Popen[bytes]]:
+    """`count` feed workers of 2 processes each, as on `count` hosts."""
+    env = {**os.environ, "BANTIN_DATA_DIR": str(settings.data_dir),
+           "BANTIN_DATABASE_URL": settings.resolved_database_url,
+           "BANTIN_REDIS_URL": str(settings.redis_url)}  # fmt: skip
+    workers = []
+    for n in range(count):
+        log = (settings.data_dir / f"feed-{n}.log").open("wb")
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker", "feed", "-c", "2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        ))  # fmt: skip
+    return workers
+
+
+def feed_items(runtime: Runtime, listing: Listing) -> list[str]:
+    """The item ids of a listing's JSON feed as stored ([] before its first build)."""
+    data = runtime.storage.get(listing.feed_path("json").lstrip("/"))
+    return [item["id"] for item in json.loads(data)["items"]] if data else []
+
+
+def test_listing_builds_stay_right_with_several_feed_workers(runtime: Runtime) -> None:
+    """Builds requested from many threads while bulletins keep arriving, served by two feed
+    workers of two processes each: at the end every feed holds the newest items of the
+    database, in order, once each, and no build is left pending."""
+    settings = runtime.settings
+    with session_scope(settings) as session:
+        agency, _key = create_agency(session, name="Sở Y tế", slug="so-y-te")
+        agency_id = agency.id
+    listings = [ALL, Listing(ListingKind.AGENCY, "so-y-te"),
+                *(Listing(ListingKind.CATEGORY, f"muc-{c}") for c in range(3))]  # fmt: skip
+    workers = feed_workers(settings, 2)
+    try:
+        for round_ in range(12):
+            with session_scope(settings) as session:
+                session.add_all(
+                    Bulletin(agency_id=agency_id, slug=f"tin-{round_}-{i}",
+                             title=f"Tin {round_}-{i}", status=BulletinStatus.PUBLISHED,
+                             revision=1, rendered_revision=1, pending_since=None,
+                             category=f"Mục {i % 3}", category_slug=f"muc-{i % 3}",
+                             body_format="text", body_source="b", body_html="<p>b</p>",
+                             published_at=utcnow())
+                    for i in range(6)
+                )  # fmt: skip
+            threads = [
+                threading.Thread(target=runtime.refresher.request_many,
+                                 args=([(Job.FEED, listing) for listing in listings],))
+                for _ in range(4)
+            ]  # fmt: skip
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        def right() -> bool | None:
+            with session_scope(settings) as session:
+                for listing in listings:
+                    newest = newest_versions(session, listing, settings.feed_items)
+                    if runtime.refresher.built(Job.FEED, listing) != fingerprint(newest):
+                        return None
+            return not runtime.refresher.pending() or None
+
+        eventually(right, "every feed built from the newest rows", timeout=120)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(30)
+    with session_scope(settings) as session:
+        for listing in listings:
+            guids = dict(session.execute(select(Bulletin.id, Bulletin.guid)).all())
+            newest = newest_versions(session, listing, settings.feed_items)
+            items = feed_items(runtime, listing)
+            assert len(items) == len(set(items)), f"duplicates in {listing.target}"
+            assert items == [str(guids[i]) for i, _rev in newest], listing.target
