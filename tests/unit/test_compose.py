@@ -31,8 +31,13 @@ MONITORING = {"prometheus", "grafana"}  # the optional `monitoring` profile
 SECRETS = "secrets"  # one-shot on the PostgreSQL image: makes the database password
 WORKERS = {"render", "feed", "deliver"}  # deliver: WebSub pushes
 APPS = {"migrate", "ingest", "gateway", "reconciler"} | WORKERS
-ONE_SHOT = {"migrate", SECRETS}
-LONG_RUNNING = (INFRA | APPS | MONITORING) - ONE_SHOT
+# The optional `s3` profile: MinIO, and a one-shot that makes its bucket.
+OBJECT_STORE, BUCKET_MAKER = "minio", "minio-bucket"
+S3_PROFILE = {OBJECT_STORE, BUCKET_MAKER}
+ONE_SHOT = {"migrate", SECRETS, BUCKET_MAKER}
+LONG_RUNNING = (INFRA | APPS | MONITORING | S3_PROFILE) - ONE_SHOT
+# What the apps read beside BANTIN_*: the database password file and the bucket's credentials.
+APP_NON_BANTIN = {"PGPASSFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 SECRETS_DIR = "/run/bantin-secrets"
 # Only nginx: the site on 8000, the ingest API on 8001 (deploy/nginx.conf's second server).
 PUBLISHED = {
@@ -105,11 +110,14 @@ def _healthcheck_text(service: dict[str, Any]) -> str:
 
 
 def test_services_are_the_production_set(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == INFRA | APPS | MONITORING | {SECRETS}
-    # Monitoring is opt-in: a plain `docker compose up` starts none of it.
-    assert {name for name, service in services.items() if service.get("profiles")} == MONITORING
+    assert set(services) == INFRA | APPS | MONITORING | {SECRETS} | S3_PROFILE
+    # Monitoring and object storage are opt-in: a plain `docker compose up` starts neither.
+    profiled = {name for name, service in services.items() if service.get("profiles")}
+    assert profiled == MONITORING | S3_PROFILE
     for name in MONITORING:
         assert services[name]["profiles"] == ["monitoring"], name
+    for name in S3_PROFILE:
+        assert services[name]["profiles"] == ["s3"], name
 
 
 def test_compose_file_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
@@ -256,7 +264,7 @@ def test_app_environment_points_at_the_compose_services(
     ]
     assert all(env == envs[0] for env in envs), "every app service shares one environment"
     env = envs[0]
-    assert all(key.startswith("BANTIN_") or key == "PGPASSFILE" for key in env), sorted(env)
+    assert all(key.startswith("BANTIN_") or key in APP_NON_BANTIN for key in env), sorted(env)
     database = urlsplit(env["BANTIN_DATABASE_URL"])
     assert database.scheme == "postgresql+psycopg"
     assert (database.hostname, database.port) == ("postgres", 5432)
@@ -468,3 +476,42 @@ def test_ingest_trusts_only_its_private_network_as_proxies(
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     (ingest,) = [block for block in _server_blocks(conf) if "ingest:8001" in block]
     assert re.findall(r"proxy_set_header X-Forwarded-For (\S+);", ingest) == ["$remote_addr"]
+
+
+def test_the_s3_profile_runs_minio_and_the_apps_follow_the_storage_setting(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Unset, BANTIN_STORAGE_URL keeps the `site` volume; the profile's MinIO is what the
+    header's URL names, with the apps' own credentials, and its bucket is made by a one-shot
+    that waits for MinIO to be healthy."""
+    from shared.storage import parse_storage_url
+
+    for name in APPS:
+        env = _env(services[name])
+        assert _with_defaults(env["BANTIN_STORAGE_URL"]) == Settings().storage_url == "", name
+        assert env["AWS_ACCESS_KEY_ID"] == "${AWS_ACCESS_KEY_ID:-}", name
+        assert env["AWS_SECRET_ACCESS_KEY"] == "${AWS_SECRET_ACCESS_KEY:-}", name
+    minio = services[OBJECT_STORE]
+    assert minio["image"].startswith("minio/minio:RELEASE.")  # pinned, never :latest
+    assert minio["command"] == ["server", "/data"]
+    assert "minio-data:/data" in minio["volumes"]
+    assert _healthcheck_text(minio) == "CMD mc ready local"
+    for name in S3_PROFILE:
+        env = _env(services[name])
+        assert env["MINIO_ROOT_USER"] == "${AWS_ACCESS_KEY_ID:-}", name
+        assert env["MINIO_ROOT_PASSWORD"] == "${AWS_SECRET_ACCESS_KEY:-}", name
+    maker = services[BUCKET_MAKER]
+    assert maker["image"].startswith("minio/mc:RELEASE.")
+    assert _depends_on(maker) == {OBJECT_STORE: "service_healthy"}
+    assert maker["restart"] == "no"
+    script = maker["command"][0]
+    assert "mc mb --ignore-existing" in script and "mc anonymous set download" in script
+    header = COMPOSE_FILE.read_text().split("\nservices:", 1)[0]
+    url = re.search(r"BANTIN_STORAGE_URL=(s3://\S+)", COMPOSE_FILE.read_text())
+    assert url is not None and "BANTIN_STORAGE_URL" in header
+    location = parse_storage_url(url.group(1))
+    assert location.endpoint == "http://minio:9000"
+    assert location.bucket == _with_defaults(_env(maker)["BUCKET"])
+    # Compose itself accepts the profile with the bucket configured.
+    result = _docker_compose("--profile", "s3", "config", "-q", password=None, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
