@@ -11,6 +11,7 @@ hold layout only. Autoescaping is on everywhere: the one value written unescaped
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -41,6 +42,9 @@ _HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = _HERE / "templates"
 STATIC_DIR = _HERE / "static"
 
+# FeedLinks (and their badges' HTML) kept per renderer: one per listing and name, so this
+# bounds memory on a site with very many agencies and categories, not the common case.
+FEED_LINK_CACHE = 4096
 DESCRIPTION_CHARS = 160  # what search engines show of a meta description
 EXCERPT_CHARS = 240  # a listing item's teaser when the bulletin has no summary
 TAGLINE = "Thông tin chính thức do các cơ quan nhà nước công bố."
@@ -142,6 +146,13 @@ class PageRenderer:
             ui_lang=UI_LANGUAGE,
             tagline=TAGLINE,
         )
+        # A page's feed links (three feeds, three formats: head links, footer badges, the
+        # "follow" block) were half an article's render time, and a site has few distinct
+        # ones (its listings): each listing's FeedLink is made once, and the `feed_links`
+        # macro's HTML once per FeedLink, here, instead of once per page.
+        self._feed_link = functools.lru_cache(maxsize=FEED_LINK_CACHE)(self._new_feed_link)
+        feed_links = self.env.get_template("_macros.html").module.feed_links  # type: ignore[attr-defined]
+        self.env.globals["feed_links"] = functools.lru_cache(maxsize=FEED_LINK_CACHE)(feed_links)
         self._article = self.env.get_template("article.html")
         self._listing = self.env.get_template("listing.html")
         self._withdrawn = self.env.get_template("withdrawn.html")
@@ -177,7 +188,7 @@ class PageRenderer:
         """A listing's feeds, named as a reader lists them (`name`: the agency or category)."""
         return self._feed_link(listing, name)
 
-    def _feed_link(self, listing: Listing, name: str) -> FeedLink:
+    def _new_feed_link(self, listing: Listing, name: str) -> FeedLink:
         site = self.settings.site_title
         if listing.kind is ListingKind.ALL:
             title, label = f"{site} – Tất cả bản tin", "Tất cả bản tin"
