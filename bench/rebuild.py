@@ -29,7 +29,7 @@ from services.cli.rebuild import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW, run_rebuild
 from shared.testing import System
 
 NAME = "3 rebuild"
-TARGET = 2_000  # pages/s
+TARGET = 5_000  # pages/s (issue 11)
 FULL, QUICK = 100_000, 5_000
 PROBE_TIMEOUT_SECONDS = 60.0
 
@@ -44,6 +44,7 @@ def run(options: Options) -> list[Result]:
         populated = time.perf_counter() - started
         workers = [pid for pid, _ in system.processes("worker render")]
         cpu_before, load_before = cpu_seconds(workers), os.getloadavg()[0]
+        kernel_before = cpu_seconds(workers, kernel_only=True)
         probe = PublishProbe(system)
         probe.start()
         try:
@@ -52,6 +53,7 @@ def run(options: Options) -> list[Result]:
             probe.stop.set()
             probe.join(PROBE_TIMEOUT_SECONDS)
         worker_cpu, load_after = cpu_seconds(workers) - cpu_before, os.getloadavg()[0]
+        kernel_cpu = cpu_seconds(workers, kernel_only=True) - kernel_before
         processes = len(workers) - 1  # the main process and its pool
     shutil.rmtree(cleanup, ignore_errors=True)
     counts = report.counts
@@ -71,8 +73,9 @@ def run(options: Options) -> list[Result]:
                None, f"{report.listings_built} of {report.listings} listings rebuilt"),
         Result(NAME, "render worker CPU per page", per_page_us, "µs", "", None,
                f"{cores} cores at {cores * 1e6 / max(per_page_us, 1):,.0f} pages/s if the "
-               f"workers had them to themselves; load average {load_before:.1f} before, "
-               f"{load_after:.1f} after"),
+               f"workers had them to themselves; {kernel_cpu / max(worker_cpu, 1e-9):.0%} of it "
+               f"in the kernel (two files a page: the page and its .gz, each written and "
+               f"renamed); load average {load_before:.1f} before, {load_after:.1f} after"),
         Result(NAME, "a new bulletin's page, published during the rebuild (median)",
                statistics.median(probe.latencies) if probe.latencies else "n/a", "ms", "", None,
                f"max {max(probe.latencies, default=0):,.0f} ms of {len(probe.latencies)}, one "
@@ -107,15 +110,17 @@ class PublishProbe(threading.Thread):
                 self.latencies.append((time.perf_counter() - started) * 1000)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (dead ones count as 0)."""
+def cpu_seconds(pids: list[int], *, kernel_only: bool = False) -> float:
+    """User + system CPU time of these processes so far (dead ones count as 0); only the
+    system (kernel) part with `kernel_only`."""
     ticks = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        # utime, stime (fields 14 and 15)
+        ticks += (0 if kernel_only else int(fields[11])) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
