@@ -235,6 +235,12 @@ def run(options: Options) -> list[Result]:
         singles = 10 if options.quick else 30
         one_at_a_time(system, key, 3)  # warm every process up
         time.sleep(1)
+        # What every process spends doing nothing (polling, heartbeats, the reconciler's
+        # passes): the single publishes below include ~0.4 s of it each.
+        before = cpu_by_role(system)
+        time.sleep(5)
+        results.append(cpu_result("idle, per second (not per bulletin)", before,
+                                  cpu_by_role(system), 5))  # fmt: skip
         before = cpu_by_role(system)
         one_at_a_time(system, key, singles)
         results.append(cpu_result("single publish", before, cpu_by_role(system), singles))
