@@ -99,9 +99,10 @@ def _postgres_backends(database: str) -> list[int]:
     return found
 
 
-def cpu_result(label: str, before: dict[str, float], after: dict[str, float], count: int
-               ) -> Result:  # fmt: skip
-    """One row: CPU ms per bulletin, all processes, and the breakdown by role in the note."""
+def cpu_result(label: str, before: dict[str, float], after: dict[str, float], count: int,
+               what: str = "CPU per bulletin") -> Result:  # fmt: skip
+    """One row: CPU ms per bulletin (per `count`), all processes, and the breakdown by role
+    in the note."""
     per = {role: (after[role] - before.get(role, 0.0)) * 1000 / max(count, 1) for role in after}
     parts = [f"{role} {per[role]:.2f}" + (f" (main {per[f'{role} main']:.2f})"
                                           if f"{role} main" in per else "")
@@ -111,7 +112,7 @@ def cpu_result(label: str, before: dict[str, float], after: dict[str, float], co
         parts.append(f"postgres {per['postgres']:.2f}")
         others -= per["postgres"]
     parts.append(f"other {others:.2f}")
-    return Result(CPU, f"{label}: CPU per bulletin, all processes", round(per["all"], 2),
+    return Result(CPU, f"{label}: {what}, all processes", round(per["all"], 2),
                   "ms", note=f"n={count}; ms by process: " + ", ".join(parts))  # fmt: skip
 
 
@@ -239,8 +240,7 @@ def run(options: Options) -> list[Result]:
         # passes): the single publishes below include ~0.4 s of it each.
         before = cpu_by_role(system)
         time.sleep(5)
-        results.append(cpu_result("idle, per second (not per bulletin)", before,
-                                  cpu_by_role(system), 5))  # fmt: skip
+        results.append(cpu_result("idle", before, cpu_by_role(system), 5, "CPU per second"))
         before = cpu_by_role(system)
         one_at_a_time(system, key, singles)
         results.append(cpu_result("single publish", before, cpu_by_role(system), singles))
