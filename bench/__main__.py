@@ -85,4 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # each scenario has cleaned up after itself on the way out
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(130) from None

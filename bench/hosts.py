@@ -42,6 +42,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 import feedparser
@@ -62,7 +63,7 @@ SETTLE_TIMEOUT = 120.0  # every accepted bulletin published, after the kill
 FEEDS_TIMEOUT = 60.0  # every feed right (feed builds, reconciler verification every 10 s)
 # Posted faster than two render workers keep up with: a backlog builds, so the killed host
 # certainly dies holding messages (one running, one prefetched) that must be recovered.
-RATE = 200.0
+RATE = 60.0
 AGENCIES = {"so-y-te-ha-noi": "Sở Y tế Hà Nội", "so-gtvt-da-nang": "Sở GTVT Đà Nẵng"}
 CATEGORIES = ["Dịch bệnh", "Giao thông", "Thời tiết", "Giáo dục"]
 VENV_BIN = Path(sys.executable).parent
@@ -492,8 +493,11 @@ def publish(keys: dict[str, str], count: int, rate: float, kill_at: int) -> tupl
     watcher = threading.Thread(target=killer, daemon=True)
     started = time.monotonic()
     watcher.start()
-    with ThreadPoolExecutor(12) as pool:
+    pool = ThreadPoolExecutor(12)
+    try:
         list(pool.map(post, plan))
+    finally:  # interrupted: drop the posts not yet started rather than wait for them
+        pool.shutdown(wait=True, cancel_futures=True)
     watcher.join(60)
     return accepted, refused, kill
 
@@ -577,6 +581,10 @@ def check_feeds(accepted: list[Accepted]) -> tuple[int, list[str]]:
     return len(expected), problems
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 @contextmanager
 def namespaces_owned() -> Iterator[None]:
     """The network and the work directory exist inside the block only (also on Ctrl-C)."""
@@ -586,14 +594,21 @@ def namespaces_owned() -> Iterator[None]:
     remove_network()
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir(parents=True)
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both end in the finally (SIGINT explicitly: a shell starting us in
+    # the background would have us ignore it).
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         build_network()
         yield
     finally:
         say("cleaning up: stopping every process, removing namespaces and interfaces")
         remove_network()
-        signal.signal(signal.SIGTERM, previous)
+        for name in ("pg", "redis", "hosts"):  # the logs stay until the next run
+            shutil.rmtree(WORKDIR / name, ignore_errors=True)
+        with suppress(OSError):  # gone too when no log was kept
+            WORKDIR.rmdir()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -672,15 +687,12 @@ def demo(count: int) -> Outcome:
             if not kill.processes:
                 lines.append("the kill never happened (nothing published in time)")
             return Outcome(ok, len(accepted), len(refused), time.monotonic() - started, lines)
-        except BaseException:
-            say(f"FAILED; logs kept in {WORKDIR / 'logs'}")
-            raise
         finally:
             cluster.close()
             if ok:
-                shutil.rmtree(WORKDIR, ignore_errors=True)
+                shutil.rmtree(WORKDIR / "logs", ignore_errors=True)
             else:
-                say(f"logs kept in {WORKDIR / 'logs'}")
+                say(f"FAILED or interrupted; the processes' logs are kept in {WORKDIR / 'logs'}")
 
 
 def run(options: Options) -> list[Result]:
