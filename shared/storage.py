@@ -202,6 +202,8 @@ S3_CONNECT_TIMEOUT = 5
 S3_READ_TIMEOUT = 30
 # Threads share one client: the gateway runs many reads at once off its event loop.
 S3_MAX_CONNECTIONS = 32
+# Tries per request (botocore's "standard" retries: throttling, 5xx, dropped connections).
+S3_ATTEMPTS = 4
 
 
 class S3Storage:
@@ -209,8 +211,9 @@ class S3Storage:
     thread-safe, but a client made before a fork (Celery's prefork pool) must not be shared
     by the children, so a new process makes its own."""
 
-    def __init__(self, location: S3Location) -> None:
+    def __init__(self, location: S3Location, *, attempts: int = S3_ATTEMPTS) -> None:
         self.location = location
+        self.attempts = attempts
         self._lock = threading.Lock()
         self._client: Any = None
         self._pid = 0
@@ -237,7 +240,7 @@ class S3Storage:
         config = Config(
             connect_timeout=S3_CONNECT_TIMEOUT,
             read_timeout=S3_READ_TIMEOUT,
-            retries={"max_attempts": 4, "mode": "standard"},
+            retries={"max_attempts": self.attempts, "mode": "standard"},
             max_pool_connections=S3_MAX_CONNECTIONS,
             # Path-style works with every S3-compatible server (MinIO, moto, Ceph); AWS too.
             s3={"addressing_style": "path"},
@@ -310,8 +313,8 @@ class S3Storage:
             code = exc.response.get("Error", {}).get("Code")
             if status == 304 or code == "304":
                 return NOT_MODIFIED
-            if status == 404 or code in ("NoSuchKey", "404"):
-                return None
+            if code != "NoSuchBucket" and (status == 404 or code in ("NoSuchKey", "404")):
+                return None  # a missing bucket is an error, never a site with no pages
             raise
         with answer["Body"] as body:
             data = body.read()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from starlette.types import Scope
 
 from services.gateway.app import (
@@ -46,6 +47,8 @@ from services.gateway.files import (
 from shared.heartbeat import Heartbeat
 from shared.site import TOMBSTONE_DIR
 from shared.storage import NOT_MODIFIED, Fetched, S3Storage
+
+logger = logging.getLogger(__name__)
 
 # How long the production gateway trusts a checked object before a conditional GET. Longer
 # than the local REVALIDATE_AFTER: a bucket round trip costs a thread hop and a boto3 call
@@ -118,6 +121,9 @@ class S3Gateway(Gateway):
             cache_bytes, revalidate_after=revalidate_after, wall_clock=wall_clock
         )
         self._lookups: dict[str, asyncio.Future[Found]] = {}
+        self._unavailable = _fixed(
+            503, b"application/problem+json", _UNAVAILABLE, (b"retry-after", b"5")
+        )
 
     def _from_cache(self, scope: Scope) -> Reply | None:
         method = scope["method"]
@@ -138,7 +144,11 @@ class S3Gateway(Gateway):
         relative = relative_path(path)
         if relative is None:
             return self._not_found
-        found = await self._shared_lookup(path, relative)
+        try:
+            found = await self._shared_lookup(path, relative)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("object store unavailable for %r: %s", path, exc)
+            return self._unavailable
         if found is None:
             return self._not_found
         if isinstance(found, Reply):
@@ -167,7 +177,13 @@ class S3Gateway(Gateway):
             if cached.until is not None and self._wall_clock() >= cached.until:
                 self.cache.discard(path)  # its month is over: read again with today's headers
             else:
-                renewed = await asyncio.to_thread(self._revalidate, relative, cached)
+                try:
+                    renewed = await asyncio.to_thread(self._revalidate, relative, cached)
+                except (BotoCoreError, ClientError) as exc:
+                    # Stale if error (RFC 5861's idea): the last good copy beats a 503 while
+                    # the bucket is away; it is asked again after the next interval.
+                    logger.warning("serving %r unchecked: object store unavailable: %s", path, exc)
+                    renewed = cached
                 if renewed is cached:
                     self.tally.hits += 1
                     self.cache.touch(path)
@@ -233,15 +249,17 @@ class S3Gateway(Gateway):
     async def _bucket_health(self) -> Reply:
         if await asyncio.to_thread(self.store.reachable):
             return _fixed(200, b"application/json", b'{"status": "ok"}')
-        problem: dict[str, Any] = {
-            "type": "about:blank",
-            "title": "Object store unreachable",
-            "status": 503,
-            "detail": "The bucket named by BANTIN_STORAGE_URL does not answer.",
-        }
-        return _fixed(503, b"application/problem+json", json.dumps(problem).encode())
+        return self._unavailable
 
 
+_UNAVAILABLE = json.dumps(
+    {
+        "type": "about:blank",
+        "title": "Object store unreachable",
+        "status": 503,
+        "detail": "The bucket named by BANTIN_STORAGE_URL does not answer.",
+    }
+).encode()
 # A marker for "a directory with an index page": the redirect itself needs the request.
 _REDIRECT = Reply(301, [])
 

@@ -12,6 +12,7 @@ import pytest
 
 from services.gateway.app import Gateway, create_app
 from services.gateway.objects import S3Gateway
+from shared.embedded_redis import free_port
 from shared.settings import Settings
 from shared.storage import LocalStorage, S3Storage
 from tests.unit.gateway.test_gateway import ARTICLE, JSON_FEED, Client
@@ -165,3 +166,27 @@ def test_health_says_whether_the_bucket_answers(client: Client, store: S3Storage
 def test_the_local_gateway_is_still_what_serves_without_a_storage_url(tmp_path: Path) -> None:
     app = create_app(settings_for(tmp_path))
     assert type(app) is Gateway
+
+
+def dead_store(store: S3Storage) -> S3Storage:
+    """The same bucket behind an endpoint where nothing listens, tried once per request."""
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    return S3Storage(dataclasses.replace(store.location, endpoint=endpoint), attempts=1)
+
+
+def test_an_unreachable_bucket_is_a_503_and_a_cached_page_is_still_served(
+    client: Client, s3_app: S3Gateway, store: S3Storage
+) -> None:
+    assert client.get("/").status_code == 200
+    s3_app.store = dead_store(store)
+    assert client.get("/").content == ARTICLE  # the last good copy, unchecked
+    missing = client.get("/bac-kan/lich-12/")
+    assert missing.status_code == 503
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["retry-after"] == "5"
+    assert client.get("/healthz").status_code == 503
+
+
+def test_a_missing_bucket_is_a_503_not_a_404(store: S3Storage) -> None:
+    gone = S3Storage(dataclasses.replace(store.location, bucket="no-such-bucket-here"))
+    assert Client(S3Gateway(gone)).get("/").status_code == 503
