@@ -219,8 +219,8 @@ class S3Storage:
         self._pid = 0
 
     @classmethod
-    def from_url(cls, url: str) -> S3Storage:
-        return cls(parse_storage_url(url))
+    def from_url(cls, url: str, *, attempts: int = S3_ATTEMPTS) -> S3Storage:
+        return cls(parse_storage_url(url), attempts=attempts)
 
     @property
     def client(self) -> Any:

@@ -541,7 +541,8 @@ def create_app(
         from shared.storage import S3Storage
 
         return S3Gateway(
-            S3Storage.from_url(settings.storage_url),
+            # Two tries, not the workers' four: a reader should not wait out a long backoff.
+            S3Storage.from_url(settings.storage_url, attempts=2),
             cache_bytes=cache_bytes,
             max_entry_bytes=max_entry_bytes,
             revalidate_after=revalidate_after,
