@@ -4,6 +4,7 @@ carries, the .gz siblings, deletes, and the paths and URLs it refuses."""
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,10 +141,24 @@ def test_storage_urls_are_read_strictly() -> None:
             parse_storage_url(bad)
 
 
-def test_open_storage_follows_the_setting(tmp_path: object, s3_storage_url: str) -> None:
+def test_open_storage_follows_the_setting(tmp_path: Path, s3_storage_url: str) -> None:
     local = open_storage(Settings(data_dir=tmp_path, storage_url=""))
     assert isinstance(local, LocalStorage)
     remote = open_storage(Settings(data_dir=tmp_path, storage_url=s3_storage_url))
     assert isinstance(remote, S3Storage)
     with pytest.raises(StorageURLError):
         open_storage(Settings(data_dir=tmp_path, storage_url="s3://"))
+
+
+def test_bantin_up_names_a_bad_url_or_a_bucket_that_does_not_answer(
+    tmp_path: Path, s3_storage_url: str
+) -> None:
+    from services.cli.up import storage_problems
+
+    assert storage_problems(Settings(data_dir=tmp_path)) == []
+    assert storage_problems(Settings(data_dir=tmp_path, storage_url=s3_storage_url)) == []
+    [typo] = storage_problems(Settings(data_dir=tmp_path, storage_url="s3://b/p?endpont=x"))
+    assert "unknown parameter 'endpont'" in typo
+    missing = s3_storage_url.replace("s3://bantin-", "s3://gone-", 1)
+    [absent] = storage_problems(Settings(data_dir=tmp_path, storage_url=missing))
+    assert "does not answer" in absent
