@@ -65,12 +65,12 @@ def create_app(settings: Settings) -> FastAPI:
                   redoc_url=None)  # fmt: skip
     app.state.settings = settings
     app.state.celery = create_celery_app(settings)
-    app.state.writer = GroupWriter(settings, app.state.celery)
     app.state.key_cache = KeyCache()
     app.state.queue_ok_at = 0.0
-    # A plain client for the queue check and listing refreshes; None on non-Redis brokers
-    # (unit tests use Kombu's in-memory transport).
+    # A plain client for the queue check, listing refreshes and the writer's render messages;
+    # None on non-Redis brokers (unit tests use Kombu's in-memory transport).
     app.state.redis = redis_client(settings)
+    app.state.writer = GroupWriter(settings, app.state.celery, app.state.redis)
     app.state.refresher = Refresher(app.state.redis, app.state.celery) if app.state.redis else None
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)

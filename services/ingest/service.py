@@ -58,13 +58,13 @@ def request_hash(bulletin_in: BulletinCreate) -> str:
     return hashlib.sha256(bulletin_in.model_dump_json().encode()).hexdigest()
 
 
-def key_conflict(key: str, existing: Bulletin) -> Problem:
+def key_conflict(key: str, existing_id: int) -> Problem:
     return Problem(
         409,
         "Idempotency key reused",
         f"The Idempotency-Key {key!r} was already used for a different bulletin "
-        f"(id {existing.id}). Use a new key for a new bulletin.",
-        bulletin_id=existing.id,
+        f"(id {existing_id}). Use a new key for a new bulletin.",
+        bulletin_id=existing_id,
     )
 
 
@@ -74,7 +74,7 @@ def replay(session: Session, agency_id: int, key: str, digest: str) -> Bulletin 
         select(Bulletin).where(Bulletin.agency_id == agency_id, Bulletin.idempotency_key == key)
     )
     if existing is not None and existing.request_hash != digest:
-        raise key_conflict(key, existing)
+        raise key_conflict(key, existing.id)
     return existing
 
 
@@ -172,23 +172,35 @@ def _content(
     }
 
 
+def new_bulletin_values(
+    session: Session, *, agency_id: int, bulletin_in: BulletinCreate, body_html: str,
+    idempotency_key: str | None, now: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """The columns of a new bulletin: queued for rendering, or scheduled when embargoed.
+    Every row gets the same keys, so a group of them inserts as one executemany."""
+    values = _content(session, bulletin_in, body_html, None, now)
+    embargoed = _is_embargoed(values["published_at"], now)
+    return {
+        "agency_id": agency_id,
+        "slug": slugify(bulletin_in.title),
+        "idempotency_key": idempotency_key,
+        "request_hash": values["content_hash"],
+        "created_at": now,
+        "status": BulletinStatus.SCHEDULED if embargoed else BulletinStatus.QUEUED,
+        "pending_since": None if embargoed else now,
+        **values,
+    }
+
+
 def new_bulletin(
     session: Session, *, agency_id: int, bulletin_in: BulletinCreate, body_html: str,
     idempotency_key: str | None, now: datetime,
 ) -> Bulletin:  # fmt: skip
     """A new bulletin row, not yet added: queued for rendering, or scheduled when embargoed."""
-    values = _content(session, bulletin_in, body_html, None, now)
-    embargoed = _is_embargoed(values["published_at"], now)
-    return Bulletin(
-        agency_id=agency_id,
-        slug=slugify(bulletin_in.title),
-        idempotency_key=idempotency_key,
-        request_hash=values["content_hash"],
-        created_at=now,
-        status=BulletinStatus.SCHEDULED if embargoed else BulletinStatus.QUEUED,
-        pending_since=None if embargoed else now,
-        **values,
-    )
+    return Bulletin(**new_bulletin_values(
+        session, agency_id=agency_id, bulletin_in=bulletin_in, body_html=body_html,
+        idempotency_key=idempotency_key, now=now,
+    ))  # fmt: skip
 
 
 def owned_bulletin(
