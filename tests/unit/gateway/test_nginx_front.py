@@ -33,6 +33,7 @@ import pytest
 
 from bench import gateway as harness
 from services.deliver.topics import hub_url, parse_topic
+from services.gateway.app import not_found_page
 from services.gateway.files import month_of
 from shared.security_headers import API_HEADERS, DOCS_HEADERS, SITE_HEADERS
 from shared.settings import Settings
@@ -67,6 +68,7 @@ OPML = (
     + '<outline type="rss" text="Sở Y tế" xmlUrl="https://tin.example/feeds/all.rss"/>' * 20
     + "</body></opml>"
 ).encode()
+ERROR_PAGE = ".errors/404.html"
 ROBOTS = b"User-agent: *\nAllow: /\n\nSitemap: https://tin.example/sitemap.xml\n"
 NOTICE = ("<!doctype html><title>Bản tin đã được gỡ bỏ</title>" + "<p>Đã gỡ.</p>" * 60).encode()
 HEADERS = ["content-type", "cache-control", "content-encoding", "location", "allow",
@@ -206,9 +208,11 @@ def ports(site: Path, ingest_ports: tuple[int, int]) -> Iterator[tuple[int, int]
     storage.put("du-lieu.json", b'{"a": 1}')
     storage.put(tombstone_for("/bac-kan/rut-3.html"), NOTICE)
     storage.put("bac-kan/.tmp-abc", b"half-written")
+    # The 404 page where nginx looks for it (.errors/404.html), the gateway's very bytes.
+    storage.put(ERROR_PAGE, not_found_page())
     (site / "thu-muc-rong").mkdir()
-    # A precompressed sibling, as the workers may write one day: nginx serves it itself.
-    storage.put("bac-kan/nen-2.html.gz", gzip.compress(PAGE, compresslevel=6, mtime=0))
+    # Every page and feed above has its precompressed sibling (LocalStorage writes it).
+    assert (site / "bac-kan" / "nen-2.html.gz").is_file()
     for path in [site, *site.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # nginx's workers must read them
     gateway_port, nginx_port = harness.free_port(), harness.free_port()
@@ -251,7 +255,7 @@ SAME = [
     ("GET", "/bac-kan/tin-1.html", {}),
     ("GET", "/bac-kan/tin-1.html?v=3", {}),
     ("HEAD", "/bac-kan/tin-1.html", {}),
-    ("GET", "/bac-kan/tin-1.html", GZ),  # no .gz beside it: the gateway's gzip copy
+    ("GET", "/bac-kan/tin-1.html", GZ),  # nginx: the .gz sibling; the gateway: its own gzip
     ("GET", "/bac-kan/tin-1.html", {"Accept-Encoding": "gzip;q=0"}),
     ("GET", "/bac-kan/tin-1.html", {"Accept-Encoding": "br, gzip;q=0.5"}),
     ("GET", "/feeds/all.rss", {}),
@@ -665,3 +669,186 @@ def test_metrics_are_not_served_through_nginx(
     assert status == 404 and b"bantin_" not in body
     assert headers["content-type"] == "application/problem+json"
     assert_once(API)
+
+
+# -- nginx alone: the production read path needs no gateway for files, 304s, 404s and 410s -----
+
+
+@pytest.fixture(scope="module")
+def alone(ports: tuple[int, int], site: Path) -> Iterator[int]:
+    """deploy/nginx.conf on the same site with nothing listening where the gateway should be:
+    whatever it answers, it answered by itself."""
+    work = site.parent / "no-gateway"
+    port, dead = harness.free_port(), harness.free_port()
+    conf = render(harness._production_conf(site, port, dead), URLS)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TZ", "UTC")
+        nginx = harness.Server("nginx", port, harness.nginx_starter(work, "nginx", conf))
+        nginx.process = nginx.start()
+    try:
+        harness.wait_ready(nginx, "/")
+        yield port
+    finally:
+        harness.stop(nginx.process)
+
+
+WITHOUT_GATEWAY = [
+    ("GET", "/", {}),
+    ("GET", "/bac-kan/", GZ),
+    ("GET", "/bac-kan/tin-1.html", {}),
+    ("GET", "/bac-kan/tin-1.html", GZ),
+    ("HEAD", "/bac-kan/tin-1.html", GZ),
+    ("GET", "/bac-kan/tin-1.html", {"Accept-Encoding": "gzip;q=0"}),
+    ("GET", "/feeds/all.rss", {}),
+    ("GET", "/feeds/all.rss", GZ),
+    ("GET", "/feeds/all.atom", GZ),  # too small for a .gz: identity, no Vary
+    ("GET", "/feeds/all.json", {}),
+    ("GET", "/feeds/all.json", GZ),
+    ("GET", ARCHIVES[0], GZ),
+    ("GET", "/static/site.css", GZ),
+    ("GET", "/static/logo.png", GZ),
+    ("GET", "/nho.html", GZ),
+    ("GET", "/bac-kan/rut-3.html", {}),  # withdrawn: 410 with the notice
+    ("GET", "/bac-kan/rut-3.html", GZ),
+    ("HEAD", "/bac-kan/rut-3.html", {}),
+    ("GET", "/khong-co.html", {}),
+    ("GET", "/khong-co.html", GZ),
+    ("GET", "/.gone/bac-kan/rut-3.html", {}),
+    ("GET", "/.errors/404.html", {}),
+    ("GET", "/bac-kan/.tmp-abc", {}),
+    ("GET", "/feeds/.tmp-x.json", {}),
+    ("GET", "/feeds/agency/khong-co.rss", GZ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), WITHOUT_GATEWAY)
+def test_nginx_alone_answers_as_the_gateway(
+    ports: tuple[int, int], alone: int, method: str, path: str, headers: dict[str, str]
+) -> None:
+    expected = fetch(ports[0], method, path, headers)
+    front = fetch(alone, method, path, headers)
+    assert_once(SITE)
+    assert front[0] == expected[0]
+    assert {h: front[1].get(h) for h in HEADERS} == {h: expected[1].get(h) for h in HEADERS}
+    assert front[1].get("vary", "").lower() == expected[1].get("vary", "").lower()
+    assert front[2] == expected[2]
+    if front[0] == 200:
+        assert "etag" in front[1] and "last-modified" in front[1]
+    if front[0] in (404, 410):
+        assert "last-modified" not in front[1]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "content_type", "max_age"),
+    [
+        ("/bac-kan/tin-1.html", {}, "text/html; charset=utf-8", 30),
+        ("/bac-kan/tin-1.html", GZ, "text/html; charset=utf-8", 30),
+        ("/feeds/all.rss", {}, "application/rss+xml; charset=utf-8", 60),
+        ("/feeds/all.rss", GZ, "application/rss+xml; charset=utf-8", 60),
+        ("/feeds/all.json", GZ, JSON_FEED_TYPE, 60),
+    ],
+)
+def test_nginx_alone_revalidates_on_etag_and_on_if_modified_since(
+    alone: int, path: str, headers: dict[str, str], content_type: str, max_age: int
+) -> None:
+    status, answer, body = fetch(alone, "GET", path, headers)
+    assert (status, answer["content-type"]) == (200, content_type)
+    assert answer.get("content-encoding") == ("gzip" if headers else None)
+    for condition in (
+        {"If-None-Match": answer["etag"]},
+        {"If-None-Match": f'"nope", {answer["etag"]}'},
+        {"If-Modified-Since": answer["last-modified"]},
+    ):
+        status, again, content = fetch(alone, "GET", path, {**headers, **condition})
+        assert (status, content) == (304, b""), condition
+        assert again["cache-control"] == f"public, max-age={max_age}"
+        assert again["etag"] == answer["etag"]
+        assert again["vary"].lower() == "accept-encoding"
+        assert_once(SITE)
+    # A tag of the other encoding, or an older date, is no match: the whole answer again.
+    other = fetch(alone, "GET", path, {} if headers else GZ)[1]["etag"]
+    assert other != answer["etag"]
+    assert fetch(alone, "GET", path, {**headers, "If-None-Match": other})[0] == 200
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert fetch(alone, "GET", path, {**headers, "If-Modified-Since": old})[0] == 200
+
+
+def test_a_410_is_never_a_304(alone: int) -> None:
+    for condition in (
+        {"If-None-Match": "*"},
+        {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},
+    ):
+        status, headers, body = fetch(alone, "GET", "/bac-kan/rut-3.html", condition)
+        assert (status, body) == (410, NOTICE)
+        assert headers["cache-control"] == "public, max-age=30"
+
+
+def _readable(site: Path) -> None:
+    for path in [site, *site.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_a_gz_whose_original_is_missing_is_never_served(alone: int, site: Path) -> None:
+    # A first write that died between the .gz and the file, or a .gz left by hand: the URL
+    # is still missing, in either encoding, and a withdrawn one still says 410 with its notice.
+    stale = gzip.compress(PAGE, mtime=0)
+    (site / "bac-kan" / "cu-5.html.gz").write_bytes(stale)
+    (site / "bac-kan" / "rut-3.html.gz").write_bytes(stale)
+    _readable(site)
+    try:
+        for headers in ({}, GZ):
+            status, answer, body = fetch(alone, "GET", "/bac-kan/cu-5.html", headers)
+            assert (status, body) == (404, not_found_page()), headers
+            assert "content-encoding" not in answer
+            status, answer, body = fetch(alone, "GET", "/bac-kan/rut-3.html", headers)
+            assert status == 410
+            assert (gzip.decompress(body) if answer.get("content-encoding") else body) == NOTICE
+            # A sibling is never a URL of its own.
+            for path in ("/bac-kan/cu-5.html.gz", "/bac-kan/tin-1.html.gz", "/feeds/all.rss.GZ"):
+                status, answer, body = fetch(alone, "GET", path, headers)
+                assert (status, body) == (404, not_found_page()), path
+    finally:
+        (site / "bac-kan" / "cu-5.html.gz").unlink()
+        (site / "bac-kan" / "rut-3.html.gz").unlink()
+
+
+def test_a_withdrawal_through_storage_shows_at_once_in_both_encodings(
+    alone: int, site: Path
+) -> None:
+    storage = LocalStorage(site)
+    url, relative = "/bac-kan/rut-6.html", "bac-kan/rut-6.html"
+    storage.put(relative, PAGE)
+    _readable(site)
+    status, answer, body = fetch(alone, "GET", url, GZ)
+    assert (status, answer["content-encoding"], gzip.decompress(body)) == (200, "gzip", PAGE)
+    storage.delete(relative)
+    storage.put(str(tombstone_for(url)), NOTICE)
+    _readable(site)
+    assert not (site / "bac-kan" / "rut-6.html.gz").exists()
+    for headers in ({}, GZ):
+        status, answer, body = fetch(alone, "GET", url, headers)
+        assert status == 410
+        assert (gzip.decompress(body) if answer.get("content-encoding") else body) == NOTICE
+        assert answer["content-type"] == "text/html; charset=utf-8"
+    assert fetch(alone, "GET", url, GZ)[1]["content-encoding"] == "gzip"  # the notice's .gz
+    storage.delete(str(tombstone_for(url)))
+
+
+def test_the_404_page_comes_from_the_gateway_until_the_site_has_one(
+    ports: tuple[int, int], site: Path
+) -> None:
+    page = site / ERROR_PAGE
+    page.rename(page.with_name("404.bak"))
+    try:
+        status, headers, body = fetch(ports[1], "GET", "/khong-co.html")
+        assert (status, body, headers["cache-control"]) == (404, not_found_page(), "no-store")
+        assert_once(SITE)
+    finally:
+        page.with_name("404.bak").rename(page)
+
+
+def test_the_gateway_still_answers_what_needs_code(alone: int) -> None:
+    # Nothing listens behind this nginx: only these reach for the gateway.
+    for method, path in (("GET", "/healthz"), ("POST", "/"), ("GET", "/bac-kan")):
+        assert fetch(alone, method, path)[0] == 502, (method, path)
+    assert fetch(alone, "GET", "/metrics")[0] == 404
