@@ -345,6 +345,8 @@ def overdue(
         )
         .order_by(Subscription.owed_since)
         .limit(limit)  # the oldest first; the rest on the next pass
+        # Several reconcilers (one per host) take disjoint rows on PostgreSQL; SQLite has one.
+        .with_for_update(skip_locked=True)
     ).all()
     ids = [row.id for row in found]
     if ids:
@@ -368,6 +370,7 @@ def unverified(
         .where(*stale)
         .order_by(Subscription.updated_at)
         .limit(limit)
+        .with_for_update(skip_locked=True)  # as in overdue(): reconcilers take disjoint rows
     ).all()
     for row in found:  # compare-and-set: a newer request keeps its own clock
         session.execute(
