@@ -559,3 +559,40 @@ if __name__ == "__main__":
             print(f"build_feeds, 50 items, {kind}: {runs / 200 * 1000:.2f} ms")
 
     _measure()
+
+
+# -- the entry cache (each entry is built once and reused by later builds) -----------------
+
+
+def test_a_cached_build_gives_the_same_bytes_as_a_fresh_one(settings: Settings) -> None:
+    import services.feed.feeds as feeds
+
+    bulletins = newest_first(5)
+    feeds._entry_cache.clear()
+    fresh = build(settings, bulletins).by_format()
+    cached = build(settings, bulletins).by_format()  # every entry from the cache now
+    assert dict(cached) == dict(fresh)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("title", "Tiêu đề đã sửa"), ("body_html", "<p>Nội dung đã sửa</p>"), ("summary", None)],
+)
+def test_a_changed_row_is_never_served_from_the_cache(
+    settings: Settings, field: str, value: Any
+) -> None:
+    # Same id and revision (another database in the same process, a test's hand-made row):
+    # the cache is keyed by what the entry shows, so the change still appears.
+    before = build(settings, [make_bulletin(7)]).by_format()
+    after = build(settings, [make_bulletin(7, **{field: value})]).by_format()
+    for fmt in ("rss", "atom", "json"):
+        assert after[fmt] != before[fmt]
+    if value is not None:
+        assert html.escape(value, quote=False).encode() in after["atom"]
+
+
+def test_a_renamed_agency_shows_in_cached_entries(settings: Settings) -> None:
+    build(settings, [make_bulletin(7)])
+    renamed = Agency(id=1, slug="ubnd-bac-kan", name="UBND tỉnh Bắc Kạn (mới)")
+    after = build(settings, [make_bulletin(7, agency=renamed)]).by_format()
+    assert "UBND tỉnh Bắc Kạn (mới)".encode() in after["rss"]
