@@ -852,3 +852,115 @@ def test_the_gateway_still_answers_what_needs_code(alone: int) -> None:
     for method, path in (("GET", "/healthz"), ("POST", "/"), ("GET", "/bac-kan")):
         assert fetch(alone, method, path)[0] == 502, (method, path)
     assert fetch(alone, "GET", "/metrics")[0] == 404
+
+
+# -- deploy/nginx-s3.conf: nginx in front of the bucket ------------------------------------------
+
+S3_CONF = harness.ROOT / "deploy" / "nginx-s3.conf"
+
+
+def s3_conf(work: Path, port: int, endpoint: str, bucket_path: str) -> str:
+    """deploy/nginx-s3.conf with its documented placeholders replaced."""
+    text = S3_CONF.read_text()
+    substitutions = {
+        "s3.internal:9000": endpoint,
+        "/bantin/site": bucket_path,
+        "/var/cache/nginx/bantin": str(work / "cache"),
+        "listen 80": f"listen 127.0.0.1:{port}",
+    }
+    for placeholder, value in substitutions.items():
+        assert placeholder in text, placeholder
+        text = text.replace(placeholder, value)
+    return text
+
+
+def test_the_s3_front_is_valid_nginx(tmp_path: Path) -> None:
+    conf = s3_conf(tmp_path, harness.free_port(), f"127.0.0.1:{harness.free_port()}", "/b/site")
+    harness.nginx_starter(tmp_path, "s3-check", conf)  # writes the file, with private paths
+    nginx = harness._nginx()
+    assert nginx is not None
+    prefix = tmp_path / "s3-check"
+    done = subprocess.run([nginx, "-t", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                           "-c", str(prefix / "nginx.conf")], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "syntax is ok" in done.stderr and "test is successful" in done.stderr
+
+
+def test_the_s3_front_serves_the_bucket(tmp_path: Path) -> None:
+    # A real S3-compatible server (moto) filled by the real S3Storage, a real nginx running
+    # deploy/nginx-s3.conf in front: pages, .gz, 304, 410 tombstones, the 404 page.
+    from shared.storage import S3Storage
+    from shared.testing import moto_env, start_moto
+
+    with start_moto() as moto, pytest.MonkeyPatch.context() as env:
+        for name, value in moto_env().items():
+            env.setenv(name, value)
+        storage = S3Storage.from_url(moto.storage_url("bantin", "site"))
+        # Anonymous reads, as the file's header asks of the bucket (nginx signs nothing).
+        readable = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+                    "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bantin/*"}]}  # fmt: skip
+        storage.client.put_bucket_policy(Bucket="bantin", Policy=json.dumps(readable))
+        storage.put("bac-kan/tin-1.html", PAGE)
+        storage.put("bac-kan/index.html", PAGE)
+        storage.put("feeds/all.rss", FEED)
+        storage.put("feeds/all.json", JSON_FEED)
+        storage.put("nho.html", b"<p>nho</p>")
+        storage.put(str(tombstone_for("/bac-kan/rut-3.html")), NOTICE)
+        storage.put(ERROR_PAGE, not_found_page())
+        port = harness.free_port()
+        conf = s3_conf(tmp_path, port, moto.endpoint.removeprefix("http://"), "/bantin/site")
+        nginx = harness.Server("nginx-s3", port, harness.nginx_starter(tmp_path, "s3", conf))
+        nginx.process = nginx.start()
+        try:
+            harness.wait_ready(nginx, "/bac-kan/tin-1.html")
+            status, headers, body = fetch(port, "GET", "/bac-kan/tin-1.html")
+            assert (status, body, headers.get("content-encoding")) == (200, PAGE, None)
+            assert headers["content-type"] == "text/html; charset=utf-8"
+            assert headers["cache-control"] == "public, max-age=30"
+            assert headers["vary"] == "Accept-Encoding"
+            assert_once(SITE)
+            status, zipped, body = fetch(port, "GET", "/bac-kan/tin-1.html", GZ)
+            assert (status, zipped["content-encoding"], gzip.decompress(body)) == (
+                200,
+                "gzip",
+                PAGE,
+            )
+            assert zipped["content-type"] == "text/html; charset=utf-8"
+            assert zipped["etag"] != headers["etag"]  # another object, another tag
+            for headers_ in ({}, GZ):
+                answer = fetch(port, "GET", "/bac-kan/tin-1.html", headers_)[1]
+                again = fetch(port, "GET", "/bac-kan/tin-1.html",
+                              {**headers_, "If-None-Match": answer["etag"]})  # fmt: skip
+                assert again[0] == 304
+            assert (
+                fetch(port, "GET", "/bac-kan/tin-1.html", {"Accept-Encoding": "gzip;q=0"})[2]
+                == PAGE
+            )
+            assert fetch(port, "GET", "/bac-kan/", GZ)[0] == 200
+            status, headers, body = fetch(port, "GET", "/feeds/all.json", GZ)
+            assert headers["content-type"] == JSON_FEED_TYPE and gzip.decompress(body) == JSON_FEED
+            status, headers, body = fetch(port, "GET", "/nho.html", GZ)  # no .gz: the file
+            assert (status, body, headers.get("content-encoding")) == (200, b"<p>nho</p>", None)
+            for headers_ in ({}, GZ, {"If-None-Match": "*"}):
+                status, headers, body = fetch(port, "GET", "/bac-kan/rut-3.html", headers_)
+                assert (status, body) == (410, NOTICE), headers_
+                assert headers["content-type"] == "text/html; charset=utf-8"
+                assert_once(SITE)
+            for path in ("/khong-co.html", "/.gone/bac-kan/rut-3.html", "/bac-kan/tin-1.html.gz",
+                         "/bac-kan/.tmp-1"):  # fmt: skip
+                status, headers, body = fetch(port, "GET", path, GZ)
+                assert (status, body) == (404, not_found_page()), path
+                assert headers["cache-control"] == "no-store"
+            assert fetch(port, "GET", "/.errors/404.html")[0] == 404  # internal: nginx's own
+            # A withdrawal shows within the cache's second.
+            storage.delete("bac-kan/tin-1.html")
+            storage.put(str(tombstone_for("/bac-kan/tin-1.html")), NOTICE)
+            deadline = time.monotonic() + 10
+            while fetch(port, "GET", "/bac-kan/tin-1.html", GZ)[0] != 410:
+                assert time.monotonic() < deadline, "the withdrawal never showed"
+                time.sleep(0.2)
+            assert fetch(port, "GET", "/bac-kan/tin-1.html")[:3:2] == (410, NOTICE)
+            assert fetch(port, "POST", "/bac-kan/")[0] == 405
+        finally:
+            harness.stop(nginx.process)
