@@ -15,6 +15,11 @@ from typing import NamedTuple
 MIN_GZIP_BYTES = 512
 # Keep the gzip form only when it is clearly smaller; already-dense text is not worth a Vary.
 GZIP_MAX_RATIO = 0.9
+# Level 1, as nginx's own gzip: a listing change rewrites nine feed files, and level 6
+# measured 3x the CPU (0.70 vs 0.21 ms for a 160 KiB feed, 92 vs 33 µs for a 22 KiB page)
+# for files only 10% (pages) to 26% (feeds) smaller. The gateway's in-memory copies use it
+# too, so nginx's .gz and the gateway's gzip answers are the same bytes.
+GZIP_LEVEL = 1
 
 HTML_MAX_AGE = 30  # pages are re-rendered on corrections: keep stale copies short-lived
 FEED_MAX_AGE = 60  # feed readers poll; a minute bounds how late an update can show
@@ -82,7 +87,7 @@ def gzip_variant(relative: str, data: bytes) -> bytes | None:
     """
     if not file_type(relative).compressible or len(data) < MIN_GZIP_BYTES:
         return None
-    compressed = gzip.compress(data, compresslevel=6, mtime=0)
+    compressed = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
     if len(compressed) > len(data) * GZIP_MAX_RATIO:
         return None
     return compressed

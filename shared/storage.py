@@ -73,7 +73,23 @@ class LocalStorage:
                 os.unlink(self._directory(relative.parent) / sibling.name)
         else:
             self._write(sibling, compressed)
-        self._write(relative, data)
+        try:
+            self._write(relative, data)
+        except BaseException:
+            if compressed is not None:
+                self._match_sibling(relative, sibling)
+            raise
+
+    def _match_sibling(self, relative: PurePosixPath, sibling: PurePosixPath) -> None:
+        """After a failed write, make the ``.gz`` match the file still there (or go with it):
+        gzip clients must never get other bytes than identity clients. Best effort."""
+        with contextlib.suppress(OSError):
+            current = self.get(relative)
+            compressed = None if current is None else gzip_variant(str(relative), current)
+            if compressed is None:
+                os.unlink(self._directory(relative.parent) / sibling.name)
+            else:
+                self._write(sibling, compressed)
 
     def _write(self, relative: PurePosixPath, data: bytes) -> None:
         """Write atomically: readers see the old file or the new one, never a torn one.
@@ -278,7 +294,24 @@ class S3Storage:
             self.client.delete_object(Bucket=self.location.bucket, Key=key + ".gz")
         else:
             self._upload(key + ".gz", compressed, kind, encoding="gzip")
-        self._upload(key, data, kind)
+        try:
+            self._upload(key, data, kind)
+        except BaseException:
+            if compressed is not None:
+                self._match_sibling(relative, key, kind)
+            raise
+
+    def _match_sibling(self, relative: PurePosixPath | str, key: str, kind: FileType) -> None:
+        """As LocalStorage's: after a failed upload the ``.gz`` follows the object still there.
+        Best effort: a bucket that refused the upload may refuse this too."""
+        with contextlib.suppress(Exception):
+            current = self.get(relative)
+            text = str(relative).lstrip("/")
+            compressed = None if current is None else gzip_variant(text, current)
+            if compressed is None:
+                self.client.delete_object(Bucket=self.location.bucket, Key=key + ".gz")
+            else:
+                self._upload(key + ".gz", compressed, kind, encoding="gzip")
 
     def _upload(
         self, key: str, data: bytes, kind: FileType, *, encoding: str | None = None

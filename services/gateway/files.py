@@ -37,6 +37,7 @@ from urllib.parse import quote
 
 from services.deliver.topics import link_header
 from shared.filetypes import (
+    GZIP_LEVEL,
     GZIP_MAX_RATIO,
     MIN_GZIP_BYTES,
     TOMBSTONE_TYPE,
@@ -285,7 +286,7 @@ def make_entry(
     compressed: bytes | None = None
     if kind.compressible and len(body) >= MIN_GZIP_BYTES:
         # mtime=0: identical input gives identical gzip bytes in every worker process.
-        compressed = gzip.compress(body, compresslevel=6, mtime=0)
+        compressed = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
         if len(compressed) > len(body) * GZIP_MAX_RATIO:
             compressed = None
     vary = compressed is not None
