@@ -6,16 +6,25 @@ and with the whole system working (render and feed workers busy on the same two 
 wall-clock throughput (noisy on a shared machine), it reports the ingest process's own CPU per
 accepted bulletin, read from /proc: the figure an optimisation is judged by.
 
-Alone: `python -m bench.ingest [--postgres] [--seconds 10] [--alone]`.
+Alone: `python -m bench.ingest [--postgres] [--seconds 10] [--rounds N] [--in-process]`.
+`--in-process` drives a second copy of the ingest app directly (ASGI calls, no HTTP server, no
+wrk, 64 requests at a time, on the system's own database and Redis) and reports its CPU per
+accepted bulletin: far less noisy than the wrk run on a shared machine, and it leaves out only
+uvicorn's HTTP parsing.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import time
 import uuid
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.core import Options, Result
 from bench.system import pause, resume, running_system
@@ -102,17 +111,87 @@ def run(options: Options) -> list[Result]:
     return results
 
 
+def in_process_cpu_us(system: System, rounds: int, requests: int = 2560,
+                     concurrency: int = 64) -> list[float]:  # fmt: skip
+    """CPU of this process per accepted POST through the whole ingest app, per round."""
+    from services.ingest.app import create_app
+    from shared.settings import Settings
+
+    settings = Settings(data_dir=system.data_dir,
+                        database_url=system.env.get("BANTIN_DATABASE_URL"),
+                        rate_limit=system.env["BANTIN_RATE_LIMIT"])  # fmt: skip
+    app = create_app(settings)
+    key = (system.data_dir / "demo-agency.key").read_text().strip()
+    body = json.dumps(BULLETIN, ensure_ascii=False).encode()
+    refused: list[int] = []
+
+    async def post(idempotency_key: str) -> None:
+        headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {key}".encode()),
+                   (b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   (b"idempotency-key", idempotency_key.encode())]  # fmt: skip
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/v1/bulletins",
+                 "raw_path": b"/v1/bulletins", "query_string": b"", "root_path": "",
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "headers": headers,
+                 "state": {}}  # fmt: skip
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client never hangs up
+            raise AssertionError
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] != 202:
+                refused.append(int(message["status"]))
+
+        await app(scope, receive, send)
+
+    async def clients(tag: str, count: int) -> None:
+        async def client(c: int) -> None:
+            for i in range(count // concurrency):
+                await post(f"{tag}-{c}-{i}")
+
+        await asyncio.gather(*(client(c) for c in range(concurrency)))
+
+    async def measure() -> list[float]:
+        run = uuid.uuid4().hex[:8]
+        await clients(f"{run}-warm", concurrency * 10)
+        used = []
+        for r in range(rounds):
+            before = time.process_time()
+            await clients(f"{run}-{r}", requests)
+            used.append((time.process_time() - before) / requests * 1e6)
+        return used
+
+    try:
+        used = asyncio.run(measure())
+    finally:
+        app.state.writer.close()
+    if refused:
+        raise RuntimeError(f"{len(refused)} answers were not 202: {sorted(set(refused))}")
+    return used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1, help="single-POST runs, paused")
+    parser.add_argument("--in-process", action="store_true", help="ASGI calls, no wrk")
     args = parser.parse_args()
     options = Options(postgres=args.postgres)
     with running_system(options, "ingest") as system:
         single, _batch = scripts(system)
         stopped = pause(system, "worker ")
         try:
+            if args.in_process:
+                used = in_process_cpu_us(system, args.rounds)
+                print("in-process CPU µs per accepted bulletin, per round:",
+                      " ".join(f"{u:.0f}" for u in used))  # fmt: skip
+                return
             for _ in range(args.rounds):
                 one = load(system, system.ingest_url + "/v1/bulletins", single, args.seconds,
                            CONNECTIONS)  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any, cast
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from redis import Redis
-from sqlalchemy import Row, Table, and_, insert, or_, select
+from sqlalchemy import Row, Table, insert
 from sqlalchemy.exc import (
     DataError,
     DisconnectionError,
@@ -295,22 +295,25 @@ class GroupWriter:
     @staticmethod
     def _known_keys(session: Session, batch: list[Submission]) -> dict[tuple[int, str], Row[Any]]:
         """The rows earlier requests made with this batch's keys: only the columns an answer
-        needs, looked up per agency (`agency_id = ? AND key IN (…)` searches the unique index;
-        SQLite scanned the whole index for the row-value `(agency_id, key) IN (…)`)."""
-        by_agency: dict[int, set[str]] = {}
+        needs, looked up per agency with `agency_id = ? AND key IN (…)`, which searches the
+        unique index (SQLite scanned the whole index for the row-value `(agency_id, key) IN
+        (…)`). Written as SQL text: SQLAlchemy's expansion of a 200-value IN cost more CPU
+        than the rest of the batch's statements together (profiled)."""
+        by_agency: dict[int, list[str]] = {}
         for item in batch:
             if item.idempotency_key:
-                by_agency.setdefault(item.agency_id, set()).add(item.idempotency_key)
-        if not by_agency:
-            return {}
-        table = _BULLETINS
-        rows = session.execute(
-            select(table.c.agency_id, table.c.idempotency_key, table.c.request_hash,
-                   table.c.id, table.c.status, table.c.revision, table.c.slug)
-            .where(or_(*(and_(table.c.agency_id == agency, table.c.idempotency_key.in_(keys))
-                         for agency, keys in by_agency.items())))
-        )  # fmt: skip
-        return {(row.agency_id, row.idempotency_key): cast(Row[Any], row) for row in rows}
+                by_agency.setdefault(item.agency_id, []).append(item.idempotency_key)
+        found: dict[tuple[int, str], Row[Any]] = {}
+        connection = session.connection()
+        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        for agency, keys in by_agency.items():
+            unique = list(dict.fromkeys(keys))
+            sql = (f"SELECT agency_id, idempotency_key, request_hash, id, status, revision, slug "
+                   f"FROM {_BULLETINS.name} WHERE agency_id = {mark} AND idempotency_key IN "
+                   f"({', '.join([mark] * len(unique))})")  # fmt: skip
+            for row in connection.exec_driver_sql(sql, (agency, *unique)):
+                found[(row.agency_id, row.idempotency_key)] = cast(Row[Any], row)
+        return found
 
     @staticmethod
     def _new(session: Session, item: Submission, now: datetime) -> dict[str, Any]:
