@@ -584,7 +584,7 @@ def results(
         for name in names:
             mine = runs[(name, t.name)]
             errors = "; ".join(sorted({r.errors for r in mine if r.errors}))
-            note = (f"{DESCRIPTIONS[name]}; {cpu[name]:.1f} µs CPU/request"
+            note = (f"{DESCRIPTIONS[name]}; {cpu[name]:.1f} µs CPU/request; "
                     f"p99 {_median(mine, 'p99_ms'):.2f} ms")  # fmt: skip
             if name in ("gateway", "production"):
                 spread = ", ".join(f"{r.requests_per_s:,.0f}" for r in mine)
