@@ -1,4 +1,9 @@
-"""deploy/nginx.conf in front of the gateway answers as the gateway alone does.
+"""deploy/nginx.conf in front of the gateway answers as the gateway alone does, and by itself.
+
+A second nginx on the same site with nothing behind it proves that pages, feeds, .gz siblings,
+304s, the 404 page and 410 tombstones need no gateway, and that a .gz whose original is gone
+is never served. deploy/nginx-s3.conf is checked with ``nginx -t`` and run against a real
+moto bucket filled by S3Storage.
 
 The production path puts nginx in front (see the file's header). This runs that very file, with
 a real nginx and the real gateway behind it, and asks both the same questions. Needs Debian's
