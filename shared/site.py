@@ -39,6 +39,9 @@ from pathlib import PurePosixPath
 
 CATEGORY_PREFIX = "chuyen-muc"
 TOMBSTONE_DIR = ".gone"
+# The 404 page, where nginx finds it in the store (deploy/nginx.conf); dot-named, so no URL
+# reaches it directly.
+NOT_FOUND_PATH = ".errors/404.html"
 # Top-level path segments an agency slug may not take, or its pages would shadow these.
 RESERVED_SLUGS = frozenset(
     {

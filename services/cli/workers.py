@@ -25,10 +25,15 @@ def worker(kind: str, concurrency: int | None) -> None:
     os.environ["BANTIN_WORKER_ROLE"] = kind  # names this node in logs and heartbeats
     settings = get_settings()
     if kind == "render":
+        from services.gateway.app import not_found_page
         from services.render.pages import install_static
+        from shared.site import NOT_FOUND_PATH
         from shared.storage import open_storage
 
-        install_static(open_storage(settings))
+        storage = open_storage(settings)
+        install_static(storage)
+        # nginx (deploy/nginx.conf, nginx-s3.conf) answers 404s with this very page by itself.
+        storage.put(NOT_FOUND_PATH, not_found_page())
     from services.cli.worker import app
 
     argv = [

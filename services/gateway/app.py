@@ -145,6 +145,8 @@ def relative_path(path: str) -> str | None:
     ``/``, ``.`` and NUL. Any segment starting with a dot is refused: that covers ``.`` and
     ``..`` (no traversal) and the storage's ``.tmp-*`` files (no half-published pages). Empty
     segments are refused too, so a redirect can never be turned into ``//host`` (off-site).
+    A ``.gz`` sibling (shared.storage) is refused as nginx refuses it: it is served only as
+    the gzip form of its original.
     """
     if not path.startswith("/") or "\x00" in path or "\\" in path:
         return None
@@ -154,6 +156,8 @@ def relative_path(path: str) -> str | None:
     for part in parts:
         if not part or part[0] == ".":
             return None
+    if parts[-1].endswith(".gz"):  # a precompressed sibling is a form of its file, not a URL
+        return None
     return "/".join(parts)
 
 

@@ -16,8 +16,9 @@ import httpx
 import lxml.html
 import pytest
 
+from services.gateway.app import not_found_page
 from shared.refresh import Job, Refresher
-from shared.site import Listing, ListingKind
+from shared.site import NOT_FOUND_PATH, Listing, ListingKind
 from shared.storage import open_storage
 from shared.testing import System
 from tests.integration.conftest import PIPELINE_BACKENDS
@@ -128,8 +129,10 @@ def test_the_site_is_where_the_settings_put_it(system: System) -> None:
     and then nothing is written to the site directory."""
     settings = system.settings()
     store = open_storage(settings)
-    for relative in ("index.html", "feeds/all.rss", "static/site.css"):
+    for relative in ("index.html", "feeds/all.rss", "static/site.css", NOT_FOUND_PATH):
         assert store.exists(relative), relative
+    # The 404 page nginx serves by itself is the gateway's own.
+    assert store.get(NOT_FOUND_PATH) == not_found_page()
     local = settings.resolved_site_dir
     if settings.storage_url:
         assert not local.exists() or not any(local.iterdir())

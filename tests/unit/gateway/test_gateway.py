@@ -1071,3 +1071,12 @@ def test_window_bounds_withdrawal_and_republication(
     storage.put(file_for(ARTICLE_URL), SMALL)
     clock.now += WINDOW
     assert call(windowed, ARTICLE_URL).body == SMALL
+
+
+def test_a_gz_sibling_is_no_url_of_its_own(client: Client, storage: LocalStorage) -> None:
+    """storage.put wrote index.html.gz beside index.html: it is only index.html's gzip form,
+    as nginx treats it (deploy/nginx.conf), never an application/octet-stream download."""
+    assert (storage.root / "index.html.gz").is_file()
+    response = client.get("/index.html.gz", headers=GZIP)
+    assert response.status_code == 404
+    assert client.get("/index.html", headers=GZIP).headers["content-encoding"] == "gzip"
