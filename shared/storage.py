@@ -14,6 +14,8 @@ import contextlib
 import itertools
 import os
 import threading
+from collections.abc import Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -33,6 +35,9 @@ class Storage(Protocol):
     def get(self, relative: PurePosixPath | str) -> bytes | None: ...
     def delete(self, relative: PurePosixPath | str) -> None: ...
     def exists(self, relative: PurePosixPath | str) -> bool: ...
+    def exists_many(self, relatives: Iterable[PurePosixPath | str]) -> set[str]:
+        """``str(relative)`` of each of ``relatives`` that exists; raises as ``exists`` does."""
+        ...
 
 
 class LocalStorage:
@@ -139,6 +144,10 @@ class LocalStorage:
     def exists(self, relative: PurePosixPath | str) -> bool:
         return self.path(relative).is_file()
 
+    def exists_many(self, relatives: Iterable[PurePosixPath | str]) -> set[str]:
+        """``str(relative)`` of each of ``relatives`` that is a file (a stat each)."""
+        return {str(relative) for relative in relatives if self.exists(relative)}
+
 
 def gz_sibling(relative: PurePosixPath) -> PurePosixPath:
     """Where the precompressed form of ``relative`` lives: nginx's gzip_static looks there."""
@@ -220,6 +229,9 @@ S3_READ_TIMEOUT = 30
 S3_MAX_CONNECTIONS = 32
 # Tries per request (botocore's "standard" retries: throttling, 5xx, dropped connections).
 S3_ATTEMPTS = 4
+# HEADs in flight at once in `exists_many` (the reconciler checks up to 1,000 pages a pass):
+# round trips overlap, and it stays well under the client's connection pool.
+S3_EXISTS_THREADS = 16
 
 
 class S3Storage:
@@ -369,6 +381,47 @@ class S3Storage:
                 return False
             raise
         return True
+
+    def exists_many(self, relatives: Iterable[PurePosixPath | str]) -> set[str]:
+        """``str(relative)`` of each of ``relatives`` whose object exists: HEADs on a few
+        threads sharing the one client. The first error (a bucket that does not answer, a
+        path outside the prefix) is raised once the HEADs in flight end, and the rest are
+        never sent: an unanswered HEAD must never pass for a missing page."""
+        wanted = [(str(relative), self.key(relative)) for relative in relatives]
+        if len(wanted) <= 1:
+            return {text for text, _ in wanted if self.exists(text)}
+        client = self.client  # made here, not raced for by the threads
+        bucket = self.location.bucket
+
+        def head(key: str) -> bool:
+            from botocore.exceptions import ClientError
+
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    return False
+                raise
+            return True
+
+        pool = ThreadPoolExecutor(
+            min(S3_EXISTS_THREADS, len(wanted)), thread_name_prefix="s3-exists"
+        )
+        try:
+            futures = [pool.submit(head, key) for _, key in wanted]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # an error: send no more HEADs
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                raise error
+        found = {text for (text, _), future in zip(wanted, futures, strict=True) if future.result()}
+        if len(found) < len(wanted):
+            # A HEAD's 404 has no body to tell a missing key from a missing bucket: make sure
+            # the bucket is there (raises if not) before answering that pages are missing.
+            client.head_bucket(Bucket=bucket)
+        return found
 
     def reachable(self) -> bool:
         """Whether the bucket answers (the gateway's health check)."""

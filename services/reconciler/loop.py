@@ -198,10 +198,14 @@ def verify_pages(runtime: Runtime, scan: PageScan | None = None) -> int:
     storage = runtime.storage
     with session_factory(runtime.settings)() as session:
         rows = _page_checks(session, scan or PageScan())
+    pages = {row.id: file_for(article_path(row.agency, row.slug, row.id)) for row in rows}
+    # One batched check (concurrent HEADs on a bucket). A store that does not answer raises:
+    # the pass fails and is retried, rather than taking every page for missing.
+    found = storage.exists_many(pages.values())
     repaired = 0
     for row in rows:
-        page = file_for(article_path(row.agency, row.slug, row.id))
-        online = storage.exists(page)
+        page = pages[row.id]
+        online = str(page) in found
         if row.status == BulletinStatus.SCHEDULED and online:
             repaired += _take_down(runtime, row, page)
         elif (row.status == BulletinStatus.WITHDRAWN and online) or (

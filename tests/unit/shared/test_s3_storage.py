@@ -4,10 +4,12 @@ carries, the .gz siblings, deletes, and the paths and URLs it refuses."""
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
+import socket
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.filetypes import STATIC_MAX_AGE, TOMBSTONE_MAX_AGE
 from shared.settings import Settings
@@ -162,3 +164,36 @@ def test_bantin_up_names_a_bad_url_or_a_bucket_that_does_not_answer(
     missing = s3_storage_url.replace("s3://bantin-", "s3://gone-", 1)
     [absent] = storage_problems(Settings(data_dir=tmp_path, storage_url=missing))
     assert "does not answer" in absent
+
+
+def test_exists_many_answers_which_paths_have_objects(store: S3Storage) -> None:
+    store.put("a/one.html", PAGE)
+    store.put("/b/two.html", b"<p>2</p>")
+    present: list[PurePosixPath | str] = [PurePosixPath("a/one.html"), "/b/two.html"]
+    absent: list[PurePosixPath | str] = [f"a/missing-{i}.html" for i in range(40)]
+    absent.append("a/one.html.gzz")
+    # The strings of the paths as given (leading slash kept), whatever their type.
+    assert store.exists_many(iter([*absent, *present])) == {"a/one.html", "/b/two.html"}
+    assert store.exists_many(["a/one.html"]) == {"a/one.html"}
+    assert store.exists_many([]) == set()
+
+
+def test_exists_many_refuses_a_bad_path_before_asking(store: S3Storage) -> None:
+    with pytest.raises(ValueError):
+        store.exists_many(["a/one.html", "../x.html"])
+
+
+def test_exists_many_raises_when_the_bucket_is_gone_or_does_not_answer(
+    s3_storage_url: str, moto_server: Any
+) -> None:
+    # Never "no page exists": the reconciler would re-render the whole site.
+    paths = [f"a/{i}.html" for i in range(40)]
+    gone = S3Storage.from_url(s3_storage_url.replace("s3://bantin-", "s3://gone-", 1))
+    with pytest.raises(ClientError):
+        gone.exists_many(paths)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # closed again before the HEADs: nothing listens
+    silent = S3Storage(S3Location("bantin", "site", f"http://127.0.0.1:{port}"), attempts=1)
+    with pytest.raises(BotoCoreError):
+        silent.exists_many(paths)

@@ -189,3 +189,19 @@ def test_a_failed_write_leaves_no_sibling_of_other_bytes(
         storage.put("bac-kan/moi-2.html", PAGE_2)
     assert siblings_without_originals(storage.root) == []
     assert gzip.decompress((storage.root / "bac-kan/tin-1.html.gz").read_bytes()) == PAGE
+
+
+def test_exists_many_answers_which_paths_are_files(storage: LocalStorage) -> None:
+    storage.put("a/one.html", PAGE)
+    storage.put("b/two.html", b"<p>2</p>")
+    asked: list[PurePosixPath | str] = [
+        PurePosixPath("a/one.html"),
+        "/b/two.html",
+        "a/missing.html",
+        "a",
+        "b/two.html.gz",
+    ]
+    assert storage.exists_many(iter(asked)) == {"a/one.html", "/b/two.html"}
+    assert storage.exists_many([]) == set()
+    with pytest.raises(ValueError):
+        storage.exists_many(["../outside.html"])
