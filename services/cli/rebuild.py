@@ -279,8 +279,10 @@ def _rebuild_listings(
         refresher.request_many(jobs[start : start + 500])
     report.listings = len(listings)
     report.archives = len(archives)
-    deadline = time.monotonic() + LISTINGS_TIMEOUT_SECONDS
     report.archives_built = _follow_archives(refresher, archives, archive_window)
+    # The index pages and feeds get their own minute once the archives are done: on a big
+    # site their builds queue behind the archive months' on the same workers.
+    deadline = time.monotonic() + LISTINGS_TIMEOUT_SECONDS
     waiting = set(jobs)
     while waiting:
         pending = list(waiting)
