@@ -388,8 +388,8 @@ class S3Storage:
         path outside the prefix) is raised once the HEADs in flight end, and the rest are
         never sent: an unanswered HEAD must never pass for a missing page."""
         wanted = [(str(relative), self.key(relative)) for relative in relatives]
-        if len(wanted) <= 1:
-            return {text for text, _ in wanted if self.exists(text)}
+        if not wanted:
+            return set()
         client = self.client  # made here, not raced for by the threads
         bucket = self.location.bucket
 

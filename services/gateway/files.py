@@ -319,13 +319,15 @@ def make_entry(
 
 
 class _Slot:
-    """A cached entry and the moment until which it is served without a new stat."""
+    """A cached entry, the moment until which it is served without a new check, and when
+    its source last confirmed it (the S3 gateway bounds how long it serves it unchecked)."""
 
-    __slots__ = ("entry", "valid_until")
+    __slots__ = ("entry", "valid_until", "checked_at")
 
-    def __init__(self, entry: Entry, valid_until: float) -> None:
+    def __init__(self, entry: Entry, valid_until: float, checked_at: float) -> None:
         self.entry = entry
         self.valid_until = valid_until
+        self.checked_at = checked_at
 
 
 class FileCache:
@@ -403,7 +405,8 @@ class FileCache:
         if entry.cost > self.max_bytes:
             return
         self.discard(key)
-        self._entries[key] = _Slot(entry, self._clock() + self.revalidate_after)
+        now = self._clock()
+        self._entries[key] = _Slot(entry, now + self.revalidate_after, now)
         self.total_bytes += entry.cost
         while self.total_bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)

@@ -44,6 +44,7 @@ from services.gateway.files import (
     feed_extras,
     make_entry,
 )
+from shared.filetypes import TOMBSTONE_MAX_AGE
 from shared.heartbeat import Heartbeat
 from shared.site import TOMBSTONE_DIR
 from shared.storage import NOT_MODIFIED, Fetched, S3Storage
@@ -55,6 +56,10 @@ logger = logging.getLogger(__name__)
 # (far more than an os.stat), and one per second per hot URL is negligible for the bucket. A
 # correction or withdrawal reaches readers at most this late; a new page at once.
 S3_REVALIDATE_AFTER = 1.0
+# How long a cached object is served unchecked while the bucket does not answer: as long as
+# any cache may keep a tombstone (TOMBSTONE_MAX_AGE), so a withdrawal made during an outage
+# reaches readers no later than it would through a shared cache. Then: 503.
+STALE_IF_ERROR_SECONDS = float(TOMBSTONE_MAX_AGE)
 
 _HEALTH_PATH = "/healthz"
 _METRICS_PATH = "/metrics"
@@ -84,12 +89,21 @@ class ObjectCache(FileCache):
         slot: _Slot | None = self._entries.get(key)
         return None if slot is None else slot.entry
 
-    def touch(self, key: str) -> None:
-        """The bucket confirmed ``key``'s entry: trust it for another interval."""
+    def touch(self, key: str, *, confirmed: bool = True) -> None:
+        """Trust ``key``'s entry for another interval: the bucket confirmed it, or (with
+        ``confirmed=False``) did not answer and the entry is served unchecked meanwhile."""
         slot = self._entries.get(key)
         if slot is not None:
-            slot.valid_until = self._clock() + self.revalidate_after
+            now = self._clock()
+            slot.valid_until = now + self.revalidate_after
+            if confirmed:
+                slot.checked_at = now
             self._entries.move_to_end(key)
+
+    def unchecked_for(self, key: str) -> float:
+        """Seconds since the bucket last confirmed ``key``'s entry (infinite if none)."""
+        slot = self._entries.get(key)
+        return float("inf") if slot is None else self._clock() - slot.checked_at
 
 
 class S3Gateway(Gateway):
@@ -177,16 +191,21 @@ class S3Gateway(Gateway):
             if cached.until is not None and self._wall_clock() >= cached.until:
                 self.cache.discard(path)  # its month is over: read again with today's headers
             else:
+                confirmed = True
                 try:
                     renewed = await asyncio.to_thread(self._revalidate, relative, cached)
                 except (BotoCoreError, ClientError) as exc:
                     # Stale if error (RFC 5861's idea): the last good copy beats a 503 while
-                    # the bucket is away; it is asked again after the next interval.
+                    # the bucket is away, but only for STALE_IF_ERROR_SECONDS: the page may
+                    # have been withdrawn meanwhile, and a withdrawal must reach readers.
+                    if self.cache.unchecked_for(path) > STALE_IF_ERROR_SECONDS:
+                        self.cache.discard(path)
+                        raise
                     logger.warning("serving %r unchecked: object store unavailable: %s", path, exc)
-                    renewed = cached
+                    renewed, confirmed = cached, False
                 if renewed is cached:
                     self.tally.hits += 1
-                    self.cache.touch(path)
+                    self.cache.touch(path, confirmed=confirmed)
                     return cached
                 self.cache.discard(path)
                 if renewed is not None:

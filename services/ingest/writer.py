@@ -117,6 +117,20 @@ class RenderPublisher:
         self.reply_to = celery.thread_oid  # what send_task puts there
         self.origin = anon_nodename()
 
+    @staticmethod
+    def fits(celery: Celery) -> bool:
+        """Whether the configuration is the one the message template copies: no key prefix,
+        no priorities (Kombu would then write to another list, one no worker reads), render
+        tasks routed to the render queue through the nameless exchange. Otherwise: Kombu."""
+        conf = celery.conf
+        route = conf.task_routes.get("render.*") if isinstance(conf.task_routes, dict) else None
+        return (
+            not (conf.broker_transport_options or {}).get("global_keyprefix")
+            and conf.task_default_priority is None
+            and conf.task_queue_max_priority is None
+            and route == {"queue": RENDER_QUEUE, "exchange": "", "routing_key": RENDER_QUEUE}
+        )
+
     def message(self, bulletin_id: int, revision: int) -> bytes:
         task_id = str(uuid.uuid4())
         args = [bulletin_id, revision]
@@ -162,7 +176,8 @@ class GroupWriter:
         non-Redis broker) render messages go through Kombu."""
         self.settings = settings
         self.celery = celery
-        self._publisher = RenderPublisher(celery, redis) if redis is not None else None
+        lean = redis is not None and RenderPublisher.fits(celery)
+        self._publisher = RenderPublisher(celery, redis) if lean and redis else None
         self._sessions = session_factory(settings)
         self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)

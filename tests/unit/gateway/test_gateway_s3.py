@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.gateway.app import Gateway, create_app
-from services.gateway.objects import S3Gateway
+from services.gateway.objects import STALE_IF_ERROR_SECONDS, S3Gateway
 from shared.embedded_redis import free_port
 from shared.settings import Settings
 from shared.storage import LocalStorage, S3Storage
@@ -190,3 +190,20 @@ def test_an_unreachable_bucket_is_a_503_and_a_cached_page_is_still_served(
 def test_a_missing_bucket_is_a_503_not_a_404(store: S3Storage) -> None:
     gone = S3Storage(dataclasses.replace(store.location, bucket="no-such-bucket-here"))
     assert Client(S3Gateway(gone)).get("/").status_code == 503
+
+
+def test_a_cached_page_is_served_unchecked_only_for_a_bounded_time(
+    client: Client, s3_app: S3Gateway, store: S3Storage
+) -> None:
+    """It may have been withdrawn during the outage: past STALE_IF_ERROR_SECONDS without the
+    bucket's word, the reader gets a 503, not a page that may no longer be public."""
+    now = [1_000.0]
+    s3_app.cache._clock = lambda: now[0]
+    assert client.get("/").content == ARTICLE
+    s3_app.store = dead_store(store)
+    now[0] += STALE_IF_ERROR_SECONDS - 1
+    assert client.get("/").content == ARTICLE  # unchecked, still within the bound
+    now[0] += 2
+    assert client.get("/").status_code == 503
+    s3_app.store = store
+    assert client.get("/").content == ARTICLE  # the bucket is back: read again

@@ -69,3 +69,15 @@ def test_the_preserialised_answer_is_what_fastapi_would_send(tmp_path: Path) -> 
         assert response.headers["location"] == model.status_url
         assert response.headers["etag"] == '"r3"'
         assert response.headers.get("idempotent-replayed") == (None if created else "true")
+
+
+def test_the_lean_path_is_taken_only_for_the_configuration_it_copies(tmp_path: Path) -> None:
+    """A key prefix or priorities make Kombu write elsewhere: the writer then uses Kombu."""
+    settings = make_settings(tmp_path)
+    assert RenderPublisher.fits(create_celery_app(settings))
+    prefixed = create_celery_app(settings)
+    prefixed.conf.broker_transport_options = {"global_keyprefix": "bantin:"}
+    assert not RenderPublisher.fits(prefixed)
+    prioritised = create_celery_app(settings)
+    prioritised.conf.task_default_priority = 5
+    assert not RenderPublisher.fits(prioritised)
