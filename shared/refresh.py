@@ -123,9 +123,21 @@ def _base(job: Job, listing: Listing) -> str:
 
 
 class Refresher:
-    def __init__(self, redis: Redis, celery: Celery) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        celery: Celery,
+        *,
+        page_interval: float = MIN_REBUILD_INTERVAL,
+        feed_interval: float = FEED_REBUILD_INTERVAL,
+    ) -> None:
+        """`page_interval`, `feed_interval`: the least time between two builds of a busy
+        listing's index page and of its feeds (BANTIN_LISTING_REBUILD_SECONDS and
+        BANTIN_FEED_REBUILD_SECONDS in the workers; docs/capacity.md says what they cost)."""
         self.redis = redis
         self.celery = celery
+        self.page_interval = page_interval
+        self.feed_interval = feed_interval
         self._finish = redis.register_script(_FINISH)
         self._request = redis.register_script(_REQUEST)
 
@@ -189,7 +201,8 @@ class Refresher:
         args: list[str | int] = [generation, LOCK_TTL_SECONDS, _member(job, listing)]
         if not self._finish(keys=keys, args=args):
             return None
-        return max(0.0, rebuild_interval(listing, job) - (time.monotonic() - started))
+        interval = rebuild_interval(listing, job, page=self.page_interval, feed=self.feed_interval)
+        return max(0.0, interval - (time.monotonic() - started))
 
     def extend(self, job: Job, listing: Listing) -> None:
         """Renew the build's lock for another LOCK_TTL_SECONDS: a long build (an archive
@@ -251,15 +264,21 @@ class Refresher:
         return False
 
 
-def rebuild_interval(listing: Listing, job: Job = Job.PAGE) -> float:
+def rebuild_interval(
+    listing: Listing,
+    job: Job = Job.PAGE,
+    *,
+    page: float = MIN_REBUILD_INTERVAL,
+    feed: float = FEED_REBUILD_INTERVAL,
+) -> float:
     """The least time between two builds of `listing` (its `job`: the index page or the
-    feeds) while requests keep coming."""
+    feeds) while requests keep coming; `page` and `feed` are a Refresher's own intervals."""
     if listing.kind is ListingKind.SITEMAP:
         return SITEMAP_REBUILD_INTERVAL
     if listing.kind is ListingKind.ARCHIVE:
         check = listing.archive_scope[1] == ARCHIVE_CHECK
         return SITEMAP_REBUILD_INTERVAL if check else ARCHIVE_REBUILD_INTERVAL
-    return FEED_REBUILD_INTERVAL if job is Job.FEED else MIN_REBUILD_INTERVAL
+    return feed if job is Job.FEED else page
 
 
 def owed_since(redis: Redis, job: Job) -> float | None:

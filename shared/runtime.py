@@ -27,7 +27,12 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
         settings=settings,
         storage=open_storage(settings),
         redis=redis,
-        refresher=Refresher(redis, celery),
+        refresher=Refresher(
+            redis,
+            celery,
+            page_interval=settings.listing_rebuild_seconds,
+            feed_interval=settings.feed_rebuild_seconds,
+        ),
     )
 
 

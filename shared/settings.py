@@ -57,6 +57,22 @@ class Settings(BaseSettings):
         "&region=NAME` puts them in an S3-compatible bucket instead (endpoint and region are "
         "optional; credentials come from the standard `AWS_*` environment variables).",
     )
+    listing_rebuild_seconds: float = Field(
+        0.1,
+        gt=0,
+        le=60,
+        description="Render workers: the least time between two builds of a busy listing's "
+        "index page (the home page, an agency's, a category's) while bulletins keep coming. "
+        "Raise it on a national deployment (docs/capacity.md): a busy listing then costs "
+        "proportionally less CPU, and its page shows new bulletins that much later.",
+    )
+    feed_rebuild_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=300,
+        description="Feed workers: the same for a busy listing's feeds (RSS, Atom, JSON) and "
+        "their WebSub pushes.",
+    )
     max_request_bytes: int = Field(
         1_048_576, description="Largest request body the ingest API reads (413 above it)."
     )

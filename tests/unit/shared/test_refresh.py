@@ -82,3 +82,18 @@ def test_extend_renews_the_lock(refresher: Refresher) -> None:
     refresher.release(Job.FEED, MONTH)
     refresher.extend(Job.FEED, MONTH)
     assert refresher.redis.exists(lock) == 0
+
+
+def test_a_refresher_keeps_its_own_rebuild_intervals(refresher: Refresher) -> None:
+    """BANTIN_FEED_REBUILD_SECONDS reaches the builds: the next round waits that long."""
+    slow = Refresher(refresher.redis, refresher.celery, page_interval=3.0, feed_interval=7.0)
+    for job, interval in ((Job.FEED, 7.0), (Job.PAGE, 3.0)):
+        slow.request(job, ALL)
+
+        def build(job: Job = job) -> str:
+            slow.request(job, ALL)  # another bulletin arrives during the build
+            return "f"
+
+        again_in = slow.run(job, ALL, build)
+        assert again_in is not None and interval - 1 < again_in <= interval
+        slow.release(job, ALL)
