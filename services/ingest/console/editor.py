@@ -293,13 +293,16 @@ def _twin(
     key: str,
 ) -> Twin | None:  # fmt: skip
     """A bulletin the agency published from this very text in the last TWIN_WINDOW, unless
-    this form's key already made one (then the writer's replay answers, with no question)."""
-    if service.key_used(session, viewer.agency_id, key):
-        return None
+    this form's key already made one (then the writer's replay answers, with no question).
+
+    The twin is looked up first and its key compared: a double click's first request may
+    commit between two lookups, and must then be this one's replay, never its "twin"."""
     since = utcnow() - TWIN_WINDOW
     found = service.recent_twin(session, viewer.agency_id, service.request_hash(bulletin_in),
                                 since)  # fmt: skip
-    if found is None:
+    if found is None or found.idempotency_key == key:
+        return None
+    if service.key_used(session, viewer.agency_id, key):
         return None
     return Twin(found.id, found.title, local_text(found.created_at, settings))
 

@@ -947,3 +947,26 @@ def test_static_files_are_served_with_validators_and_a_day_of_cache(client: Test
         missing = client.get(path)
         assert missing.status_code == 404, path
         assert missing.headers["content-type"].startswith("text/html")
+
+
+def test_a_double_click_landing_between_the_twin_lookups_is_a_replay(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request of a double click commits while the second one looks for twins: the
+    second must be its replay (303 to the same bulletin), never the "already published"
+    question about itself (seen once on PostgreSQL as a 409)."""
+    new_agency(settings, "so-hai")
+    sign_up(client, settings, "so-hai", "hai@example.vn")
+    form = client.get("/console/bulletins/new")
+    data = editor_fields() | {
+        "csrf_token": token_of(form.text), "idempotency_key": field(KEY, form.text),
+        "action": "publish",
+    }  # fmt: skip
+    first = client.post("/console/bulletins/new", data=data, follow_redirects=False)
+    assert first.status_code == 303
+    # As if the first row had not been committed yet when the key was looked up.
+    monkeypatch.setattr(service, "key_used", lambda *_: False)
+    second = client.post("/console/bulletins/new", data=data, follow_redirects=False)
+    assert second.status_code == 303, second.text
+    assert second.headers["location"] == first.headers["location"]
+    assert count(settings) == 1
