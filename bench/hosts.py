@@ -649,7 +649,7 @@ def demo(count: int) -> Outcome:
             say(f"all {len(accepted)} accepted bulletins published "
                 f"{time.monotonic() - t0:.1f} s after the first post "
                 f"({settle:.1f} s after the last)")  # fmt: skip
-            rendered = {host.name: log_lines(host, "render", "render.bulletin", "succeeded")
+            rendered = {host.name: log_lines(host, "render", "services.render.jobs: published")
                         for host in (RENDER_1, RENDER_2)}  # fmt: skip
             resent = sum(log_lines(host, "reconciler", "re-sent a render owed too long")
                          for host in (RENDER_1, RENDER_2))  # fmt: skip
