@@ -192,17 +192,6 @@ def new_bulletin_values(
     }
 
 
-def new_bulletin(
-    session: Session, *, agency_id: int, bulletin_in: BulletinCreate, body_html: str,
-    idempotency_key: str | None, now: datetime,
-) -> Bulletin:  # fmt: skip
-    """A new bulletin row, not yet added: queued for rendering, or scheduled when embargoed."""
-    return Bulletin(**new_bulletin_values(
-        session, agency_id=agency_id, bulletin_in=bulletin_in, body_html=body_html,
-        idempotency_key=idempotency_key, now=now,
-    ))  # fmt: skip
-
-
 def owned_bulletin(
     session: Session, agency_id: int, bulletin_id: int, options: Sequence[Any] = ()
 ) -> Bulletin:

@@ -177,7 +177,7 @@ class GroupWriter:
         self.settings = settings
         self.celery = celery
         lean = redis is not None and RenderPublisher.fits(celery)
-        self._publisher = RenderPublisher(celery, redis) if lean and redis else None
+        self._publisher = RenderPublisher(celery, redis) if redis is not None and lean else None
         self._sessions = session_factory(settings)
         self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
