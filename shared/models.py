@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
+    Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -18,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.citations import titled
 
 # The largest id any row can have: ids are INTEGER columns, 32 bits on PostgreSQL (SQLite's
 # hold 64). A larger id names nothing, and binding it would be a database error.
@@ -169,6 +174,54 @@ class Bulletin(Base):
     title_folded: Mapped[str | None] = mapped_column(Text)
 
     agency: Mapped[Agency] = relationship(lazy="joined")
+
+
+class LegalDocument(Base):
+    """A legal document some bulletin cites (shared.citations.Document), one row per key.
+
+    Written by the render step the first time a revision cites it, never changed after: what
+    bulletins cite it is in `citations`, so a document nobody cites any more is simply a row
+    no listing shows."""
+
+    __tablename__ = "documents"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)  # "qd-ttg-628-2020"
+    doc_type: Mapped[str] = mapped_column(String(60))  # "Quyết định"
+    number: Mapped[str] = mapped_column(String(40))  # "628"
+    year: Mapped[int | None] = mapped_column(Integer)
+    issuer: Mapped[str] = mapped_column(String(60))  # "QĐ-TTg"
+    name: Mapped[str] = mapped_column(String(200))  # "Quyết định số 628/QĐ-TTg"
+    issued_on: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def title(self) -> str:
+        """The name with its date when known: "Quyết định số 628/QĐ-TTg ngày 11/05/2020"."""
+        return titled(self.name, self.issued_on)
+
+
+class Citation(Base):
+    """One revision of a bulletin cites one document. The rows of the revision whose page is
+    live (``bulletins.rendered_revision``) are what the document's listing shows, so a
+    correction moves the bulletin between document pages exactly when its new page goes live.
+
+    `published_at` is the bulletin's at that revision, copied so that a document's listing
+    walks its own index newest first (document, published_at, bulletin) and stops after N,
+    however many bulletins cite the document: no join-then-sort."""
+
+    __tablename__ = "citations"
+    __table_args__ = (
+        PrimaryKeyConstraint("bulletin_id", "revision", "document_key", name="pk_citations"),
+        ForeignKeyConstraint(["bulletin_id"], ["bulletins.id"], name="fk_citations_bulletin"),
+        ForeignKeyConstraint(["document_key"], ["documents.key"], name="fk_citations_document"),
+        Index("ix_citation_listing", "document_key", "published_at", "bulletin_id"),
+    )
+
+    bulletin_id: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer)
+    document_key: Mapped[str] = mapped_column(String(120))
+    position: Mapped[int] = mapped_column(Integer)  # order of first mention in the revision
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class User(Base):

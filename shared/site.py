@@ -7,11 +7,16 @@ Every page and feed is a file under the site directory whose relative path is it
     /{agency}/                      an agency's page
     /{agency}/{slug}-{id}.html      an article page
     /chuyen-muc/{category}/         a category page
+    /van-ban/                       the most cited legal documents
+    /van-ban/{document}/            the bulletins citing one legal document (shared.citations),
+                                    newest first, every agency's
     /feeds/all.rss, /feeds/all.atom, /feeds/all.json
     /feeds/agency/{agency}.rss|.atom|.json
     /feeds/category/{category}.rss|.atom|.json    (.json: JSON Feed 1.1)
+    /feeds/document/{document}.rss|.atom|.json
     /feeds/all/{YYYY-MM}.rss|.atom, /feeds/agency/{agency}/{YYYY-MM}.rss|.atom,
-    /feeds/category/{category}/{YYYY-MM}.rss|.atom
+    /feeds/category/{category}/{YYYY-MM}.rss|.atom,
+    /feeds/document/{document}/{YYYY-MM}.rss|.atom
                                     RFC 5005 archives: the listing's bulletins published that
                                     month (UTC); past `archive_items` entries the rest in
                                     {YYYY-MM}-2.rss|.atom, ... (``archive_path``); the RSS
@@ -38,6 +43,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 
 CATEGORY_PREFIX = "chuyen-muc"
+DOCUMENT_PREFIX = "van-ban"
 TOMBSTONE_DIR = ".gone"
 # The 404 page, where nginx finds it in the store (deploy/nginx.conf); dot-named, so no URL
 # reaches it directly.
@@ -46,6 +52,7 @@ NOT_FOUND_PATH = ".errors/404.html"
 RESERVED_SLUGS = frozenset(
     {
         CATEGORY_PREFIX,
+        DOCUMENT_PREFIX,
         "feeds",
         "static",
         "healthz",
@@ -84,6 +91,12 @@ class ListingKind(StrEnum):
     ALL = "all"
     AGENCY = "agency"
     CATEGORY = "category"
+    # The bulletins whose live revision cites one legal document; key: its citation key
+    # (shared.citations, "qd-ttg-628-2020").
+    DOCUMENT = "document"
+    # Not a scope: the /van-ban/ page of the most cited documents, built like an index page
+    # (Job.PAGE), key empty.
+    DOCUMENTS = "documents"
     # Not a scope of bulletins but one sitemap file, built like an index page (Job.PAGE):
     # key "index" (which also writes robots.txt and the feed directory), "news" or a month.
     SITEMAP = "sitemap"
@@ -103,13 +116,15 @@ class Listing:
     @property
     def target(self) -> str:
         """A stable string naming this listing (used as a Redis key part and a task argument)."""
-        return self.kind.value if self.kind is ListingKind.ALL else f"{self.kind.value}:{self.key}"
+        if self.kind in _KEYLESS:
+            return self.kind.value
+        return f"{self.kind.value}:{self.key}"
 
     @classmethod
     def from_target(cls, target: str) -> Listing:
         kind, _, key = target.partition(":")
         listing = cls(ListingKind(kind), key)
-        if (listing.kind is ListingKind.ALL) != (key == ""):
+        if (listing.kind in _KEYLESS) != (key == ""):
             raise ValueError(f"bad listing target {target!r}")
         if listing.kind is ListingKind.SITEMAP and not (
             key in (SITEMAP_INDEX, SITEMAP_NEWS) or _MONTH.fullmatch(key)
@@ -142,6 +157,10 @@ class Listing:
             raise ValueError(f"an archive has no page: {self.target}")
         if self.kind is ListingKind.AGENCY:
             return f"/{self.key}/"
+        if self.kind is ListingKind.DOCUMENT:
+            return f"/{DOCUMENT_PREFIX}/{self.key}/"
+        if self.kind is ListingKind.DOCUMENTS:
+            return DOCUMENTS_PATH
         return f"/{CATEGORY_PREFIX}/{self.key}/"
 
     def feed_path(self, fmt: str) -> str:
@@ -154,8 +173,12 @@ class Listing:
 
 
 ALL = Listing(ListingKind.ALL)
+DOCUMENTS_PATH = f"/{DOCUMENT_PREFIX}/"
+DOCUMENTS = Listing(ListingKind.DOCUMENTS)
 # The kinds that are scopes of bulletins (with a page, feeds and archives).
-_SCOPES = (ListingKind.ALL, ListingKind.AGENCY, ListingKind.CATEGORY)
+_SCOPES = (ListingKind.ALL, ListingKind.AGENCY, ListingKind.CATEGORY, ListingKind.DOCUMENT)
+# The kinds with no key: one listing each.
+_KEYLESS = (ListingKind.ALL, ListingKind.DOCUMENTS)
 
 
 def listings_of(agency_slug: str, category_slug: str | None) -> list[Listing]:
@@ -164,6 +187,11 @@ def listings_of(agency_slug: str, category_slug: str | None) -> list[Listing]:
     if category_slug:
         listings.append(Listing(ListingKind.CATEGORY, category_slug))
     return listings
+
+
+def document(key: str) -> Listing:
+    """The listing of the bulletins citing one legal document (its citation key)."""
+    return Listing(ListingKind.DOCUMENT, key)
 
 
 def sitemap(key: str) -> Listing:
