@@ -77,6 +77,8 @@ FEEDS_PAGE_PATH = "/feeds/"
 SITEMAP_INDEX = "index"
 SITEMAP_NEWS = "news"
 _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+# A legal document's citation key (shared.citations): "qd-ttg-628-2020".
+DOCUMENT_KEY = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?")
 
 
 # Every listing's feed formats, each the suffix of its file: RSS 2.0, Atom 1.0, JSON Feed 1.1.
@@ -126,6 +128,8 @@ class Listing:
         listing = cls(ListingKind(kind), key)
         if (listing.kind in _KEYLESS) != (key == ""):
             raise ValueError(f"bad listing target {target!r}")
+        if listing.kind is ListingKind.DOCUMENT and not DOCUMENT_KEY.fullmatch(key):
+            raise ValueError(f"bad document target {target!r}")
         if listing.kind is ListingKind.SITEMAP and not (
             key in (SITEMAP_INDEX, SITEMAP_NEWS) or _MONTH.fullmatch(key)
         ):
