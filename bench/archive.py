@@ -8,6 +8,12 @@ are ~2 KB of Vietnamese text (each one distinct), dates follow arrival order (1M
 span ten years), most have a summary, half an author. Calling it again adds N more, newer,
 under the same agencies and categories, so one database can grow 1k → 10k → 100k → 1M.
 
+Citations too, as the render step would have stored them (issue 12): a pool of DOCUMENTS
+legal documents, each bulletin citing 0–3 of them (named in full in its opening, so a
+re-render extracts the same ones), and every POPULAR_EVERY-th bulletin also citing
+POPULAR_KEY (Quyết định số 628/QĐ-TTg), whose citers grow with the archive: 50,000 at 1M.
+Each citation row carries its bulletin's live revision and published_at.
+
 The benchmarks use it to stand up a large archive in seconds; it writes rows only, so pages
 and feeds of these bulletins exist only after a rebuild.
 """
@@ -19,14 +25,23 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.db import create_schema, engine_for
-from shared.models import Agency, BodyFormat, Bulletin, BulletinStatus, Category
+from shared.models import (
+    Agency,
+    BodyFormat,
+    Bulletin,
+    BulletinStatus,
+    Category,
+    Citation,
+    LegalDocument,
+)
 from shared.settings import Settings
 
 CHUNK = 10_000  # rows per executemany
@@ -41,6 +56,13 @@ SECONDS_PER_BULLETIN = 300
 BACKDATE_SECONDS = 2 * 24 * 3600
 BODY_CHARS = 1_600  # ~2.1 KB of UTF-8 with Vietnamese diacritics
 POOL = 512  # distinct bodies; a per-bulletin first paragraph makes every body unique
+DOCUMENTS = 3_000  # legal documents bulletins cite (a province's working set over ten years)
+# How many pool documents a bulletin cites: 0 to 3, 1.3 on average.
+CITES_WEIGHTS = (25, 35, 25, 15)
+# Every 20th bulletin (5%) also cites one decision: its document listing grows with the
+# archive, which is what the feed-cost benchmark needs to show flat (50,000 citers at 1M).
+POPULAR_EVERY = 20
+POPULAR_KEY = "qd-ttg-628-2020"
 
 AGENCY_NAMES = [
     "UBND tỉnh Bắc Kạn", "Sở Giáo dục và Đào tạo", "Sở Y tế", "Sở Tài chính",
@@ -105,6 +127,74 @@ def _body_pool(rng: random.Random) -> list[tuple[str, str]]:
     return pool
 
 
+class PoolDocument(NamedTuple):
+    """A document of the pool: its `documents` row values and how a bulletin cites it."""
+
+    key: str
+    doc_type: str
+    number: str
+    year: int
+    issuer: str
+    name: str
+    issued_on: date
+    cited_as: str  # "Quyết định số 628/QĐ-TTg ngày 11/5/2020": the full citation in a body
+
+
+# (type, issuer code, numbers carry the year as in "15/2020/NĐ-CP"), as official texts write them
+DOCUMENT_KINDS = [
+    ("Quyết định", "QĐ-TTg", False), ("Quyết định", "QĐ-UBND", False),
+    ("Nghị quyết", "NQ-CP", False), ("Nghị quyết", "NQ/TW", False),
+    ("Nghị quyết", "NQ-HĐND", False), ("Nghị định", "NĐ-CP", True),
+    ("Thông tư", "TT-BGDĐT", True), ("Thông tư", "TT-BTC", True), ("Thông tư", "TT-BYT", True),
+    ("Chỉ thị", "CT-TTg", False), ("Chỉ thị", "CT-UBND", False), ("Kết luận", "KL/TW", False),
+    ("Kế hoạch", "KH-UBND", False),
+]  # fmt: skip
+_ASCII = str.maketrans({"Đ": "D", "đ": "d", "/": "-"})
+
+
+def _document(
+    doc_type: str, issuer: str, number: int, issued_on: date, dated: bool
+) -> PoolDocument:
+    """One document, keyed as shared.citations keys it: issuer code slug, number, year."""
+    year = issued_on.year
+    slug = issuer.translate(_ASCII).lower()
+    code = f"{number}/{year}/{issuer}" if dated else f"{number}/{issuer}"
+    name = f"{doc_type} số {code}"
+    cited_as = f"{name} ngày {issued_on.day}/{issued_on.month}/{year}"
+    return PoolDocument(f"{slug}-{number}-{year}", doc_type, str(number), year, issuer, name,
+                        issued_on, cited_as)  # fmt: skip
+
+
+POPULAR = _document("Quyết định", "QĐ-TTg", 628, date(2020, 5, 11), False)
+assert POPULAR.key == POPULAR_KEY
+
+
+def _document_pool(rng: random.Random) -> list[PoolDocument]:
+    """DOCUMENTS distinct documents (POPULAR is kept apart: bulletins cite it by rule)."""
+    pool: dict[str, PoolDocument] = {POPULAR.key: POPULAR}
+    while len(pool) < DOCUMENTS + 1:
+        doc_type, issuer, dated = rng.choice(DOCUMENT_KINDS)
+        issued_on = date(rng.randint(2005, 2024), rng.randint(1, 12), rng.randint(1, 28))
+        document = _document(doc_type, issuer, rng.randint(1, 2_000), issued_on, dated)
+        pool.setdefault(document.key, document)
+    del pool[POPULAR.key]
+    return list(pool.values())
+
+
+def _ensure_documents(conn: Connection, documents: list[PoolDocument]) -> None:
+    """The pool's `documents` rows, inserted once (ON CONFLICT DO NOTHING, as the render does)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    rows = [
+        {"key": d.key, "doc_type": d.doc_type, "number": d.number, "year": d.year,
+         "issuer": d.issuer, "name": d.name, "issued_on": d.issued_on,
+         "created_at": ARCHIVE_START}
+        for d in documents
+    ]  # fmt: skip
+    for first in range(0, len(rows), CHUNK):
+        statement = dialect.insert(LegalDocument).on_conflict_do_nothing(index_elements=["key"])
+        conn.execute(statement, rows[first : first + CHUNK])
+
+
 def _ensure_agencies(conn: Connection, count: int) -> list[tuple[int, str]]:
     """(id, name) of `count` archive agencies, created on first use (slug arch-NN)."""
     found = {}
@@ -143,11 +233,14 @@ def _ensure_categories(conn: Connection, count: int) -> list[tuple[str, str]]:
 
 
 COLUMNS = (
-    "guid", "agency_id", "slug", "title", "summary", "body_format", "body_source", "body_html",
-    "author", "category", "category_slug", "language", "published_at", "status", "revision",
-    "rendered_revision", "attempts", "last_error", "pending_since", "content_hash",
+    "id", "guid", "agency_id", "slug", "title", "summary", "body_format", "body_source",
+    "body_html", "author", "category", "category_slug", "language", "published_at", "status",
+    "revision", "rendered_revision", "attempts", "last_error", "pending_since", "content_hash",
     "idempotency_key", "request_hash", "created_at", "updated_at", "rendered_at",
 )  # fmt: skip
+CITATION_COLUMNS = ("bulletin_id", "revision", "document_key", "position", "published_at")
+PUBLISHED_AT = COLUMNS.index("published_at")
+Rows = list[tuple[Any, ...]]
 
 
 def _sqlite_datetime(moment: datetime) -> str:
@@ -155,7 +248,7 @@ def _sqlite_datetime(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond:06d}"
 
 
-def _sqlite_writer(conn: Connection) -> Callable[[list[tuple[Any, ...]]], None]:
+def _sqlite_writer(conn: Connection) -> Callable[[Rows, Rows], None]:
     """executemany straight on the driver, for rows whose datetimes `_sqlite_datetime` made.
 
     SQLAlchemy's per-value bind processing (the UTCDateTime decorator, then the SQLite
@@ -169,16 +262,22 @@ def _sqlite_writer(conn: Connection) -> Callable[[list[tuple[Any, ...]]], None]:
         assert processor is not None and processor(sample) == _sqlite_datetime(sample)
     sql = (f"INSERT INTO bulletins ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(COLUMNS))})")  # fmt: skip
+    cites = (f"INSERT INTO citations ({', '.join(CITATION_COLUMNS)}) "
+             f"VALUES ({', '.join('?' * len(CITATION_COLUMNS))})")  # fmt: skip
 
-    def write(rows: list[tuple[Any, ...]]) -> None:
+    def write(rows: Rows, citations: Rows) -> None:
         conn.exec_driver_sql(sql, rows)
+        conn.exec_driver_sql(cites, citations)
 
     return write
 
 
-def _core_writer(conn: Connection) -> Callable[[list[tuple[Any, ...]]], None]:
-    def write(rows: list[tuple[Any, ...]]) -> None:
+def _core_writer(conn: Connection) -> Callable[[Rows, Rows], None]:
+    def write(rows: Rows, citations: Rows) -> None:
         conn.execute(insert(Bulletin), [dict(zip(COLUMNS, row, strict=True)) for row in rows])
+        conn.execute(
+            insert(Citation), [dict(zip(CITATION_COLUMNS, row, strict=True)) for row in citations]
+        )
 
     return write
 
@@ -195,7 +294,9 @@ def populate(
     engine = engine_for(settings)
     rng = random.Random(seed)
     bodies = _body_pool(rng)
+    documents = _document_pool(rng)
     with engine.begin() as conn:
+        _ensure_documents(conn, [POPULAR, *documents])
         agency_rows = _ensure_agencies(conn, agencies)
         category_rows = _ensure_categories(conn, categories)
         start = (conn.scalar(select(func.max(Bulletin.id))) or 0) + 1
@@ -204,6 +305,7 @@ def populate(
     guid_prefix = str(uuid.uuid4())[:24]
     with engine.connect() as conn:
         stamp: Callable[[datetime], Any]
+        write: Callable[[Rows, Rows], None]
         if conn.dialect.name == "sqlite":
             write, stamp = _sqlite_writer(conn), _sqlite_datetime
         else:
@@ -214,19 +316,40 @@ def populate(
                 count = min(CHUNK, n - written)
                 if count <= 0:
                     break
-                write([
-                    _row(rng, start + written + i, guid_prefix, bodies, agency_rows,
-                         category_rows, stamp)
-                    for i in range(count)
-                ])  # fmt: skip
+                rows: Rows = []
+                citations: Rows = []
+                for number in range(start + written, start + written + count):
+                    cited = _cited(rng, number, documents)
+                    rows.append(_row(rng, number, guid_prefix, bodies, agency_rows,
+                                     category_rows, stamp, cited))  # fmt: skip
+                    published = rows[-1][PUBLISHED_AT]
+                    citations += [(number, 1, document.key, position, published)
+                                  for position, document in enumerate(cited)]  # fmt: skip
+                write(rows, citations)
                 written += count
             conn.commit()
         if conn.dialect.name == "postgresql":
+            # Ids are given explicitly (citations need them): move the id sequence past them.
+            conn.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('bulletins', 'id'), "
+                "(SELECT max(id) FROM bulletins))"
+            )
             # What autovacuum would soon do after a bulk load: fresh planner statistics, so
             # the benchmarks see the plans a live database gets (SQLite keeps none unless
             # ANALYZE is run, which Bantin never does: nothing to do there).
             conn.exec_driver_sql("ANALYZE bulletins")
+            conn.exec_driver_sql("ANALYZE citations")
+            conn.exec_driver_sql("ANALYZE documents")
             conn.commit()
+
+
+def _cited(rng: random.Random, number: int, documents: list[PoolDocument]) -> list[PoolDocument]:
+    """The documents bulletin `number` cites, in order of first mention."""
+    count = rng.choices(range(len(CITES_WEIGHTS)), CITES_WEIGHTS)[0]
+    cited = [documents[rng.randrange(DOCUMENTS)] for _ in range(count)]
+    if number % POPULAR_EVERY == 0:
+        cited.insert(0, POPULAR)
+    return list(dict.fromkeys(cited))  # a document drawn twice is cited once
 
 
 def _row(
@@ -237,17 +360,22 @@ def _row(
     agency_rows: list[tuple[int, str]],
     category_rows: list[tuple[str, str]],
     stamp: Callable[[datetime], Any],
+    cited: list[PoolDocument],
 ) -> tuple[Any, ...]:
-    """One bulletin, as values in COLUMNS order; `stamp` gives the database's datetime."""
+    """One bulletin, as values in COLUMNS order; `stamp` gives the database's datetime. Its
+    opening names the documents it cites, in full, in `cited` order."""
     title_index = number % len(TITLES)
     text, html = bodies[rng.randrange(POOL)]
-    opening = f"Văn bản số {number}/KH-UBND được ban hành theo thẩm quyền."
+    opening = f"Văn bản số {number} được ban hành theo thẩm quyền."
+    if cited:
+        opening = f"Căn cứ {', '.join(d.cited_as for d in cited)}. {opening}"
     offset = number * SECONDS_PER_BULLETIN - rng.randrange(BACKDATE_SECONDS)
     published = stamp(ARCHIVE_START + timedelta(seconds=offset))
     category_slug, category = category_rows[number % len(category_rows)]
     agency_id, _ = agency_rows[rng.randrange(len(agency_rows))]
     summary = None if number % 10 == 0 else f"{TITLES[title_index]}. {SENTENCES[number % 20]}"
     return (
+        number,  # id
         f"urn:uuid:{guid_prefix}{number:012x}",  # guid
         agency_id,
         f"ban-tin-{title_index}-so-{number}",  # slug
