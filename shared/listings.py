@@ -9,18 +9,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
-from shared.models import Agency, Bulletin, BulletinStatus, Category
-from shared.site import ALL, Listing, ListingKind
+from shared.models import Agency, Bulletin, BulletinStatus, Category, Citation, LegalDocument
+from shared.site import ALL, Listing, ListingKind, document
+
+# How many documents the /van-ban/ index shows, most cited first.
+DOCUMENTS_INDEX_ITEMS = 100
 
 
 def _published(listing: Listing, *columns: Any) -> Select[Any]:
     """The listing's published bulletins. Each filter matches a composite index (status /
     agency / category, then published_at, id), so the cost stays the same however large the
-    archive grows, and a published_at range reads only that range."""
-    query = select(*columns).where(Bulletin.status == BulletinStatus.PUBLISHED)
+    archive grows, and a published_at range reads only that range.
+
+    A document's listing is its citations joined to the bulletins whose live revision they
+    belong to (SPEC "the data rule"): it is ordered and ranged on the citation's own
+    published_at and bulletin_id (`_time`, `_id`), so the query walks ix_citation_listing
+    and looks each bulletin up by id, stopping after N."""
+    query = select(*columns)
+    if listing.kind is ListingKind.DOCUMENT:
+        query = query.select_from(Citation).join(Bulletin, _live_citation())
+        query = query.where(Citation.document_key == listing.key)
+    query = query.where(Bulletin.status == BulletinStatus.PUBLISHED)
     if listing.kind is ListingKind.AGENCY:
         agency_id = select(Agency.id).where(Agency.slug == listing.key).scalar_subquery()
         query = query.where(Bulletin.agency_id == agency_id)
@@ -29,8 +41,25 @@ def _published(listing: Listing, *columns: Any) -> Select[Any]:
     return query
 
 
+def _live_citation() -> Any:
+    """A citation row of the revision whose page is live."""
+    return and_(
+        Bulletin.id == Citation.bulletin_id, Bulletin.rendered_revision == Citation.revision
+    )
+
+
+def _time(listing: Listing) -> Any:
+    """The column a listing is ordered and ranged by (its index's)."""
+    return Citation.published_at if listing.kind is ListingKind.DOCUMENT else Bulletin.published_at
+
+
+def _id(listing: Listing) -> Any:
+    """The tie-break after `_time` (its index's last column)."""
+    return Citation.bulletin_id if listing.kind is ListingKind.DOCUMENT else Bulletin.id
+
+
 def _newest(listing: Listing, *columns: Any) -> Select[Any]:
-    return _published(listing, *columns).order_by(Bulletin.published_at.desc(), Bulletin.id.desc())
+    return _published(listing, *columns).order_by(_time(listing).desc(), _id(listing).desc())
 
 
 def newest_bulletins(session: Session, listing: Listing, limit: int) -> list[Bulletin]:
@@ -61,25 +90,70 @@ def versions_of(bulletins: Iterable[Bulletin]) -> list[tuple[int, int]]:
 
 
 def all_listings(session: Session) -> list[Listing]:
-    """Every listing the site has: all, each agency, each category."""
+    """Every listing the site has: all, each agency, each category, and each document any
+    revision ever cited (one that lost its last citer still needs its page rebuilt empty).
+    The documents come from the listing index's leading column: no row read."""
     agencies = session.scalars(select(Agency.slug).order_by(Agency.slug))
     categories = session.scalars(select(Category.slug).order_by(Category.slug))
+    documents = session.scalars(
+        select(Citation.document_key).distinct().order_by(Citation.document_key)
+    )
     return [
         ALL,
         *(Listing(ListingKind.AGENCY, slug) for slug in agencies),
         *(Listing(ListingKind.CATEGORY, slug) for slug in categories),
+        *(document(key) for key in documents),
     ]
 
 
 def listing_heading(session: Session, listing: Listing, site_title: str) -> str:
-    """The human name of a listing: the site, the agency's name, or the category as written."""
+    """The human name of a listing: the site, the agency's name, the category as written, or
+    the document's title (its name and date)."""
     if listing.kind is ListingKind.AGENCY:
         name = session.scalar(select(Agency.name).where(Agency.slug == listing.key))
         return name or listing.key
     if listing.kind is ListingKind.CATEGORY:
         category = session.scalar(select(Category.name).where(Category.slug == listing.key))
         return category or listing.key
+    if listing.kind is ListingKind.DOCUMENT:
+        found = session.get(LegalDocument, listing.key)
+        return found.title if found is not None else listing.key
     return site_title
+
+
+def most_cited(
+    session: Session, limit: int = DOCUMENTS_INDEX_ITEMS
+) -> list[tuple[LegalDocument, int]]:
+    """The documents cited by the most published bulletins (counting each bulletin's live
+    revision once), most first, then by key. Aggregates every citation of the site: built
+    as seldom as a sitemap (shared.refresh.rebuild_interval)."""
+    cited = func.count(Citation.bulletin_id).label("cited")
+    query = (
+        select(LegalDocument, cited)
+        .join(Citation, Citation.document_key == LegalDocument.key)
+        .join(Bulletin, _live_citation())
+        .where(Bulletin.status == BulletinStatus.PUBLISHED)
+        .group_by(LegalDocument.key)
+        .order_by(cited.desc(), LegalDocument.key)
+        .limit(limit)
+    )
+    return [(row[0], int(row[1])) for row in session.execute(query)]
+
+
+def documents_fingerprint(rows: Iterable[tuple[LegalDocument, int]]) -> str:
+    """What the /van-ban/ index shows: which documents, in which order, with which counts
+    and titles."""
+    digest = hashlib.blake2b(digest_size=12)
+    for found, count in rows:
+        digest.update(f"{found.key}:{count}:{found.title};".encode())
+    return digest.hexdigest()
+
+
+def documents_cited_by(session: Session, bulletin_id: int) -> set[str]:
+    """Every document any revision of the bulletin cited (the citations' primary key
+    starts with the bulletin id: an index range)."""
+    query = select(Citation.document_key).where(Citation.bulletin_id == bulletin_id).distinct()
+    return set(session.scalars(query))
 
 
 # -- archives (RFC 5005): a listing's bulletins by UTC month ---------------------------------
@@ -128,18 +202,41 @@ def month_versions(session: Session, listing: Listing, key: str) -> list[tuple[i
     (published_at, id): the order archive parts are cut in, so earlier parts fill up and then
     stay fixed. Plain tuples through Core: a big month has thousands, and ORM rows cost
     several times more to make."""
-    start, end = month_bounds(key)
-    query = (
-        _published(listing, Bulletin.id, Bulletin.revision)
-        .where(Bulletin.published_at >= start, Bulletin.published_at < end)
-        .order_by(Bulletin.published_at, Bulletin.id)
-    )
+    query = _in_month(listing, _published(listing, Bulletin.id, Bulletin.revision), key)
+    query = query.order_by(_time(listing), _id(listing))
     return [(row[0], row[1]) for row in session.connection().execute(query)]
 
 
-def _in_month(query: Select[Any], key: str) -> Select[Any]:
+def _in_month(listing: Listing, query: Select[Any], key: str) -> Select[Any]:
     start, end = month_bounds(key)
-    return query.where(Bulletin.published_at >= start, Bulletin.published_at < end)
+    return query.where(_time(listing) >= start, _time(listing) < end)
+
+
+def _edge(
+    session: Session,
+    listing: Listing,
+    *,
+    newest: bool,
+    since: datetime | None = None,
+    before: datetime | None = None,
+) -> datetime | None:
+    """The oldest (`newest`: the newest) time of the listing's published rows in [since,
+    before): an index lookup."""
+    time = _time(listing)
+    if listing.kind is ListingKind.DOCUMENT:
+        # Over a join min()/max() lose their index shortcut and would aggregate the whole
+        # range: the first row in the index's order instead, which stops at once.
+        query = _published(listing, time)
+    else:
+        query = _published(listing, func.max(time) if newest else func.min(time))
+    if since is not None:
+        query = query.where(time >= since)
+    if before is not None:
+        query = query.where(time < before)
+    if listing.kind is ListingKind.DOCUMENT:
+        order = (time.desc(), _id(listing).desc()) if newest else (time, _id(listing))
+        query = query.order_by(*order).limit(1)
+    return session.scalar(query)
 
 
 def month_summary(session: Session, listing: Listing, key: str) -> ArchiveMonth:
@@ -147,6 +244,7 @@ def month_summary(session: Session, listing: Listing, key: str) -> ArchiveMonth:
     in the listing index), so the check computes it for a bounded window of months only."""
     count, id_sum, revision_sum, lastmod = session.execute(
         _in_month(
+            listing,
             _published(
                 listing,
                 func.count(Bulletin.id),
@@ -171,7 +269,9 @@ def summary_of(
 ) -> ArchiveMonth:
     """`month_summary` of a month whose (id, revision) list a build has just read: the
     sums come from that list, only the newest updated_at from the database."""
-    lastmod = session.scalar(_in_month(_published(listing, func.max(Bulletin.updated_at)), key))
+    lastmod = session.scalar(
+        _in_month(listing, _published(listing, func.max(Bulletin.updated_at)), key)
+    )
     return ArchiveMonth(
         key,
         len(versions),
@@ -183,21 +283,18 @@ def summary_of(
 
 def month_count(session: Session, listing: Listing, key: str) -> int:
     """How many published bulletins the month has: an index-only count."""
-    return int(session.scalar(_in_month(_published(listing, func.count(Bulletin.id)), key)) or 0)
+    query = _in_month(listing, _published(listing, func.count(Bulletin.id)), key)
+    return int(session.scalar(query) or 0)
 
 
 def month_keys(session: Session, listing: Listing) -> list[str]:
     """Every non-empty month of the listing, oldest first: one index lookup per month (the
     first row at or past its start), no row read."""
     keys: list[str] = []
-    first = session.scalar(_published(listing, func.min(Bulletin.published_at)))
+    first = _edge(session, listing, newest=False)
     while first is not None:
         keys.append(_key_of(first))
-        first = session.scalar(
-            _published(listing, func.min(Bulletin.published_at)).where(
-                Bulletin.published_at >= month_bounds(keys[-1])[1]
-            )
-        )
+        first = _edge(session, listing, newest=False, since=month_bounds(keys[-1])[1])
     return keys
 
 
@@ -220,12 +317,8 @@ def neighbours(session: Session, listing: Listing, key: str, per_part: int) -> N
     """Three index-only lookups: the newest row before the month, its month's count, the
     oldest row after it."""
     start, end = month_bounds(key)
-    before = session.scalar(
-        _published(listing, func.max(Bulletin.published_at)).where(Bulletin.published_at < start)
-    )
-    after = session.scalar(
-        _published(listing, func.min(Bulletin.published_at)).where(Bulletin.published_at >= end)
-    )
+    before = _edge(session, listing, newest=True, before=start)
+    after = _edge(session, listing, newest=False, since=end)
     prev = None
     if before is not None:
         older = _key_of(before)
@@ -259,13 +352,8 @@ def month_fingerprints(months: Sequence[ArchiveMonth], per_part: int) -> dict[st
 def newest_month(session: Session, listing: Listing, per_part: int) -> tuple[str, int] | None:
     """The listing's newest non-empty month and its part count: where its subscription
     feeds' ``prev-archive`` link points (the last part). Two index lookups."""
-    newest = session.scalar(_published(listing, func.max(Bulletin.published_at)))
+    newest = _edge(session, listing, newest=True)
     if newest is None:
         return None
-    start, end = month_bounds(_key_of(newest))
-    count = session.scalar(
-        _published(listing, func.count(Bulletin.id)).where(
-            Bulletin.published_at >= start, Bulletin.published_at < end
-        )
-    )
-    return _key_of(newest), parts_of(int(count or 0), per_part)
+    key = _key_of(newest)
+    return key, parts_of(month_count(session, listing, key), per_part)
