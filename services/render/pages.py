@@ -23,16 +23,19 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
 
+from shared import citations
 from shared.excerpt import excerpt, shorten
-from shared.models import Bulletin
+from shared.models import Bulletin, LegalDocument
 from shared.settings import Settings
 from shared.site import (
     ALL,
+    DOCUMENTS_PATH,
     FEEDS_PAGE_PATH,
     Listing,
     ListingKind,
     absolute,
     article_path,
+    document,
     listings_of,
     opml_path,
 )
@@ -85,6 +88,19 @@ def _teaser(bulletin: Bulletin, limit: int) -> str:
     if bulletin.summary:
         return shorten(bulletin.summary, limit)
     return excerpt(bulletin.body_html, limit)
+
+
+def _identifier(doc: citations.Document) -> str:
+    """The document's number as official texts write it, "628/QĐ-TTg", "29-NQ/TW",
+    "15/2020/NĐ-CP": its name without the type and "số", or else number and issuer."""
+    rest = doc.name
+    if rest.startswith(doc.doc_type):
+        rest = rest[len(doc.doc_type) :].strip()
+        if rest.startswith("số "):
+            rest = rest[3:].strip()
+        if rest and doc.number in rest and doc.issuer in rest:
+            return rest
+    return f"{doc.number}/{doc.issuer}"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -143,6 +159,7 @@ class PageRenderer:
             static_base=static_base,
             home_path=ALL.page_path,
             feeds_page_path=FEEDS_PAGE_PATH,
+            documents_path=DOCUMENTS_PATH,
             ui_lang=UI_LANGUAGE,
             tagline=TAGLINE,
         )
@@ -157,6 +174,7 @@ class PageRenderer:
         self._listing = self.env.get_template("listing.html")
         self._withdrawn = self.env.get_template("withdrawn.html")
         self._feeds = self.env.get_template("feeds.html")
+        self._documents = self.env.get_template("documents.html")
 
     # -- dates ---------------------------------------------------------------------------
 
@@ -196,6 +214,9 @@ class PageRenderer:
         elif listing.kind is ListingKind.AGENCY:
             title, label = name, name
             follow = f"Theo dõi bản tin của {name}"
+        elif listing.kind is ListingKind.DOCUMENT:
+            title, label = f"{site} – {name}", f"Văn bản {name}"
+            follow = f"Theo dõi văn bản {name}"
         else:
             title, label = f"{site} – {name}", f"Chuyên mục {name}"
             follow = f"Theo dõi chuyên mục {name}"
@@ -229,6 +250,24 @@ class PageRenderer:
     def _description(self, bulletin: Bulletin) -> str:
         return _teaser(bulletin, DESCRIPTION_CHARS)
 
+    @staticmethod
+    def _document_path(doc: citations.Document) -> str:
+        # Site-relative, like the page's other links (agency, category).
+        return document(doc.key).page_path
+
+    def _citation_ld(self, doc: citations.Document) -> dict[str, Any]:
+        """A cited document as schema.org Legislation (a CreativeWork, so `citation` takes it)."""
+        data: dict[str, Any] = {
+            "@type": "Legislation",
+            "name": doc.title,
+            "legislationIdentifier": _identifier(doc),
+            "legislationType": doc.doc_type,
+        }
+        if doc.issued_on is not None:
+            data["legislationDate"] = doc.issued_on.isoformat()
+        data["url"] = self._url(self._document_path(doc))
+        return data
+
     def _json_ld(self, bulletin: Bulletin, url: str, description: str) -> dict[str, Any]:
         agency = {
             "@type": "GovernmentOrganization",
@@ -255,7 +294,10 @@ class PageRenderer:
 
     # -- pages ---------------------------------------------------------------------------
 
-    def article(self, bulletin: Bulletin) -> str:
+    def article(self, bulletin: Bulletin, documents: Sequence[citations.Document] = ()) -> str:
+        """The article page. `documents`: what the bulletin cites (citations.extract_bulletin):
+        their mentions in the lead and body link to each document's page, and a list below
+        the body names them all (the title stays plain: its citations are in that list)."""
         agency = bulletin.agency
         url = self._url(article_path(agency.slug, bulletin.slug, bulletin.id))
         description = self._description(bulletin)
@@ -266,9 +308,23 @@ class PageRenderer:
         )
         language = bulletin.language or UI_LANGUAGE
         feeds = self._bulletin_feeds(bulletin)
+        # Both linkify functions escape or keep sanitised what they are given, so their
+        # output is markup; with no documents the page is what it always was.
+        path = self._document_path
+        lead: str | Markup | None = bulletin.summary
+        body = Markup(bulletin.body_html)
+        json_ld = self._json_ld(bulletin, url, description)
+        if documents:
+            if bulletin.summary:
+                lead = Markup(citations.linkify_text(bulletin.summary, documents, path))
+            body = Markup(citations.linkify_html(bulletin.body_html, documents, path))
+            json_ld["citation"] = [self._citation_ld(doc) for doc in documents]
         return self._render(
             self._article,
             bulletin=bulletin,
+            lead=lead,
+            body_html=body,
+            cited=[{"title": doc.title, "path": path(doc)} for doc in documents],
             lang=language,
             og_locale=_OG_LOCALES.get(language.split("-")[0].lower()),
             canonical=url,
@@ -281,7 +337,7 @@ class PageRenderer:
             # The "follow" block offers the feeds nearest the bulletin: its agency's and its
             # category's (the site-wide ones stay in the footer).
             follow_feeds=[feed for kind, feed in feeds if kind is not ListingKind.ALL],
-            json_ld=self._json_ld(bulletin, url, description),
+            json_ld=json_ld,
         )
 
     def listing(self, listing: Listing, heading: str, bulletins: Sequence[Bulletin]) -> str:
@@ -291,8 +347,11 @@ class PageRenderer:
             description = TAGLINE
         elif listing.kind is ListingKind.AGENCY:
             description = f"Bản tin mới nhất của {heading}."
+        elif listing.kind is ListingKind.DOCUMENT:
+            description = f"Các bản tin nhắc đến {heading}."
         else:
             description = f"Bản tin mới nhất thuộc chuyên mục {heading}."
+        feed = self._feed_link(listing, heading)
         items = [
             {
                 "bulletin": b,
@@ -311,8 +370,36 @@ class PageRenderer:
             og_locale=_OG_LOCALES[UI_LANGUAGE],
             canonical=self._url(listing.page_path),
             description=description,
-            feeds=[self._feed_link(listing, heading)],
+            feeds=[feed],
+            # A document's page offers its feeds up top too: following a decision is what
+            # a reader comes to that page for.
+            follow_feed=feed if listing.kind is ListingKind.DOCUMENT else None,
             items=items,
+        )
+
+    def documents_index(self, rows: Sequence[tuple[LegalDocument, int]]) -> str:
+        """The /van-ban/ page: the most cited documents (shared.listings.most_cited's rows,
+        each with how many published bulletins cite it), most cited first."""
+        heading = "Văn bản được nhắc đến nhiều nhất"
+        return self._render(
+            self._documents,
+            heading=heading,
+            page_title=f"{heading} – {self.settings.site_title}",
+            lang=UI_LANGUAGE,
+            og_locale=_OG_LOCALES[UI_LANGUAGE],
+            canonical=self._url(DOCUMENTS_PATH),
+            description="Các văn bản pháp luật được các bản tin nhắc đến nhiều nhất.",
+            feeds=[self._feed_link(ALL, "")],
+            rows=[
+                {
+                    "title": doc.title,
+                    "type": doc.doc_type,
+                    "path": document(doc.key).page_path,
+                    # Vietnamese groups thousands with dots: 1.234 bản tin.
+                    "count": f"{count:,}".replace(",", "."),
+                }
+                for doc, count in rows
+            ],
         )
 
     def feed_directory(self, listings: Sequence[tuple[Listing, str]]) -> str:
