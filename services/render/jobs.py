@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, bindparam, case, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, case, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.render import sitemaps
 from services.render.pages import PageRenderer
-from shared import faults, worker_metrics
+from shared import citations, faults, worker_metrics
 from shared.db import session_factory, session_scope
-from shared.listings import fingerprint, listing_heading, newest_bulletins, versions_of
+from shared.listings import (
+    DOCUMENTS_INDEX_ITEMS,
+    documents_fingerprint,
+    fingerprint,
+    listing_heading,
+    most_cited,
+    newest_bulletins,
+    versions_of,
+)
 from shared.logs import bulletin_fields
-from shared.models import Agency, Bulletin, BulletinStatus, Category, utcnow
+from shared.models import (
+    Agency,
+    Bulletin,
+    BulletinStatus,
+    Category,
+    Citation,
+    LegalDocument,
+    utcnow,
+)
 from shared.refresh import Job
 from shared.runtime import Runtime
 from shared.site import (
     ARCHIVE_CHECK,
+    DOCUMENTS,
     FEED_FORMATS,
     FEEDS_PAGE_PATH,
     ROBOTS_PATH,
@@ -30,6 +49,7 @@ from shared.site import (
     ListingKind,
     archive,
     article_path,
+    document,
     file_for,
     listings_of,
     month_key,
@@ -166,7 +186,9 @@ def publish_bulletin(
     Idempotent and stale-safe: returns False without writing when the bulletin is gone, the
     revision is no longer current, or it was already done. The page is written while the
     guarded UPDATE holds the row's write lock, so two renders of one bulletin never
-    interleave and an older revision can never overwrite a newer one.
+    interleave and an older revision can never overwrite a newer one. The revision's
+    citation rows commit in that same transaction, so a document's listing gains or loses
+    the bulletin exactly when its page goes live.
     """
     settings = runtime.settings
     bulletin = _claim_attempt(runtime, bulletin_id, revision)
@@ -176,7 +198,12 @@ def publish_bulletin(
     log.debug("render started", extra=fields)
     url_path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
     withdrawn = bulletin.status == BulletinStatus.WITHDRAWN
-    html = renderer.withdrawn(bulletin) if withdrawn else renderer.article(bulletin)
+    documents: list[citations.Document] = []
+    if withdrawn:
+        html = renderer.withdrawn(bulletin)
+    else:
+        documents = citations.extract_bulletin(bulletin.title, bulletin.summary, bulletin.body_html)
+        html = renderer.article(bulletin, documents)
     listings = listings_of(bulletin.agency.slug, bulletin.category_slug)
 
     faults.checkpoint(settings, faults.RENDER_BEFORE_WRITE)
@@ -188,6 +215,7 @@ def publish_bulletin(
         )  # fmt: skip
         if not claimed.rowcount:
             return False
+        cited = _write_citations(session, bulletin, revision, documents)
         if withdrawn:
             runtime.storage.put(tombstone_for(url_path), html.encode())
             runtime.storage.delete(file_for(url_path))
@@ -200,19 +228,108 @@ def publish_bulletin(
 
     # Its listings' pages and feeds, and the sitemaps: its month's (a withdrawal drops its URL
     # there) and the news one. The home page's build asks for the sitemap index (see
-    # render_listing), so `bantin rebuild` and the reconciler's checks reach it too.
+    # render_listing), so `bantin rebuild` and the reconciler's checks reach it too. Then
+    # the pages and feeds of every document this or an earlier revision cites (a correction
+    # that dropped a citation, a withdrawal: the bulletin leaves those), and /van-ban/.
+    corrected = bulletin.revision > 1
+    documents_of = [document(key) for key in cited]
     runtime.refresher.request_many(
         [(job, listing) for listing in listings for job in Job]
         + [(Job.PAGE, target) for target in sitemaps_of(bulletin.published_at)]
-        + archives_of(listings, bulletin.published_at, corrected=bulletin.revision > 1)
+        + archives_of(listings, bulletin.published_at, corrected=corrected)
+        + [(job, listing) for listing in documents_of for job in Job]
+        + archives_of(documents_of, bulletin.published_at, corrected=corrected)
+        + ([(Job.PAGE, DOCUMENTS)] if documents_of else [])
     )
     # One line per publish, naming the listings asked to refresh: their builds log the
     # listing too, so a bulletin can be followed to the feeds that show it.
     log.info(
         "withdrawn page written" if withdrawn else "published",
-        extra=fields | {"listing": ",".join(listing.target for listing in listings)},
+        extra=fields
+        | {"listing": ",".join(listing.target for listing in [*listings, *documents_of])},
     )
     return True
+
+
+def _write_citations(
+    session: Session, bulletin: Bulletin, revision: int, documents: Sequence[citations.Document]
+) -> list[str]:
+    """Store the citations of the revision just claimed (inside the claiming transaction);
+    returns the keys of every document whose listing may have changed, sorted: the ones it
+    cites and every one an earlier revision cited.
+
+    The hot path costs one SELECT (the bulletin's earlier citations, an index range of the
+    primary key) and the inserts. A first revision that cites nothing costs nothing: it has
+    no earlier revision (a repair re-rendering it would find rows of the same text only)."""
+    keys = sorted({found.key for found in documents})
+    earlier: set[str] = set()
+    if revision > 1 or documents:
+        rows = session.execute(
+            select(Citation.revision, Citation.document_key).where(
+                Citation.bulletin_id == bulletin.id
+            )
+        ).all()
+        earlier = {key for _, key in rows}
+        # Rows of this very revision (a repair re-rendering it) that its text no longer
+        # gives: an extraction changed by an upgrade. Rare; `bantin rebuild` does the same.
+        gone = {key for number, key in rows if number == revision} - set(keys)
+        if gone:
+            delete_citations(session, bulletin.id, revision)
+    insert_citations(session, bulletin.id, revision, bulletin.published_at, documents)
+    return sorted(earlier | set(keys))
+
+
+_DOCUMENTS: Any = LegalDocument.__table__
+_CITATIONS: Any = Citation.__table__
+
+
+def delete_citations(executor: Session | Connection, bulletin_id: int, revision: int) -> None:
+    """Remove one revision's citation rows (before writing them anew)."""
+    executor.execute(
+        delete(Citation).where(Citation.bulletin_id == bulletin_id, Citation.revision == revision)
+    )
+
+
+def insert_citations(
+    executor: Session | Connection,
+    bulletin_id: int,
+    revision: int,
+    published_at: datetime,
+    documents: Sequence[citations.Document],
+) -> None:
+    """Insert the documents rows (ON CONFLICT DO NOTHING: written once, by whichever render
+    cites a document first) and the revision's citation rows, in key order, so two renders
+    citing the same documents take their unique-index locks in one order (no deadlock).
+    A withdrawal passes no documents: it writes nothing."""
+    if not documents:
+        return
+    dialect = (
+        executor.get_bind().dialect.name
+        if isinstance(executor, Session)
+        else (executor.dialect.name)
+    )
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    position = {found.key: number for number, found in reversed(list(enumerate(documents)))}
+    unique = sorted({found.key: found for found in documents}.values(), key=lambda d: d.key)
+    executor.execute(
+        insert(_DOCUMENTS).on_conflict_do_nothing(index_elements=["key"]),
+        [
+            {"key": found.key, "doc_type": found.doc_type[:60], "number": found.number[:40],
+             "year": found.year, "issuer": found.issuer[:60], "name": found.name[:200],
+             "issued_on": found.issued_on, "created_at": utcnow()}
+            for found in unique
+        ],
+    )  # fmt: skip
+    executor.execute(
+        insert(_CITATIONS).on_conflict_do_nothing(
+            index_elements=["bulletin_id", "revision", "document_key"]
+        ),
+        [
+            {"bulletin_id": bulletin_id, "revision": revision, "document_key": found.key,
+             "position": position[found.key], "published_at": published_at}
+            for found in unique
+        ],
+    )  # fmt: skip
 
 
 def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -> str:
@@ -230,6 +347,21 @@ def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -
         # the feed directory, and through it any stale month) follows them all.
         runtime.refresher.request(Job.PAGE, sitemap(SITEMAP_INDEX))
     return fingerprint(versions_of(bulletins))
+
+
+def build_documents_index(runtime: Runtime, renderer: PageRenderer, listing: Listing) -> str:
+    """Rewrite /van-ban/, the most cited documents (``ListingKind.DOCUMENTS``); returns the
+    fingerprint of its rows (the reconciler compares it with the database's)."""
+    if listing.kind is not ListingKind.DOCUMENTS:
+        raise ValueError(f"not the documents index: {listing.target}")
+    with session_factory(runtime.settings)() as session:
+        rows = most_cited(session, DOCUMENTS_INDEX_ITEMS)
+        html = renderer.documents_index(rows)
+        shown = documents_fingerprint(rows)
+    runtime.storage.put(file_for(DOCUMENTS.page_path), html.encode())
+    log.info("documents index built: %d documents", len(rows),
+             extra={"listing": listing.target})  # fmt: skip
+    return shown
 
 
 def archives_of(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 
 from celery import Task, shared_task
@@ -10,9 +11,14 @@ from services.render import jobs
 from services.render.pages import PageRenderer
 from shared.celery_app import RENDER_BULLETIN, RENDER_LISTING
 from shared.refresh import Job, build_in_task
-from shared.runtime import worker_runtime
+from shared.runtime import Runtime, worker_runtime
 from shared.site import Listing, ListingKind
 from shared.worker_metrics import timed_build
+
+_BUILDS: dict[ListingKind, Callable[[Runtime, PageRenderer, Listing], str]] = {
+    ListingKind.SITEMAP: jobs.build_sitemap,
+    ListingKind.DOCUMENTS: jobs.build_documents_index,
+}
 
 
 @cache
@@ -43,8 +49,9 @@ def render_bulletin(bulletin_id: int, revision: int) -> bool:
 def render_listing(self: Task, target: str) -> None:
     listing = Listing.from_target(target)
     runtime = worker_runtime()
-    # Sitemaps are built like index pages (coalesced, single-flight), under the same task.
-    build = jobs.build_sitemap if listing.kind is ListingKind.SITEMAP else jobs.render_listing
+    # Sitemaps and the /van-ban/ index are built like index pages (coalesced,
+    # single-flight), under the same task.
+    build = _BUILDS.get(listing.kind, jobs.render_listing)
     build_in_task(
         self,
         runtime.refresher,
