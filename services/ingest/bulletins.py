@@ -23,13 +23,14 @@ from services.ingest.schemas import (
     BulletinAccepted,
     BulletinCreate,
     BulletinPublic,
+    CitationPublic,
     IdempotencyKey,
     Withdrawal,
 )
 from services.ingest.writer import Accepted, GroupWriter
 from shared.models import Bulletin
 from shared.settings import Settings
-from shared.site import absolute, article_path
+from shared.site import absolute, article_path, document
 
 log = logging.getLogger(__name__)
 # Bodies up to this long are made safe on the event loop (tens of µs): handing them to a
@@ -266,6 +267,20 @@ def get_bulletin(
         rendered_at=bulletin.rendered_at,
         last_error=bulletin.last_error,
         withdrawal_notice=bulletin.withdrawal_notice,
+        citations=[
+            CitationPublic(
+                key=doc.key,
+                name=doc.name,
+                title=doc.title,
+                type=doc.doc_type,
+                number=doc.number,
+                year=doc.year,
+                issuer=doc.issuer,
+                issued_on=doc.issued_on,
+                url=absolute(settings.public_url, document(doc.key).page_path),
+            )
+            for doc in service.cited_documents(session, bulletin)
+        ],
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -227,6 +227,20 @@ class BulletinAccepted(BaseModel):
     status_url: str
 
 
+class CitationPublic(BaseModel):
+    """A legal document the bulletin's live page cites and links to."""
+
+    key: str = Field(description="The document's key, e.g. `qd-ttg-628-2020`.")
+    name: str = Field(description="As cited, without the date: `Quyết định số 628/QĐ-TTg`.")
+    title: str = Field(description="The name with its date when known.")
+    type: str = Field(description="The document type as written in full: `Quyết định`.")
+    number: str = Field(description="`628`")
+    year: int | None
+    issuer: str = Field(description="The issuer code: `QĐ-TTg`.")
+    issued_on: date | None = Field(description="The date the text states, if any.")
+    url: str = Field(description="The document's public page: every bulletin citing it.")
+
+
 class BulletinPublic(BaseModel):
     id: int
     guid: str
@@ -250,6 +264,11 @@ class BulletinPublic(BaseModel):
     last_error: str | None
     withdrawal_notice: str | None = Field(
         None, description="The public notice given with the withdrawal, if any."
+    )
+    citations: list[CitationPublic] = Field(
+        default_factory=list,
+        description="The legal documents the live page cites (revision `rendered_revision`), "
+        "in order of first mention; empty before the first render and once withdrawn.",
     )
 
 

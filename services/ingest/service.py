@@ -33,7 +33,16 @@ from services.ingest.problems import Problem
 from services.ingest.schemas import WITHDRAWAL_NOTICE_MAX, BulletinCreate
 from shared.celery_app import RENDER_BULLETIN
 from shared.logs import bulletin_fields
-from shared.models import MAX_ID, BodyFormat, Bulletin, BulletinStatus, Category, utcnow
+from shared.models import (
+    MAX_ID,
+    BodyFormat,
+    Bulletin,
+    BulletinStatus,
+    Category,
+    Citation,
+    LegalDocument,
+    utcnow,
+)
 from shared.refresh import Job, Refresher
 from shared.sanitize import MAX_NESTING, body_to_html, clean_text, nesting_depth
 from shared.settings import Settings
@@ -204,6 +213,23 @@ def owned_bulletin(
         # Another agency's bulletin is reported as missing: ids reveal nothing.
         raise Problem(404, "Not found", f"No bulletin {bulletin_id} for this agency.")
     return bulletin
+
+
+def cited_documents(session: Session, bulletin: Bulletin) -> list[LegalDocument]:
+    """The documents the bulletin's live page cites, in order of first mention: the citation
+    rows of its rendered revision (none before its first render, none once withdrawn)."""
+    if bulletin.rendered_revision == 0 or bulletin.status == BulletinStatus.WITHDRAWN:
+        return []
+    query = (
+        select(LegalDocument)
+        .join(Citation, Citation.document_key == LegalDocument.key)
+        .where(
+            Citation.bulletin_id == bulletin.id,
+            Citation.revision == bulletin.rendered_revision,
+        )
+        .order_by(Citation.position)
+    )
+    return list(session.scalars(query))
 
 
 def etag(revision: int) -> str:
