@@ -273,7 +273,9 @@ def rebuild_interval(
 ) -> float:
     """The least time between two builds of `listing` (its `job`: the index page or the
     feeds) while requests keep coming; `page` and `feed` are a Refresher's own intervals."""
-    if listing.kind is ListingKind.SITEMAP:
+    if listing.kind in (ListingKind.SITEMAP, ListingKind.DOCUMENTS):
+        # /van-ban/ counts the live citers of every document: its query aggregates every
+        # citation of the site, like a sitemap reads a month or the whole archive.
         return SITEMAP_REBUILD_INTERVAL
     if listing.kind is ListingKind.ARCHIVE:
         check = listing.archive_scope[1] == ARCHIVE_CHECK

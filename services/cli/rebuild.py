@@ -9,15 +9,17 @@ run the command against the same database and Redis. It
 2. sends one `render.batch` task per page of ids (services/render/batch.py), keeping only a
    few batches queued at a time, so a bulletin published during the rebuild waits behind
    seconds of rebuild work, not all of it;
-3. asks for a rebuild of every index page and feed, and of every month of every listing's
-   RFC 5005 archive (the usual single-flight requests; the archive builds rewrite every part,
-   so the same rows give the same bytes), newest months first and only ARCHIVE_WINDOW
-   unfinished at a time, so live publishes are not queued behind all of them;
+3. once every page is written (the batches also rewrite the citations of each live
+   revision), asks for a rebuild of every index page and feed (the legal documents' and
+   the /van-ban/ index too), and of every month of every listing's RFC 5005 archive (the
+   usual single-flight requests; the archive builds rewrite every part, so the same rows
+   give the same bytes), newest months first and only ARCHIVE_WINDOW unfinished at a time,
+   so live publishes are not queued behind all of them;
 4. shows a progress bar of pages actually written (the batch tasks count them in Redis) and
    prints the totals with the rate.
 
-Rows are never changed. A bulletin corrected or withdrawn meanwhile is skipped by its batch;
-its own render, with the new templates, writes its page.
+Bulletin rows are never changed. A bulletin corrected or withdrawn meanwhile is skipped by its
+batch; its own render, with the new templates, writes its page.
 """
 
 from __future__ import annotations
@@ -252,7 +254,7 @@ def _rebuild_listings(
     from shared.db import session_factory
     from shared.listings import all_listings, month_keys
     from shared.refresh import Job, Refresher
-    from shared.site import archive
+    from shared.site import DOCUMENTS, archive
 
     refresher = Refresher(redis, celery)
     with session_factory(settings)() as session:
@@ -271,7 +273,9 @@ def _rebuild_listings(
         if key in months[listing]
     ]
     forget_parts(redis, archives)
-    jobs = [(job, listing) for listing in listings for job in Job]
+    # Every listing's page and feeds (the documents' too: all_listings names every document
+    # a revision cites, the citations the page batches have just written), and /van-ban/.
+    jobs = [(job, listing) for listing in listings for job in Job] + [(Job.PAGE, DOCUMENTS)]
     # A build counts once it finishes after the request: its `builds` counter moves. (A build
     # already running at the request moves it too; it then builds once more by itself.)
     before = dict(zip(jobs, refresher.builds_many(jobs), strict=True))

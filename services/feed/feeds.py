@@ -144,9 +144,10 @@ def build_feeds(
     """The three feeds of `listing`.
 
     `bulletins` are the newest items, newest first, each with `.agency` loaded; they appear in
-    that order. `title` is the agency or category name (unused for the ALL listing, which is
-    named after the site). `prev_archive`: the URL path, per format, of the listing's newest
-    archive document, which RSS and Atom link as ``prev-archive``.
+    that order. `title` is the agency or category name, or the document's title (unused for
+    the ALL listing, which is named after the site). `prev_archive`: the URL path, per
+    format, of the listing's newest archive document, which RSS and Atom link as
+    ``prev-archive``.
     """
     feeds = _build_safely(listing, title, bulletins, settings, History(prev=prev_archive))
     assert isinstance(feeds, BuiltFeeds)
@@ -415,6 +416,8 @@ def _feed_description(listing: Listing, title: str, *, newest: bool = True) -> s
         return f"{which} của mọi cơ quan"
     if listing.kind is ListingKind.AGENCY:
         return f"{which} của {title}"
+    if listing.kind is ListingKind.DOCUMENT:
+        return f"{which} nhắc đến {title}"
     return f"{which} thuộc chuyên mục {title}"
 
 

@@ -17,6 +17,12 @@ content:
   either before the check (the row is skipped; its own render writes the new page) or after
   the write (its render overwrites ours). This is the same rule as `jobs.publish_bulletin`,
   which writes while its guarded UPDATE holds the row.
+
+Each live published page is also re-extracted (shared.citations): its links and its list of
+cited documents follow the current extraction, and under the same lock the citation rows
+of its live revision are replaced (deleted, then inserted; documents rows ON CONFLICT DO
+NOTHING). So a site upgraded from a release without citations gets them by `bantin
+rebuild`, whose listing phase then rebuilds every document's page and feeds and /van-ban/.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import PurePosixPath
 
@@ -32,7 +39,14 @@ from celery import Task, shared_task
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import defer
 
+from services.render.jobs import (
+    citation_rows,
+    delete_citations,
+    insert_citations,
+    insert_documents,
+)
 from services.render.pages import PageRenderer
+from shared import citations
 from shared.celery_app import RENDER_BATCH
 from shared.db import engine_for, session_factory
 from shared.models import Bulletin, BulletinStatus
@@ -59,6 +73,9 @@ class _Rendered:
     html: bytes
     write: PurePosixPath  # the file that gets the html
     remove: PurePosixPath | None  # a withdrawn bulletin's article file, which must go
+    published_at: datetime
+    # What the live revision cites (none for a withdrawal: it keeps no citation rows).
+    documents: list[citations.Document] = field(default_factory=list)
 
 
 def _live(bulletin: Bulletin) -> bool:
@@ -74,6 +91,7 @@ def _live(bulletin: Bulletin) -> bool:
 
 def _render(renderer: PageRenderer, bulletin: Bulletin) -> _Rendered:
     url_path = article_path(bulletin.agency.slug, bulletin.slug, bulletin.id)
+    documents: list[citations.Document] = []
     if bulletin.status == BulletinStatus.WITHDRAWN:
         html, write, remove = (
             renderer.withdrawn(bulletin),
@@ -81,16 +99,22 @@ def _render(renderer: PageRenderer, bulletin: Bulletin) -> _Rendered:
             file_for(url_path),
         )
     else:
-        html, write, remove = renderer.article(bulletin), file_for(url_path), None
-    return _Rendered(bulletin.id, bulletin.revision, bulletin.status, html.encode(), write, remove)
+        documents = citations.extract_bulletin(bulletin.title, bulletin.summary, bulletin.body_html)
+        html, write, remove = renderer.article(bulletin, documents), file_for(url_path), None
+    return _Rendered(
+        bulletin.id, bulletin.revision, bulletin.status, html.encode(), write, remove,
+        bulletin.published_at, documents,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
 def _locked_versions(
     settings: Settings, ids: Sequence[int]
-) -> Iterator[dict[int, tuple[int, int, str, bool]]]:
-    """Hold the write lock of these rows; yields id -> (revision, rendered_revision, status,
-    pending) as they are under the lock. Commits (releasing it) when the block ends."""
+) -> Iterator[tuple[Connection, dict[int, tuple[int, int, str, bool]]]]:
+    """Hold the write lock of these rows; yields the connection holding it and id ->
+    (revision, rendered_revision, status, pending) as they are under the lock. Commits
+    (releasing it, and keeping what was written through the connection) when the block
+    ends."""
     with engine_for(settings).connect() as conn:
         query = select(
             Bulletin.id,
@@ -104,10 +128,13 @@ def _locked_versions(
         else:
             query = query.order_by(Bulletin.id).with_for_update()  # lock in one order
         rows = conn.execute(query)
-        yield {
-            row.id: (row.revision, row.rendered_revision, row.status, bool(row.pending))
-            for row in rows
-        }
+        yield (
+            conn,
+            {
+                row.id: (row.revision, row.rendered_revision, row.status, bool(row.pending))
+                for row in rows
+            },
+        )
         conn.commit()
 
 
@@ -140,11 +167,31 @@ def rebuild_pages(
 
     for start in range(0, len(rendered), WRITE_CHUNK):
         chunk = rendered[start : start + WRITE_CHUNK]
-        with _locked_versions(settings, [page.bulletin_id for page in chunk]) as now:
-            for page in chunk:
-                if now.get(page.bulletin_id) != (page.revision, page.revision, page.status, False):
-                    report.skipped += 1  # changed since it was loaded: its own render writes
-                    continue
+        with _locked_versions(settings, [page.bulletin_id for page in chunk]) as (conn, now):
+            current = [
+                page
+                for page in chunk
+                if now.get(page.bulletin_id) == (page.revision, page.revision, page.status, False)
+            ]
+            report.skipped += len(chunk) - len(current)  # changed since: their renders write
+            # The chunk's new documents first, all in one key order (see insert_documents),
+            # then each live revision's citations as its page now links them.
+            # Three statements for the chunk, not per page: the SQLite write lock is held
+            # meanwhile.
+            published = [page for page in current if page.remove is None]
+            insert_documents(conn, (found for page in published for found in page.documents))
+            delete_citations(conn, [(page.bulletin_id, page.revision) for page in published])
+            insert_citations(
+                conn,
+                [
+                    row
+                    for page in published
+                    for row in citation_rows(
+                        page.bulletin_id, page.revision, page.published_at, page.documents
+                    )
+                ],
+            )
+            for page in current:
                 storage.put(page.write, page.html)
                 if page.remove is None:
                     report.pages += 1

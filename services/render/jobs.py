@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, bindparam, case, delete, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    bindparam,
+    case,
+    delete,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -274,8 +283,12 @@ def _write_citations(
         # gives: an extraction changed by an upgrade. Rare; `bantin rebuild` does the same.
         gone = {key for number, key in rows if number == revision} - set(keys)
         if gone:
-            delete_citations(session, bulletin.id, revision)
-    insert_citations(session, bulletin.id, revision, bulletin.published_at, documents)
+            delete_citations(session, [(bulletin.id, revision)])
+    if documents:
+        insert_documents(session, documents)
+        insert_citations(
+            session, citation_rows(bulletin.id, revision, bulletin.published_at, documents)
+        )
     return sorted(earlier | set(keys))
 
 
@@ -283,36 +296,52 @@ _DOCUMENTS: Any = LegalDocument.__table__
 _CITATIONS: Any = Citation.__table__
 
 
-def delete_citations(executor: Session | Connection, bulletin_id: int, revision: int) -> None:
-    """Remove one revision's citation rows (before writing them anew)."""
-    executor.execute(
-        delete(Citation).where(Citation.bulletin_id == bulletin_id, Citation.revision == revision)
-    )
+def delete_citations(executor: Session | Connection, versions: Sequence[tuple[int, int]]) -> None:
+    """Remove the citation rows of these (bulletin id, revision)s, before writing them anew."""
+    if versions:
+        executor.execute(
+            delete(_CITATIONS).where(
+                tuple_(_CITATIONS.c.bulletin_id, _CITATIONS.c.revision).in_(list(versions))
+            )
+        )
 
 
-def insert_citations(
-    executor: Session | Connection,
+def citation_rows(
     bulletin_id: int,
     revision: int,
     published_at: datetime,
     documents: Sequence[citations.Document],
-) -> None:
-    """Insert the documents rows (ON CONFLICT DO NOTHING: written once, by whichever render
-    cites a document first) and the revision's citation rows, in key order, so two renders
-    citing the same documents take their unique-index locks in one order (no deadlock).
-    A withdrawal passes no documents: it writes nothing."""
-    if not documents:
-        return
-    dialect = (
-        executor.get_bind().dialect.name
-        if isinstance(executor, Session)
-        else (executor.dialect.name)
-    )
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+) -> list[dict[str, Any]]:
+    """The citation rows of one revision (`position`: the order of first mention)."""
     position = {found.key: number for number, found in reversed(list(enumerate(documents)))}
+    return [
+        {"bulletin_id": bulletin_id, "revision": revision, "document_key": key,
+         "position": number, "published_at": published_at}
+        for key, number in sorted(position.items())
+    ]  # fmt: skip
+
+
+def insert_citations(executor: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert citation rows (`citation_rows`), their documents' rows already written."""
+    if rows:
+        statement = _insert(executor)(_CITATIONS).on_conflict_do_nothing(
+            index_elements=["bulletin_id", "revision", "document_key"]
+        )
+        executor.execute(statement, list(rows))
+
+
+def insert_documents(
+    executor: Session | Connection, documents: Iterable[citations.Document]
+) -> None:
+    """Insert the documents rows not there yet (ON CONFLICT DO NOTHING: written once, by
+    whichever transaction cites a document first), in key order: two transactions inserting
+    the same new documents take their unique-index locks in one order, so neither can wait
+    for the other in a cycle (PostgreSQL would abort one as a deadlock)."""
     unique = sorted({found.key: found for found in documents}.values(), key=lambda d: d.key)
+    if not unique:
+        return
     executor.execute(
-        insert(_DOCUMENTS).on_conflict_do_nothing(index_elements=["key"]),
+        _insert(executor)(_DOCUMENTS).on_conflict_do_nothing(index_elements=["key"]),
         [
             {"key": found.key, "doc_type": found.doc_type[:60], "number": found.number[:40],
              "year": found.year, "issuer": found.issuer[:60], "name": found.name[:200],
@@ -320,16 +349,12 @@ def insert_citations(
             for found in unique
         ],
     )  # fmt: skip
-    executor.execute(
-        insert(_CITATIONS).on_conflict_do_nothing(
-            index_elements=["bulletin_id", "revision", "document_key"]
-        ),
-        [
-            {"bulletin_id": bulletin_id, "revision": revision, "document_key": found.key,
-             "position": position[found.key], "published_at": published_at}
-            for found in unique
-        ],
-    )  # fmt: skip
+
+
+def _insert(executor: Session | Connection) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT DO NOTHING (SQLite and PostgreSQL)."""
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
 def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -> str:
