@@ -18,9 +18,17 @@ Input may be NFC or NFD: it is NFC-normalised first, and every offset is into th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+from html import unescape
+
+from markupsafe import Markup, escape
+
+from shared.excerpt import plain_text
+from shared.slug import slugify
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,32 +66,307 @@ class Mention:
     full: bool  # a full citation (number and issuer code), not a short reference
 
 
+# Document types as official texts write them, in full. The keys are the folded spellings
+# (lowercase, one space) a match is looked up by.
+DOC_TYPES: tuple[str, ...] = (
+    "Thông tư liên tịch", "Nghị quyết liên tịch", "Thông tư", "Bộ luật", "Luật", "Pháp lệnh",
+    "Nghị định", "Nghị quyết", "Quyết định", "Chỉ thị", "Kết luận", "Kế hoạch", "Công văn",
+    "Thông báo", "Thông tri", "Hướng dẫn", "Quy định", "Quy chế", "Văn bản", "Công điện",
+    "Tờ trình", "Báo cáo", "Chương trình", "Đề án", "Lệnh",
+)  # fmt: skip
+_TYPE_BY_FOLDED = {t.lower(): t for t in DOC_TYPES}
+# Types whose citations may carry a title before the number: "Luật Giáo dục số 43/2019/QH14".
+_TITLED_TYPES = ("Bộ luật", "Luật", "Pháp lệnh")
+# Types a short back-reference ("Quyết định 628") may use. Programmes and projects are left
+# out: "Chương trình 135" and "Đề án 06" are names in their own right, not back-references.
+SHORT_TYPES: frozenset[str] = frozenset(
+    {
+        "Thông tư liên tịch", "Thông tư", "Nghị định", "Nghị quyết", "Quyết định", "Chỉ thị",
+        "Kết luận", "Kế hoạch", "Công văn", "Thông báo", "Hướng dẫn", "Quy định", "Công điện",
+    }
+)  # fmt: skip
+# A generic type word yields to the type the issuer code names: "Văn bản số 44/NQ-CP" is a
+# Nghị quyết.
+_GENERIC_TYPES = frozenset({"Văn bản"})
+
+# The type abbreviation that opens an issuer code, and the type it names. A number with a
+# code opening with one of these is a citation even without a type word ("theo số
+# 628/QĐ-TTg"). QD/ND/CD are the same codes typed without đ.
+TYPE_ABBREVIATIONS: dict[str, str] = {
+    "QĐ": "Quyết định", "QĐi": "Quy định", "NQ": "Nghị quyết", "NQLT": "Nghị quyết liên tịch",
+    "NĐ": "Nghị định", "TT": "Thông tư", "TTLT": "Thông tư liên tịch", "CT": "Chỉ thị",
+    "KL": "Kết luận", "KH": "Kế hoạch", "TB": "Thông báo", "HD": "Hướng dẫn", "CĐ": "Công điện",
+    "TTr": "Tờ trình", "BC": "Báo cáo", "CTr": "Chương trình", "QC": "Quy chế", "ĐA": "Đề án",
+    "L": "Lệnh", "QH": "Luật", "UBTVQH": "Pháp lệnh",
+}  # fmt: skip
+_ABBREVIATION_SPELLINGS = {"QD": "QĐ", "QDi": "QĐi", "ND": "NĐ", "CD": "CĐ", "DA": "ĐA"}
+
+# Characters that stand in for others in real texts, replaced one for one (offsets hold) in
+# the copy the patterns run on: Ð (U+00D0, Icelandic eth) for Đ, and dashes for the hyphen.
+_LOOKALIKES = str.maketrans(
+    {"\u00d0": "\u0110", "\u00f0": "\u0111", "\u2010": "-", "\u2011": "-", "\u2012": "-",
+     "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2215": "/"}
+)  # fmt: skip
+
+
+def _words(phrase: str) -> str:
+    return r"\s+".join(re.escape(word) for word in phrase.split())
+
+
+def _alternatives(phrases: Sequence[str]) -> str:
+    return "|".join(_words(p) for p in sorted(phrases, key=len, reverse=True))
+
+
+_SEG = r"[A-ZĐ][A-Za-zĐđ]{0,11}\d{0,2}"  # one part of an issuer code: QĐ, TTg, BGDĐT, QH14
+_ABBR = (
+    r"(?:TTLT|TTr|TT|QĐi|QDi|QĐ|QD|NQLT|NQ|NĐ|ND|CTr|CT|KL|KH|TB|HD|CĐ|CD|BC|QC|ĐA|L"
+    r"|UBTVQH\d{0,2}|QH\d{0,2})(?![A-Za-zĐđ\d])"
+)
+_TITLED = _alternatives(_TITLED_TYPES)
+_TYPES = _alternatives(DOC_TYPES)
+_DATE = (
+    r"(?:\s*,)?\s+(?i:ngày)\s+(?P<dd>\d{1,2})(?:"
+    r"\s?(?P<sep>[/.-])\s?(?P<mm>\d{1,2})\s?(?P=sep)\s?(?P<yy>\d{4})"
+    r"|\s+(?i:tháng)\s+(?P<mm2>\d{1,2}),?\s+(?i:năm)\s+(?P<yy2>\d{4}))(?!\d)"
+)
+# A short reference's number is not a quantity: "Kế hoạch 5 năm", "Quyết định 2,5 triệu".
+_NOT_QUANTITY = (
+    r"(?!\s?[/%]|[.,:]\d|-\w|\s+(?:năm|tháng|ngày|giờ|phút|người|lần|điểm|triệu|tỷ|nghìn|"
+    r"ngàn|đồng|km|ha|m|kg|tấn|bước|nội\s+dung|nhiệm\s+vụ|giải\s+pháp)(?!\w))"
+)
+_CITATION = re.compile(
+    rf"""
+    (?<!\w)
+    (?:
+        (?P<titled>(?i:{_TITLED}))(?P<title>(?:\s+[^\W\d_]+,?){{1,8}}?)\s+(?i:số)\s*
+      | (?P<type>(?i:{_TYPES}))(?:\s+(?i:số))?\s*
+    )?
+    (?P<num>\d{{1,6}})
+    (?:
+        \s?/\s?(?:(?P<year>(?:19|20)\d\d)\s?/\s?)?
+        (?P<code>(?(type){_SEG}|(?(titled){_SEG}|{_ABBR}))(?:-{_SEG}){{0,4}})(?!\w)
+      | -(?P<dabbr>{_ABBR})/(?P<diss>{_SEG}(?:-{_SEG}){{0,2}})(?!\w)
+      | (?(type)(?!\w){_NOT_QUANTITY}|(?!))(?P<short>)
+    )
+    (?:(?(short)(?!)|{_DATE}))?
+    """,
+    re.VERBOSE,
+)
+_FIRST_DIGIT = re.compile(r"\d")
+
+
+@dataclass(frozen=True, slots=True)
+class _Short:
+    doc_type: str
+    number: str
+
+
+def _number(written: str) -> str:
+    return str(int(written))  # "05" and "5" are the same document
+
+
+def _valid_date(day: str, month: str, year: str) -> date | None:
+    try:
+        return date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+
+
+def _scan(text: str) -> Iterator[tuple[int, int, Document | _Short]]:
+    """Full citations and short references in NFC `text`, as found, unresolved."""
+    if _FIRST_DIGIT.search(text) is None:  # most text nodes: nothing to cite
+        return
+    search = text.translate(_LOOKALIKES)
+    for m in _CITATION.finditer(search):
+        written_type = m["type"] or m["titled"]
+        doc_type = _TYPE_BY_FOLDED[" ".join(written_type.lower().split())] if written_type else None
+        if m["code"] is None and m["diss"] is None:
+            # A short reference: a type word and a number, written as a name is written.
+            if doc_type in SHORT_TYPES and written_type[0].isupper() and written_type[1:].islower():
+                yield m.start(), m.end(), _Short(doc_type, _number(m["num"]))
+            continue
+        yield m.start(), _citation_end(m), _document(m, doc_type)
+
+
+def _citation_end(m: re.Match[str]) -> int:
+    if m["dd"] is not None and _date_of(m) is None:  # "ngày 31/02/2020" is no date
+        return m.end("code") if m["code"] is not None else m.end("diss")
+    return m.end()
+
+
+def _date_of(m: re.Match[str]) -> date | None:
+    if m["dd"] is None:
+        return None
+    if m["mm"] is not None:
+        return _valid_date(m["dd"], m["mm"], m["yy"])
+    return _valid_date(m["dd"], m["mm2"], m["yy2"])
+
+
+def _document(m: re.Match[str], doc_type: str | None) -> Document:
+    if m["code"] is not None:
+        parts = m["code"].split("-")
+        parts[0] = _ABBREVIATION_SPELLINGS.get(parts[0], parts[0])
+        issuer = "-".join(parts)
+        year_part = f"{m['year']}/" if m["year"] else ""
+        written = f"{m['num']}/{year_part}{issuer}"
+    else:
+        abbr = _ABBREVIATION_SPELLINGS.get(m["dabbr"], m["dabbr"])
+        issuer = f"{abbr}/{m['diss']}"
+        written = f"{m['num']}-{issuer}"
+    abbr_type = TYPE_ABBREVIATIONS.get(issuer.split("-")[0].split("/")[0].rstrip("0123456789"))
+    if doc_type is None or (doc_type in _GENERIC_TYPES and abbr_type is not None):
+        doc_type = abbr_type or "Văn bản"
+    issued_on = _date_of(m)
+    year = int(m["year"]) if m["year"] else (issued_on.year if issued_on else None)
+    number = _number(m["num"])
+    key = f"{slugify(issuer)}-{number}" + (f"-{year}" if year else "")
+    title = " ".join(m["title"].split()) if m["title"] else ""
+    name = f"{doc_type} {title} số {written}" if title else f"{doc_type} số {written}"
+    return Document(key, doc_type, number, year, issuer, name, issued_on)
+
+
+class _Pool:
+    """The full citations a text's mentions resolve against: its own and the bulletin's."""
+
+    def __init__(self, documents: Sequence[Document]) -> None:
+        self.best: dict[str, Document] = {}  # by key: the first with a date, else the first
+        for doc in documents:
+            held = self.best.get(doc.key)
+            if held is None or (held.issued_on is None and doc.issued_on is not None):
+                self.best[doc.key] = doc
+
+    def full(self, doc: Document) -> Document:
+        """The pool's version of `doc`; an undated citation whose number has no year is the
+        dated one with the same code and number, when exactly one is."""
+        if doc.year is None:
+            stem = f"{slugify(doc.issuer)}-{doc.number}-"
+            dated = [
+                d for k, d in self.best.items() if k.startswith(stem) and k == stem + str(d.year)
+            ]
+            if len(dated) == 1:
+                return dated[0]
+        return self.best.get(doc.key, doc)
+
+    def short(self, ref: _Short) -> Document | None:
+        """The one full citation a short reference can abbreviate, or None."""
+        fits = {
+            self.full(d).key: self.full(d)
+            for d in self.best.values()
+            if d.doc_type == ref.doc_type and d.number == ref.number
+        }
+        return next(iter(fits.values())) if len(fits) == 1 else None
+
+
 def find_mentions(text: str, known: Sequence[Document] = ()) -> list[Mention]:
     """Every mention in `text`, in order, non-overlapping. Short references resolve against
     the full citations in `text` and `known` (the rest of the bulletin)."""
-    raise NotImplementedError
+    text = unicodedata.normalize("NFC", text)
+    found = list(_scan(text))
+    if not found:
+        return []
+    pool = _Pool([*(f for _, _, f in found if isinstance(f, Document)), *known])
+    mentions = []
+    for start, end, f in found:
+        if isinstance(f, Document):
+            mentions.append(Mention(start, end, pool.full(f), True))
+        else:
+            mentions.append(Mention(start, end, pool.short(f), False))
+    return mentions
+
+
+# Between a bulletin's texts: no pattern crosses it (it is neither a space nor a word).
+_TEXT_SEPARATOR = "\n|\n"
 
 
 def extract(*texts: str | None) -> list[Document]:
     """The documents cited in full in the texts (a bulletin's title, lead and body as plain
     text), each once, in order of first mention. A document cited twice with and without its
     date keeps the date. Short references add nothing."""
-    raise NotImplementedError
+    joined = _TEXT_SEPARATOR.join(t for t in texts if t)
+    documents: dict[str, Document] = {}
+    for mention in find_mentions(joined):
+        if mention.full and mention.document is not None:
+            documents.setdefault(mention.document.key, mention.document)
+    return list(documents.values())
 
 
 def extract_bulletin(title: str, summary: str | None, body_html: str) -> list[Document]:
     """`extract` over a bulletin as stored: its title, lead and sanitised HTML body (read as
     the plain text a reader sees, shared.excerpt.plain_text)."""
-    raise NotImplementedError
+    return extract(title, summary, plain_text(body_html))
+
+
+# A sanitised fragment, as nh3 writes it, is comments, tags (attribute values quoted, in
+# which ">" may stand) and text with "<" and "&" escaped.
+_MARKUP = re.compile(r"""<!--.*?-->|<(?:[^>"']|"[^"]*"|'[^']*')*>""", re.DOTALL)
+_A_OPEN = re.compile(r"<a(?![\w-])", re.IGNORECASE)
+_A_CLOSE = re.compile(r"</a\s*>", re.IGNORECASE)
+
+
+def _linked(
+    text: str, documents: Sequence[Document], href: Callable[[Document], str]
+) -> str | None:
+    """Escaped HTML for NFC plain `text` with its mentions of `documents` linked; None when
+    it has none."""
+    keys = {d.key for d in documents}
+    mentions = [
+        m
+        for m in find_mentions(text, documents)
+        if m.document is not None and m.document.key in keys
+    ]
+    if not mentions:
+        return None
+    text = unicodedata.normalize("NFC", text)
+    out: list[str] = []
+    at = 0
+    for m in mentions:
+        assert m.document is not None
+        out.append(escape(text[at : m.start]))
+        out.append(
+            Markup('<a class="citation" href="{}">{}</a>').format(
+                href(m.document), text[m.start : m.end]
+            )
+        )
+        at = m.end
+    out.append(escape(text[at:]))
+    return "".join(out)
 
 
 def linkify_html(html: str, documents: Sequence[Document], href: Callable[[Document], str]) -> str:
     """A sanitised HTML fragment with each mention of one of `documents` (full, or a short
     reference that resolves to one) wrapped in ``<a class="citation" href="...">``. Text
-    already inside a link is left alone; mentions of documents not in `documents` too."""
-    raise NotImplementedError
+    already inside a link is left alone; mentions of documents not in `documents` too.
+
+    Each text node is read on its own: a citation split by markup ("Quyết định số
+    <b>628/QĐ-TTg</b>") is not linked. A text node with a link is written back NFC."""
+    if not documents:
+        return html
+    out: list[str] = []
+    depth = 0  # how many <a> elements the current text is inside
+    at = 0
+    for tag in _MARKUP.finditer(html):
+        out.append(_text_node(html[at : tag.start()], depth, documents, href))
+        markup = tag.group()
+        if _A_OPEN.match(markup) and not markup.endswith("/>"):
+            depth += 1
+        elif _A_CLOSE.match(markup):
+            depth = max(depth - 1, 0)
+        out.append(markup)
+        at = tag.end()
+    out.append(_text_node(html[at:], depth, documents, href))
+    return "".join(out)
+
+
+def _text_node(
+    raw: str, depth: int, documents: Sequence[Document], href: Callable[[Document], str]
+) -> str:
+    if depth or not raw or _FIRST_DIGIT.search(raw) is None:
+        return raw
+    linked = _linked(unescape(raw), documents, href)
+    return raw if linked is None else linked
 
 
 def linkify_text(text: str, documents: Sequence[Document], href: Callable[[Document], str]) -> str:
     """Plain text as escaped HTML, with the same links as `linkify_html`."""
-    raise NotImplementedError
+    linked = _linked(text, documents, href) if documents else None
+    return str(escape(unicodedata.normalize("NFC", text))) if linked is None else linked
