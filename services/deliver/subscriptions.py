@@ -20,7 +20,14 @@ from sqlalchemy import Engine, Table, and_, case, func, null, or_, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.models import Agency, Category, Subscription, SubscriptionState, utcnow
+from shared.models import (
+    Agency,
+    Category,
+    LegalDocument,
+    Subscription,
+    SubscriptionState,
+    utcnow,
+)
 from shared.site import Listing, ListingKind
 
 # Leases the hub grants (W3C WebSub 5.1: the hub decides): asked-for values are clamped.
@@ -85,6 +92,10 @@ def clamp_lease(asked: int | None) -> int:
 def listing_exists(session: Session, listing: Listing) -> bool:
     if listing.kind is ListingKind.ALL:
         return True
+    if listing.kind is ListingKind.DOCUMENT:
+        # A document some revision has cited (its row is written with the first citation).
+        found = select(LegalDocument.key).where(LegalDocument.key == listing.key)
+        return session.scalar(found) is not None
     model = Agency if listing.kind is ListingKind.AGENCY else Category
     return session.scalar(select(model.id).where(model.slug == listing.key)) is not None
 

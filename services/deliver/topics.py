@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from shared.site import FEED_FORMATS, Listing, ListingKind, absolute
+from shared.site import DOCUMENT_KEY, FEED_FORMATS, Listing, ListingKind, absolute
 
 HUB_PATH = "/hub"
 # What the gateway serves each feed as (services/gateway/files.py), and so what subscribers
@@ -43,7 +43,7 @@ def topics_of(public_url: str, listing: Listing) -> dict[str, str]:
 
 def parse_topic(public_url: str, topic: str) -> tuple[Listing, str] | None:
     """The listing and format a topic URL names; None if it is not one of this site's feed
-    URLs (whether its agency or category exists is the caller's question)."""
+    URLs (whether its agency, category or document exists is the caller's question)."""
     prefix = public_url.rstrip("/") + "/feeds/"
     if not topic.startswith(prefix):
         return None
@@ -55,14 +55,20 @@ def parse_topic(public_url: str, topic: str) -> tuple[Listing, str] | None:
         listing = Listing(ListingKind.ALL)
     else:
         kind, slash, key = name.partition("/")
-        if not slash or kind not in (ListingKind.AGENCY, ListingKind.CATEGORY):
+        if not slash or kind not in _TOPIC_KINDS:
             return None
         listing = Listing(ListingKind(kind), key)
     if not listing.key and listing.kind is not ListingKind.ALL:
         return None
+    if listing.kind is ListingKind.DOCUMENT and not DOCUMENT_KEY.fullmatch(listing.key):
+        return None  # no citation key looks like this (a slash, a query, capitals)
     # Anything else odd in the key (a query, a slash) names no agency or category: the
     # caller's look-up refuses it.
     return listing, fmt
+
+
+# The listings with a key whose feeds are topics (with "all").
+_TOPIC_KINDS = (ListingKind.AGENCY, ListingKind.CATEGORY, ListingKind.DOCUMENT)
 
 
 class CallbackRefused(ValueError):

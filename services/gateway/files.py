@@ -65,7 +65,7 @@ SECURITY_HEADERS: HeaderList = raw_headers(SITE_HEADERS)
 # The subscription feeds (shared.site: Listing.feed_path) and their month archives (RFC 5005,
 # "feeds/all/2026-11.rss", a big month's later parts "-2", "-3" ...), site-relative. The same
 # patterns are in deploy/nginx.conf.
-_LISTING = r"feeds/(?:all|agency/[^/]+|category/[^/]+)"
+_LISTING = r"feeds/(?:all|agency/[^/]+|category/[^/]+|document/[^/]+)"
 _FEED_PATH = re.compile(_LISTING + r"\.(?:rss|atom|json)")
 _ARCHIVE_PATH = re.compile(_LISTING + r"/([0-9]{4}-[0-9]{2})(?:-[0-9]+)?\.(?:rss|atom)")
 # What a URL path may carry unescaped (RFC 3986 pchar and "/"), as the redirects quote it.

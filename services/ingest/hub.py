@@ -52,7 +52,8 @@ def invalid(field: str, message: str) -> Problem:
 
 def parse_form(body: bytes, public_url: str) -> HubRequest:
     """The request a form body asks for; raises a Problem naming the first bad field. Whether
-    the topic's agency or category exists and where the callback resolves are checked after."""
+    the topic's agency, category or document exists and where the callback resolves are
+    checked after."""
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError as exc:
@@ -129,7 +130,7 @@ async def hub(request: Request) -> Response:
     except SQLAlchemyError as exc:
         raise _database_problem(exc) from exc
     if not exists:
-        raise invalid("hub.topic", "no such agency or category on this site")
+        raise invalid("hub.topic", "no such agency, category or document on this site")
     try:
         await run_in_threadpool(check_callback, form.callback, settings.hub_allow_private_callbacks)
     except CallbackRefused as exc:

@@ -34,13 +34,21 @@ from services.deliver.resend import resend_overdue
 from services.reconciler import metrics as reconciler_metrics
 from shared.celery_app import RENDER_BULLETIN
 from shared.db import session_factory, session_scope
-from shared.listings import all_listings, fingerprint, newest_versions
+from shared.listings import (
+    DOCUMENTS_INDEX_ITEMS,
+    all_listings,
+    documents_fingerprint,
+    fingerprint,
+    most_cited,
+    newest_versions,
+)
 from shared.logs import bulletin_fields
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
 from shared.refresh import Job
 from shared.runtime import Runtime
 from shared.site import (
     ARCHIVE_CHECK,
+    DOCUMENTS,
     SITEMAP_INDEX,
     SITEMAP_NEWS,
     archive,
@@ -279,8 +287,9 @@ class ArchiveScan:
 
 
 def verify_listings(runtime: Runtime, archives: ArchiveScan | None = None) -> int:
-    """Rebuild every page listing or feed whose last build no longer matches the database;
-    request the archive check of the next slice of listings (all of them without `archives`)."""
+    """Rebuild every page listing or feed whose last build no longer matches the database
+    (the legal documents' among them, and the /van-ban/ index); request the archive check of
+    the next slice of listings (all of them without `archives`)."""
     settings = runtime.settings
     sizes = {Job.PAGE: settings.index_items, Job.FEED: settings.feed_items}
     stale = 0
@@ -294,6 +303,12 @@ def verify_listings(runtime: Runtime, archives: ArchiveScan | None = None) -> in
                     log.info("stale %s of %s: rebuild requested", job.value, listing.target,
                              extra={"listing": listing.target})  # fmt: skip
                     stale += 1
+        # /van-ban/: one aggregate over every citation, once a verification.
+        index = documents_fingerprint(most_cited(session, DOCUMENTS_INDEX_ITEMS))
+    if runtime.refresher.built(Job.PAGE, DOCUMENTS) != index:
+        runtime.refresher.request(Job.PAGE, DOCUMENTS)
+        log.info("stale documents index: rebuild requested", extra={"listing": DOCUMENTS.target})
+        stale += 1
     # Sitemaps: the news sitemap's two-day window moves with the clock, not with publishing,
     # and the index build re-checks every month against the database (and rebuilds a month
     # whose file or build went missing). Both are cheap and single-flight.
