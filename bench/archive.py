@@ -158,7 +158,10 @@ def _document(
     """One document, keyed as shared.citations keys it: issuer code slug, number, year."""
     year = issued_on.year
     slug = issuer.translate(_ASCII).lower()
-    code = f"{number}/{year}/{issuer}" if dated else f"{number}/{issuer}"
+    # Party documents join number and code with a hyphen ("29-NQ/TW"), the state's a slash.
+    code = f"{number}-{issuer}" if "/" in issuer else f"{number}/{issuer}"
+    if dated:
+        code = f"{number}/{year}/{issuer}"
     name = f"{doc_type} số {code}"
     cited_as = f"{name} ngày {issued_on.day}/{issued_on.month}/{year}"
     return PoolDocument(f"{slug}-{number}-{year}", doc_type, str(number), year, issuer, name,
