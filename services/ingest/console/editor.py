@@ -52,6 +52,7 @@ from services.ingest.console.pages import (
 from services.ingest.problems import Problem
 from services.ingest.schemas import BulletinCreate
 from services.render.pages import PageRenderer
+from shared import citations
 from shared.models import (
     Agency,
     BodyFormat,
@@ -165,7 +166,8 @@ def _preview(
     bulletin_in: BulletinCreate, body_html: str, editing: Editing | None,
 ) -> str:  # fmt: skip
     """The real article page of the bulletin as it would be published, from a transient row
-    (never added to a session): the render worker's own code."""
+    (never added to a session): the render worker's own code, citation links included, so
+    the editor sees which documents the text will link before publishing."""
     now = utcnow()
     agency = Agency(id=viewer.agency_id, slug=viewer.agency_slug, name=viewer.agency_name)
     published_at = bulletin_in.published_at or (editing.published_at if editing else now)
@@ -191,7 +193,8 @@ def _preview(
         updated_at=now,
     )  # fmt: skip
     bulletin.agency = agency
-    return renderer.article(bulletin)
+    documents = citations.extract_bulletin(bulletin.title, bulletin.summary, body_html)
+    return renderer.article(bulletin, documents)
 
 
 def renderer_of(request: Request) -> PageRenderer:

@@ -8,15 +8,20 @@ none once withdrawn.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
+from html import unescape
 from typing import Any
 
+import lxml.html
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from shared.db import session_scope
 from shared.models import Bulletin, BulletinStatus, Citation, LegalDocument
 from shared.settings import Settings
+from tests.unit.ingest.helpers import new_agency
+from tests.unit.ingest.test_console import KEY, editor_fields, field, sign_up, token_of
 
 PUBLISHED = datetime(2020, 7, 31, 1, 0, tzinfo=UTC)
 
@@ -197,3 +202,25 @@ def test_the_openapi_document_describes_the_citations(client: TestClient) -> Non
         "key", "name", "title", "type", "number", "year", "issuer", "issued_on", "url",
     }  # fmt: skip
     assert citation["properties"]["issued_on"]["anyOf"][0] == {"type": "string", "format": "date"}
+
+
+def test_the_console_preview_links_the_citations(client: TestClient, settings: Settings) -> None:
+    new_agency(settings, "so-gd")
+    sign_up(client, settings, "so-gd", "gd@example.vn")
+    form = client.get("/console/bulletins/new")
+    data = editor_fields(
+        title="Kế hoạch thực hiện Quyết định số 628/QĐ-TTg ngày 11/5/2020",
+        body="Triển khai Quyết định 628 và Quyết định 1696 trên địa bàn tỉnh.",
+    ) | {"csrf_token": token_of(form.text), "idempotency_key": field(KEY, form.text)}
+    preview = client.post("/console/bulletins/new", data={**data, "action": "preview"})
+    assert preview.status_code == 200, preview.text
+    frame = lxml.html.document_fromstring(
+        unescape(re.findall(r'srcdoc="([^"]*)"', preview.text)[0])
+    )
+    body_links = frame.xpath('//div[@class="article__body"]//a[@class="citation"]')
+    assert [(a.text_content(), a.get("href")) for a in body_links] == [
+        ("Quyết định 628", "/van-ban/qd-ttg-628-2020/")
+    ]  # the unresolved "Quyết định 1696" stays plain text
+    assert frame.xpath('//section[@class="cited"]//li/a/text()') == [
+        "Quyết định số 628/QĐ-TTg ngày 11/05/2020"
+    ]
