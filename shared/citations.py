@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from html import unescape
 
 from markupsafe import Markup, escape
@@ -103,18 +104,44 @@ _ABBREVIATION_SPELLINGS = {"QD": "QĐ", "QDi": "QĐi", "ND": "NĐ", "CD": "CĐ",
 
 # Characters that stand in for others in real texts, replaced one for one (offsets hold) in
 # the copy the patterns run on: Ð (U+00D0, Icelandic eth) for Đ, and dashes for the hyphen.
+_LOOKALIKE = re.compile("[\u00d0\u00f0\u2010-\u2014\u2212\u2215]")
 _LOOKALIKES = str.maketrans(
     {"\u00d0": "\u0110", "\u00f0": "\u0111", "\u2010": "-", "\u2011": "-", "\u2012": "-",
      "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2215": "/"}
 )  # fmt: skip
 
 
-def _words(phrase: str) -> str:
-    return r"\s+".join(re.escape(word) for word in phrase.split())
+def _spellings(phrase: str) -> list[str]:
+    """The casings a type word is written in: "quyết định", "Quyết định", "Quyết Định",
+    "QUYẾT ĐỊNH" (case-insensitive matching is slower, and would also take "qUYẾT")."""
+    lower = phrase.lower()
+    return [lower, lower[0].upper() + lower[1:], lower.title(), lower.upper()]
 
 
-def _alternatives(phrases: Sequence[str]) -> str:
-    return "|".join(_words(p) for p in sorted(phrases, key=len, reverse=True))
+def _trie(phrases: Sequence[str]) -> str:
+    """One pattern for many phrases, as a trie: a position that cannot start one fails on
+    its first character, which is what keeps the scan fast. A space matches any spaces."""
+    root: dict[str, dict] = {}  # type: ignore[type-arg]
+    for phrase in phrases:
+        node = root
+        for char in phrase:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, dict]) -> str:  # type: ignore[type-arg]
+        branches = [
+            (r"\s+" if char == " " else re.escape(char)) + emit(child)
+            for char, child in node.items()
+            if char
+        ]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+        if "" in node:  # a phrase ends here, and a longer one goes on: prefer the longer
+            return f"(?:{body})?"
+        return body if len(branches) == 1 else body
+
+    return f"(?:{emit(root)})"
 
 
 _SEG = r"[A-ZĐ][A-Za-zĐđ]{0,11}\d{0,2}"  # one part of an issuer code: QĐ, TTg, BGDĐT, QH14
@@ -122,13 +149,17 @@ _ABBR = (
     r"(?:TTLT|TTr|TT|QĐi|QDi|QĐ|QD|NQLT|NQ|NĐ|ND|CTr|CT|KL|KH|TB|HD|CĐ|CD|BC|QC|ĐA|L"
     r"|UBTVQH\d{0,2}|QH\d{0,2})(?![A-Za-zĐđ\d])"
 )
-_TITLED = _alternatives(_TITLED_TYPES)
-_TYPES = _alternatives(DOC_TYPES)
+_TITLED = _trie([s for t in _TITLED_TYPES for s in _spellings(t)])
+_TYPES = _trie([s for t in DOC_TYPES for s in _spellings(t)])
 _DATE = (
     r"(?:\s*,)?\s+(?i:ngày)\s+(?P<dd>\d{1,2})(?:"
     r"\s?(?P<sep>[/.-])\s?(?P<mm>\d{1,2})\s?(?P=sep)\s?(?P<yy>\d{4})"
     r"|\s+(?i:tháng)\s+(?P<mm2>\d{1,2}),?\s+(?i:năm)\s+(?P<yy2>\d{4}))(?!\d)"
 )
+# "Quyết định 1258/QĐ-UBND năm 2021": the year, read but left out of the mention.
+_YEAR_AFTER = r"(?=\s+(?i:năm)\s+(?P<ny>(?:19|20)\d\d)(?!\d))"
+# "số 628", "số628", and "số: 628" as document headers write it.
+_SO = r"(?i:số)\s*:?\s*"
 # A short reference's number is not a quantity: "Kế hoạch 5 năm", "Quyết định 2,5 triệu".
 _NOT_QUANTITY = (
     r"(?!\s?[/%]|[.,:]\d|-\w|\s+(?:năm|tháng|ngày|giờ|phút|người|lần|điểm|triệu|tỷ|nghìn|"
@@ -138,8 +169,8 @@ _CITATION = re.compile(
     rf"""
     (?<!\w)
     (?:
-        (?P<titled>(?i:{_TITLED}))(?P<title>(?:\s+[^\W\d_]+,?){{1,8}}?)\s+(?i:số)\s*
-      | (?P<type>(?i:{_TYPES}))(?:\s+(?i:số))?\s*
+        (?P<titled>{_TITLED})(?P<title>(?:\s+[^\W\d_]+,?){{1,8}}?)\s+{_SO}
+      | (?P<type>{_TYPES})(?:\s+{_SO}|\s*)
     )?
     (?P<num>\d{{1,6}})
     (?:
@@ -148,11 +179,12 @@ _CITATION = re.compile(
       | -(?P<dabbr>{_ABBR})/(?P<diss>{_SEG}(?:-{_SEG}){{0,2}})(?!\w)
       | (?(type)(?!\w){_NOT_QUANTITY}|(?!))(?P<short>)
     )
-    (?:(?(short)(?!)|{_DATE}))?
+    (?:(?(short)(?!)|(?:{_DATE}|{_YEAR_AFTER})))?
     """,
     re.VERBOSE,
 )
 _FIRST_DIGIT = re.compile(r"\d")
+_YEARLIKE = re.compile(r"(?:19|20)\d\d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +208,8 @@ def _scan(text: str) -> Iterator[tuple[int, int, Document | _Short]]:
     """Full citations and short references in NFC `text`, as found, unresolved."""
     if _FIRST_DIGIT.search(text) is None:  # most text nodes: nothing to cite
         return
-    search = text.translate(_LOOKALIKES)
+    # str.translate walks every character in Python: most texts have no lookalike at all.
+    search = text.translate(_LOOKALIKES) if _LOOKALIKE.search(text) else text
     for m in _CITATION.finditer(search):
         written_type = m["type"] or m["titled"]
         doc_type = _TYPE_BY_FOLDED[" ".join(written_type.lower().split())] if written_type else None
@@ -185,7 +218,18 @@ def _scan(text: str) -> Iterator[tuple[int, int, Document | _Short]]:
             if doc_type in SHORT_TYPES and written_type[0].isupper() and written_type[1:].islower():
                 yield m.start(), m.end(), _Short(doc_type, _number(m["num"]))
             continue
-        yield m.start(), _citation_end(m), _document(m, doc_type)
+        start, title = m.start(), m["title"]
+        abbr_type = _abbreviated_type(m)
+        if (
+            written_type
+            and written_type[0].islower()
+            and abbr_type not in (None, doc_type)
+            and doc_type not in _GENERIC_TYPES
+        ):
+            # A lowercase type word the code contradicts is prose ("Thông báo kết luận số
+            # 123-TB/TU" is a thông báo): the mention starts at the number.
+            start, doc_type, title = m.start("num"), None, None
+        yield start, _citation_end(m), _document(m, doc_type or abbr_type or "Văn bản", title)
 
 
 def _citation_end(m: re.Match[str]) -> int:
@@ -202,7 +246,14 @@ def _date_of(m: re.Match[str]) -> date | None:
     return _valid_date(m["dd"], m["mm2"], m["yy2"])
 
 
-def _document(m: re.Match[str], doc_type: str | None) -> Document:
+def _abbreviated_type(m: re.Match[str]) -> str | None:
+    """The type the issuer code's first part names: QĐ → Quyết định, QH14 → Luật."""
+    first = m["dabbr"] if m["code"] is None else m["code"].split("-", 1)[0]
+    first = _ABBREVIATION_SPELLINGS.get(first, first).rstrip("0123456789")
+    return TYPE_ABBREVIATIONS.get(first)
+
+
+def _document(m: re.Match[str], doc_type: str, title: str | None) -> Document:
     if m["code"] is not None:
         parts = m["code"].split("-")
         parts[0] = _ABBREVIATION_SPELLINGS.get(parts[0], parts[0])
@@ -213,16 +264,26 @@ def _document(m: re.Match[str], doc_type: str | None) -> Document:
         abbr = _ABBREVIATION_SPELLINGS.get(m["dabbr"], m["dabbr"])
         issuer = f"{abbr}/{m['diss']}"
         written = f"{m['num']}-{issuer}"
-    abbr_type = TYPE_ABBREVIATIONS.get(issuer.split("-")[0].split("/")[0].rstrip("0123456789"))
-    if doc_type is None or (doc_type in _GENERIC_TYPES and abbr_type is not None):
-        doc_type = abbr_type or "Văn bản"
+    if doc_type in _GENERIC_TYPES:
+        doc_type = _abbreviated_type(m) or doc_type
     issued_on = _date_of(m)
-    year = int(m["year"]) if m["year"] else (issued_on.year if issued_on else None)
+    if m["year"]:
+        year: int | None = int(m["year"])
+    elif issued_on is not None:
+        year = issued_on.year
+    else:
+        year = int(m["ny"]) if m["ny"] else None
     number = _number(m["num"])
-    key = f"{slugify(issuer)}-{number}" + (f"-{year}" if year else "")
-    title = " ".join(m["title"].split()) if m["title"] else ""
+    key = f"{_slug(issuer)}-{number}" + (f"-{year}" if year else "")
+    title = " ".join(title.split()) if title else ""
     name = f"{doc_type} {title} số {written}" if title else f"{doc_type} số {written}"
     return Document(key, doc_type, number, year, issuer, name, issued_on)
+
+
+@lru_cache(maxsize=4096)
+def _slug(issuer: str) -> str:
+    # python-slugify costs ~100 µs a call; a site cites a few thousand issuer codes at most.
+    return slugify(issuer)
 
 
 class _Pool:
@@ -239,7 +300,7 @@ class _Pool:
         """The pool's version of `doc`; an undated citation whose number has no year is the
         dated one with the same code and number, when exactly one is."""
         if doc.year is None:
-            stem = f"{slugify(doc.issuer)}-{doc.number}-"
+            stem = f"{_slug(doc.issuer)}-{doc.number}-"
             dated = [
                 d for k, d in self.best.items() if k.startswith(stem) and k == stem + str(d.year)
             ]
@@ -270,7 +331,10 @@ def find_mentions(text: str, known: Sequence[Document] = ()) -> list[Mention]:
         if isinstance(f, Document):
             mentions.append(Mention(start, end, pool.full(f), True))
         else:
-            mentions.append(Mention(start, end, pool.short(f), False))
+            resolved = pool.short(f)
+            # "Kế hoạch 2024" is the plan for a year, unless a full citation says otherwise.
+            if resolved is not None or not _YEARLIKE.fullmatch(f.number):
+                mentions.append(Mention(start, end, resolved, False))
     return mentions
 
 
