@@ -16,10 +16,14 @@ from urllib.parse import urlsplit
 import httpx
 import lxml.html
 import pytest
+from sqlalchemy import delete, select
 
-from shared.db import session_factory
+from services.cli.rebuild import run_rebuild
+from shared.db import session_factory, session_scope
 from shared.listings import newest_bulletins
-from shared.site import document
+from shared.models import Citation, LegalDocument
+from shared.site import document, file_for
+from shared.storage import open_storage
 from shared.testing import System
 from tests.integration.consistency import (
     feed_entries,
@@ -293,3 +297,31 @@ def test_racing_corrections_citations_and_a_withdrawal_end_as_the_database_says(
 def _fresh_unique_numbers() -> None:
     # Unique document numbers per test, whatever order or subset runs.
     random.seed(uuid.uuid4().int)
+
+
+def test_rebuild_after_an_upgrade_extracts_the_citations_of_live_pages(system: System) -> None:
+    """A bulletin published by a release without citations (made here by deleting its rows,
+    its document and the document's files): `bantin rebuild` extracts them, and then builds
+    the document's page and feeds and counts it on /van-ban/."""
+    cite, own = unique_document()
+    _slug, key = new_agency(system, "Sở Công Thương")
+    with system.api(key) as api:
+        bulletin = publish(api, f"Kế hoạch {token()}", f"Thực hiện {cite}.")
+    until_consistent(lambda: mismatches(system, own, [bulletin]))
+    storage = open_storage(system.settings())
+    listing = document(own)
+    with session_scope(system.settings()) as session:
+        session.execute(delete(Citation).where(Citation.bulletin_id == bulletin["id"]))
+        session.execute(delete(LegalDocument).where(LegalDocument.key == own))
+    for path in [listing.page_path, *(listing.feed_path(fmt) for fmt in ("rss", "atom", "json"))]:
+        storage.delete(file_for(path))
+    assert listed(system, own) == []
+
+    report = run_rebuild(system.settings(), batch_size=50, progress=False, stall_seconds=20)
+
+    assert report.counts.failed == 0 and report.listings_built == report.listings
+    with session_factory(system.settings())() as session:
+        rows = session.scalars(select(Citation).where(Citation.bulletin_id == bulletin["id"]))
+        assert [(row.document_key, row.revision) for row in rows] == [(own, bulletin["revision"])]
+    until_consistent(lambda: mismatches(system, own, [bulletin]))
+    until_consistent(lambda: [] if index_counts(system).get(own) == 1 else ["no count"])
