@@ -160,9 +160,10 @@ _DATE = (
 _YEAR_AFTER = r"(?=\s+(?i:năm)\s+(?P<ny>(?:19|20)\d\d)(?!\d))"
 # "số 628", "số628", and "số: 628" as document headers write it.
 _SO = r"(?i:số)\s*:?\s*"
-# A short reference's number is not a quantity: "Kế hoạch 5 năm", "Quyết định 2,5 triệu".
+# A short reference's number is not a quantity ("Kế hoạch 5 năm", "Quyết định 2,5 triệu"),
+# nor the start of a code cut off by markup ("Nghị quyết số 29-<i>NQ/TW</i>").
 _NOT_QUANTITY = (
-    r"(?!\s?[/%]|[.,:]\d|-\w|\s+(?:năm|tháng|ngày|giờ|phút|người|lần|điểm|triệu|tỷ|nghìn|"
+    r"(?!\s?[/%]|[.,:]\d|-|\s+(?:năm|tháng|ngày|giờ|phút|người|lần|điểm|triệu|tỷ|nghìn|"
     r"ngàn|đồng|km|ha|m|kg|tấn|bước|nội\s+dung|nhiệm\s+vụ|giải\s+pháp)(?!\w))"
 )
 _CITATION = re.compile(
@@ -287,7 +288,8 @@ def _slug(issuer: str) -> str:
 
 
 class _Pool:
-    """The full citations a text's mentions resolve against: its own and the bulletin's."""
+    """The full citations a text's mentions resolve against: its own and the bulletin's.
+    Indexed, so that resolving costs the same however many documents a text cites."""
 
     def __init__(self, documents: Sequence[Document]) -> None:
         self.best: dict[str, Document] = {}  # by key: the first with a date, else the first
@@ -295,27 +297,30 @@ class _Pool:
             held = self.best.get(doc.key)
             if held is None or (held.issued_on is None and doc.issued_on is not None):
                 self.best[doc.key] = doc
+        # Code and number → the keys with a year: what an undated citation may be.
+        self.dated: dict[tuple[str, str], set[str]] = {}
+        for doc in self.best.values():
+            if doc.year is not None:
+                self.dated.setdefault((_slug(doc.issuer), doc.number), set()).add(doc.key)
+        # Type and number → the keys a short reference may abbreviate.
+        self.named: dict[tuple[str, str], set[str]] = {}
+        for doc in self.best.values():
+            key = self.full(doc).key
+            self.named.setdefault((doc.doc_type, doc.number), set()).add(key)
 
     def full(self, doc: Document) -> Document:
         """The pool's version of `doc`; an undated citation whose number has no year is the
         dated one with the same code and number, when exactly one is."""
         if doc.year is None:
-            stem = f"{_slug(doc.issuer)}-{doc.number}-"
-            dated = [
-                d for k, d in self.best.items() if k.startswith(stem) and k == stem + str(d.year)
-            ]
+            dated = self.dated.get((_slug(doc.issuer), doc.number), set())
             if len(dated) == 1:
-                return dated[0]
+                return self.best[next(iter(dated))]
         return self.best.get(doc.key, doc)
 
     def short(self, ref: _Short) -> Document | None:
         """The one full citation a short reference can abbreviate, or None."""
-        fits = {
-            self.full(d).key: self.full(d)
-            for d in self.best.values()
-            if d.doc_type == ref.doc_type and d.number == ref.number
-        }
-        return next(iter(fits.values())) if len(fits) == 1 else None
+        fits = self.named.get((ref.doc_type, ref.number), set())
+        return self.best[next(iter(fits))] if len(fits) == 1 else None
 
 
 def find_mentions(text: str, known: Sequence[Document] = ()) -> list[Mention]:
@@ -360,9 +365,10 @@ def extract_bulletin(title: str, summary: str | None, body_html: str) -> list[Do
     return extract(title, summary, plain_text(body_html))
 
 
-# A sanitised fragment, as nh3 writes it, is comments, tags (attribute values quoted, in
-# which ">" may stand) and text with "<" and "&" escaped.
-_MARKUP = re.compile(r"""<!--.*?-->|<(?:[^>"']|"[^"]*"|'[^']*')*>""", re.DOTALL)
+# A sanitised fragment, as nh3 writes it, is tags and text, with "<" and ">" escaped in both
+# text and attribute values (and no comments): a tag runs from "<" to the next ">". Not
+# knowing quotes keeps the scan linear on any input; a stray "<" is read as text.
+_MARKUP = re.compile(r"<[^<>]*>")
 _A_OPEN = re.compile(r"<a(?![\w-])", re.IGNORECASE)
 _A_CLOSE = re.compile(r"</a\s*>", re.IGNORECASE)
 
