@@ -70,10 +70,10 @@ class Mention:
 # Document types as official texts write them, in full. The keys are the folded spellings
 # (lowercase, one space) a match is looked up by.
 DOC_TYPES: tuple[str, ...] = (
-    "Thông tư liên tịch", "Nghị quyết liên tịch", "Thông tư", "Bộ luật", "Luật", "Pháp lệnh",
-    "Nghị định", "Nghị quyết", "Quyết định", "Chỉ thị", "Kết luận", "Kế hoạch", "Công văn",
-    "Thông báo", "Thông tri", "Hướng dẫn", "Quy định", "Quy chế", "Văn bản", "Công điện",
-    "Tờ trình", "Báo cáo", "Chương trình", "Đề án", "Lệnh",
+    "Thông tư liên tịch", "Nghị quyết liên tịch", "Kế hoạch liên tịch", "Thông tư", "Bộ luật",
+    "Luật", "Pháp lệnh", "Nghị định", "Nghị quyết", "Quyết định", "Chỉ thị", "Kết luận",
+    "Kế hoạch", "Công văn", "Thông báo", "Thông tri", "Hướng dẫn", "Quy định", "Quy chế",
+    "Văn bản", "Công điện", "Tờ trình", "Báo cáo", "Chương trình", "Đề án", "Lệnh",
 )  # fmt: skip
 _TYPE_BY_FOLDED = {t.lower(): t for t in DOC_TYPES}
 # Types whose citations may carry a title before the number: "Luật Giáo dục số 43/2019/QH14".
@@ -96,11 +96,12 @@ _GENERIC_TYPES = frozenset({"Văn bản"})
 TYPE_ABBREVIATIONS: dict[str, str] = {
     "QĐ": "Quyết định", "QĐi": "Quy định", "NQ": "Nghị quyết", "NQLT": "Nghị quyết liên tịch",
     "NĐ": "Nghị định", "TT": "Thông tư", "TTLT": "Thông tư liên tịch", "CT": "Chỉ thị",
-    "KL": "Kết luận", "KH": "Kế hoạch", "TB": "Thông báo", "HD": "Hướng dẫn", "CĐ": "Công điện",
-    "TTr": "Tờ trình", "BC": "Báo cáo", "CTr": "Chương trình", "QC": "Quy chế", "ĐA": "Đề án",
-    "L": "Lệnh", "QH": "Luật", "UBTVQH": "Pháp lệnh",
+    "KL": "Kết luận", "KH": "Kế hoạch", "KHLT": "Kế hoạch liên tịch", "TB": "Thông báo",
+    "HD": "Hướng dẫn", "CĐ": "Công điện", "TTr": "Tờ trình", "BC": "Báo cáo",
+    "CTr": "Chương trình", "QC": "Quy chế", "ĐA": "Đề án", "L": "Lệnh", "QH": "Luật",
+    "UBTVQH": "Pháp lệnh",
 }  # fmt: skip
-_ABBREVIATION_SPELLINGS = {"QD": "QĐ", "QDi": "QĐi", "ND": "NĐ", "CD": "CĐ", "DA": "ĐA"}
+_ABBREVIATION_SPELLINGS = {"QD": "QĐ", "QDi": "QĐi", "ND": "NĐ", "CD": "CĐ"}
 
 # Characters that stand in for others in real texts, replaced one for one (offsets hold) in
 # the copy the patterns run on: Ð (U+00D0, Icelandic eth) for Đ, and dashes for the hyphen.
@@ -146,7 +147,7 @@ def _trie(phrases: Sequence[str]) -> str:
 
 _SEG = r"[A-ZĐ][A-Za-zĐđ]{0,11}\d{0,2}"  # one part of an issuer code: QĐ, TTg, BGDĐT, QH14
 _ABBR = (
-    r"(?:TTLT|TTr|TT|QĐi|QDi|QĐ|QD|NQLT|NQ|NĐ|ND|CTr|CT|KL|KH|TB|HD|CĐ|CD|BC|QC|ĐA|L"
+    r"(?:TTLT|TTr|TT|QĐi|QDi|QĐ|QD|NQLT|NQ|NĐ|ND|CTr|CT|KL|KHLT|KH|TB|HD|CĐ|CD|BC|QC|ĐA|L"
     r"|UBTVQH\d{0,2}|QH\d{0,2})(?![A-Za-zĐđ\d])"
 )
 _TITLED = _trie([s for t in _TITLED_TYPES for s in _spellings(t)])
@@ -176,7 +177,8 @@ _CITATION = re.compile(
     (?P<num>\d{{1,6}})
     (?:
         \s?/\s?(?:(?P<year>(?:19|20)\d\d)\s?/\s?)?
-        (?P<code>(?(type){_SEG}|(?(titled){_SEG}|{_ABBR}))(?:-{_SEG}){{0,4}})(?!\w)
+        (?P<code>(?(type){_SEG}|(?(titled){_SEG}|{_ABBR}))(?:\s?-\s?{_SEG}(?:-{_SEG}){{0,3}})?)
+        (?!\w)
       | -(?P<dabbr>{_ABBR})/(?P<diss>{_SEG}(?:-{_SEG}){{0,2}})(?!\w)
       | (?(type)(?!\w){_NOT_QUANTITY}|(?!))(?P<short>)
     )
@@ -185,6 +187,7 @@ _CITATION = re.compile(
     re.VERBOSE,
 )
 _FIRST_DIGIT = re.compile(r"\d")
+_SPACES = re.compile(r"\s+")
 _YEARLIKE = re.compile(r"(?:19|20)\d\d")
 
 
@@ -249,14 +252,14 @@ def _date_of(m: re.Match[str]) -> date | None:
 
 def _abbreviated_type(m: re.Match[str]) -> str | None:
     """The type the issuer code's first part names: QĐ → Quyết định, QH14 → Luật."""
-    first = m["dabbr"] if m["code"] is None else m["code"].split("-", 1)[0]
+    first = m["dabbr"] if m["code"] is None else m["code"].split("-", 1)[0].rstrip()
     first = _ABBREVIATION_SPELLINGS.get(first, first).rstrip("0123456789")
     return TYPE_ABBREVIATIONS.get(first)
 
 
 def _document(m: re.Match[str], doc_type: str, title: str | None) -> Document:
     if m["code"] is not None:
-        parts = m["code"].split("-")
+        parts = _SPACES.sub("", m["code"]).split("-")  # "QĐ - TTg" is typed loosely
         parts[0] = _ABBREVIATION_SPELLINGS.get(parts[0], parts[0])
         issuer = "-".join(parts)
         year_part = f"{m['year']}/" if m["year"] else ""
