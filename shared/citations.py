@@ -13,6 +13,21 @@ Each document has a canonical key, ``{issuer code slug}-{number}[-{year}]``
 from the number (``15/2020/NĐ-CP``) or else from the stated date; a citation with neither
 has a key without a year (``nq-tw-29``).
 
+A mention starts at the type word when it stands right before the number (with or without
+"số"; for Luật, Bộ luật and Pháp lệnh also with the law's title between: ``Luật Giáo dục số
+43/2019/QH14``), else at the number (``theo số 628/QĐ-TTg``, where the code's abbreviation
+names the type); it ends after the issuer code, or after the date when ``ngày …`` follows.
+A number with a code but no type word counts only when the code opens with a type
+abbreviation (QĐ, NQ, NĐ, TT, CT, KL, KH, TB, HD, QH14 …): ``1234/UBND-VX`` needs its
+``Công văn``. The issuer code is read as written, Ð (U+00D0) taken for Đ and QD for QĐ, so
+spelling variants of one document share its key; leading zeros of the number do not count
+(``05-CT/TW`` is ``ct-tw-5``).
+
+Not read (known misses): a date in brackets or after the issuer's name (``628/QĐ-TTg (ngày
+11/5/2020)``, ``15/2020/NĐ-CP của Chính phủ ngày …``), codes with dots (``UBND-TH.KT``
+stops at ``UBND-TH``), a công văn cited by its number alone, type abbreviations used as type
+words (``QĐ số 123/QĐ-UBND`` is read from the number).
+
 Input may be NFC or NFD: it is NFC-normalised first, and every offset is into the NFC text.
 """
 
@@ -140,7 +155,7 @@ def _trie(phrases: Sequence[str]) -> str:
         body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
         if "" in node:  # a phrase ends here, and a longer one goes on: prefer the longer
             return f"(?:{body})?"
-        return body if len(branches) == 1 else body
+        return body
 
     return f"(?:{emit(root)})"
 
@@ -164,8 +179,8 @@ _SO = r"(?i:số)\s*:?\s*"
 # A short reference's number is not a quantity ("Kế hoạch 5 năm", "Quyết định 2,5 triệu"),
 # nor the start of a code cut off by markup ("Nghị quyết số 29-<i>NQ/TW</i>").
 _NOT_QUANTITY = (
-    r"(?!\s?[/%]|[.,:]\d|-|\s+(?:năm|tháng|ngày|giờ|phút|người|lần|điểm|triệu|tỷ|nghìn|"
-    r"ngàn|đồng|km|ha|m|kg|tấn|bước|nội\s+dung|nhiệm\s+vụ|giải\s+pháp)(?!\w))"
+    r"(?!\s?[/%]|[.,:]\d|-|\s+ngày(?!\s+\d)|\s+(?:năm|tháng|giờ|phút|người|lần|điểm|triệu|"
+    r"tỷ|nghìn|ngàn|đồng|km|ha|m|kg|tấn|bước|nội\s+dung|nhiệm\s+vụ|giải\s+pháp)(?!\w))"
 )
 _CITATION = re.compile(
     rf"""

@@ -285,6 +285,12 @@ def test_short_reference_resolves_to_the_one_full_citation() -> None:
     ]
 
 
+def test_short_reference_with_a_date() -> None:
+    text = "Nghị định số 15/2020/NĐ-CP. Nghị định 15 ngày 03/02/2020 thay thế Nghị định 174."
+    assert spans(text)[1:] == [("Nghị định 15", "nd-cp-15-2020"), ("Nghị định 174", None)]
+    assert find_mentions("Kế hoạch 5 ngày làm việc") == []
+
+
 def test_ambiguous_or_absent_short_reference_is_unresolved() -> None:
     text = "Quyết định số 100/QĐ-UBND và Quyết định số 100/QĐ-TTg. Quyết định 100; Chỉ thị 16."
     assert spans(text)[2:] == [("Quyết định 100", None), ("Chỉ thị 16", None)]
