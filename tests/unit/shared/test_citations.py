@@ -441,6 +441,23 @@ def test_hostile_text_finishes(unit: str) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Luật " + "a" * 100_000,
+        "Quyết định" + " " * 100_000 + "x",
+        "Quyết định số 1/QĐ-UBND" + " " * 100_000 + ",",
+        "<p" + " title=x" * 12_000,
+        "Luật Giáo dục, " * 7_000 + "số 43/2019/QH14",
+    ],
+    ids=["one-long-word", "long-space-run", "code-then-spaces", "unclosed-tag", "long-title"],
+)
+def test_hostile_shapes_finish(text: str) -> None:
+    find_mentions(text, DOCS)
+    citations.linkify_html(text, DOCS, href)
+
+
+@pytest.mark.timeout(60)
 def test_many_distinct_citations_finish() -> None:
     # 100 KB of distinct documents and short references: resolving is indexed, not a scan.
     text = " ".join(f"Quyết định số {i}/QĐ-UBND, Quyết định {i}" for i in range(2000))
