@@ -11,6 +11,7 @@ resolves has the key None). Run alone to see the figures:
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ def test_precision_and_recall() -> None:
     for case in _cases():
         expected |= _expected(case)
         found |= _found(case)
+    assert all(re.fullmatch(r"[a-z0-9-]{1,120}", key) for *_, key in found if key)
     hits = expected & found
     precision = len(hits) / len(found)
     recall = len(hits) / len(expected)
