@@ -1,12 +1,15 @@
-"""HTML pages of the public site: one article page per bulletin, and the index pages.
+"""HTML pages of the public site: one article page per bulletin, and the index pages (home,
+agencies, categories, each cited legal document's, /van-ban/ of the most cited, /feeds/).
 
 A withdrawn bulletin's article page is replaced by a short notice (``withdrawn``), which the
 gateway serves with 410 Gone from the bulletin's tombstone (``shared.site.tombstone_for``).
 
 Every page is rendered from a template in ``templates/``; the templates get plain values
 prepared here (dates already in the site's zone, absolute URLs, the JSON-LD object), so they
-hold layout only. Autoescaping is on everywhere: the one value written unescaped is
-``body_html``, which the ingest side has already sanitised.
+hold layout only. Autoescaping is on everywhere: the values written unescaped are
+``body_html``, which the ingest side has already sanitised, and the lead and body with their
+citation links (``shared.citations.linkify_text`` escapes the lead; ``linkify_html`` only adds
+links to the sanitised body).
 """
 
 from __future__ import annotations
