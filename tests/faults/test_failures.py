@@ -3,11 +3,23 @@ whether they raise or kill their worker, and `bantin retry-failed` brings them b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from shared import faults
 from shared.testing import System
 from tests.faults.checks import report, wait_for
+from tests.faults.conftest import disarm_faults
+
+
+@pytest.fixture
+def system(module_system: System) -> Iterator[System]:
+    """Both cases share one system (tests/faults/conftest.py's `module_system`): each has its
+    own agency, each ends with its bulletin published (none left failed for the other's
+    `retry-failed` to count), and the fault is disarmed after each."""
+    yield module_system
+    disarm_faults(module_system)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -123,10 +122,12 @@ def start_subscribers() -> Subscribers:
     return subscribers
 
 
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+# One system for both tests: each subscribes fresh subscribers to a fresh agency's topic, and
+# each ends only once its system has recovered (the last push reached every subscriber).
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     env = FAULT_ENV | {"BANTIN_HUB_ALLOW_PRIVATE_CALLBACKS": "true"}
-    running = start_system(tmp_path / "data", extra_env=env)
+    running = start_system(tmp_path_factory.mktemp("hub-faults") / "data", extra_env=env)
     yield running
     stop_system(running)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import feedparser
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from shared import faults
@@ -16,6 +18,16 @@ from shared.db import session_scope
 from shared.models import Bulletin
 from shared.testing import System
 from tests.faults.checks import report, wait_for
+from tests.faults.conftest import disarm_faults
+
+
+@pytest.fixture
+def system(module_system: System) -> Iterator[System]:
+    """These tests share one system (tests/faults/conftest.py's `module_system`): each has its
+    own agency and idempotency key, waits until ingest is back or its renders are done, and
+    its fault is disarmed after it."""
+    yield module_system
+    disarm_faults(module_system)
 
 
 def count_with_key(system: System, key: str) -> int:
