@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 from shared.db import create_schema, engine_for, session_scope
 from shared.listings import (
     _edge,
+    _id,
     _newest,
     _published,
+    _time,
     all_listings,
     documents_cited_by,
     listing_heading,
@@ -207,10 +209,15 @@ def _many(settings: Settings, citers: int) -> None:
 
 
 def _queries() -> list[Select[Any]]:
+    """The newest rows, and the first row of a range (what month_keys, neighbours and
+    newest_month ask, `_edge`): each an index walk that stops at once."""
     listing = document(D1)
+    time = _time(listing)
+    first = _published(listing, time).where(time >= datetime(2023, 2, 1, tzinfo=UTC))
     return [
         _newest(listing, Bulletin).limit(50),
         _newest(listing, Bulletin.id, Bulletin.revision).limit(50),
+        first.order_by(time, _id(listing)).limit(1),
     ]
 
 
