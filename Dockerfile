@@ -2,9 +2,15 @@
 # docker-compose.yml picks the process per service; the default CMD runs the whole system in one
 # container (embedded Redis + SQLite under /data), handy for a quick try:
 #   docker build -t bantin . && docker run --rm -p 8000:8000 -p 8001:8001 -v bantin:/data bantin
+#
+# BASE_IMAGE: any CPython 3.11 image with `python` and `pip` on PATH. The default is the public
+# image; the offline compose test (tests/compose/, `make compose-test`) passes one made from
+# Debian packages whose environment carries PIP_NO_INDEX=1 and PIP_FIND_LINKS=<wheelhouse>, so
+# every `pip` below installs the locked files, hash-checked, from that wheelhouse instead of PyPI.
+ARG BASE_IMAGE=python:3.11-slim
 
 # --- build: turn the source tree into a wheel, so the runtime image holds no source checkout --
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -13,7 +19,7 @@ COPY services ./services
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime ---------------------------------------------------------------------------------
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
