@@ -1,5 +1,7 @@
 """The WebSub hub through the running system: real subscriber HTTP servers on loopback, a real
-`bantin up` (ingest's /hub, the deliver worker, the feed worker), the database read directly."""
+`bantin up` (ingest's /hub, the deliver worker, the feed worker), the database read directly.
+The systems are the integration suite's own (tests/integration/conftest.py: SQLite and
+PostgreSQL, private callbacks allowed); each test has its own agency, topic and subscriber."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from lxml import etree
 
 from shared.db import session_factory
 from shared.models import Subscription, SubscriptionState
-from shared.testing import System, eventually, start_system, stop_system
+from shared.testing import System, eventually
 
 SLOW_SECONDS = 10.0  # a slow subscriber answers pushes this late: past the hub's timeout
 ATOM = {"atom": "http://www.w3.org/2005/Atom"}
@@ -96,23 +98,6 @@ def start_subscriber() -> Subscriber:
     subscriber = Subscriber(server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return subscriber
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def system(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[System]:
-    """The whole system with private callbacks allowed (the subscribers are on loopback)."""
-    database_url = None
-    if request.param == "postgresql":  # the compare-and-set updates on both databases
-        database_url = request.getfixturevalue("postgres_database")
-    running = start_system(
-        tmp_path_factory.mktemp(f"bantin-hub-{request.param}"),
-        database_url,
-        extra_env={"BANTIN_HUB_ALLOW_PRIVATE_CALLBACKS": "true"},
-    )
-    yield running
-    stop_system(running)
 
 
 @pytest.fixture
