@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from services.cli.rebuild import count_rebuilt, id_batches
 from services.feed.archives import PARTIAL
 from services.render.batch import rebuild_pages
 from services.render.pages import PageRenderer
+from shared.citations import Document
 from shared.db import create_schema, session_scope
 from shared.embedded_redis import start_redis
 from shared.models import Agency, Bulletin, BulletinStatus, utcnow
@@ -166,7 +167,7 @@ def test_a_correction_committed_while_the_batch_renders_is_not_overwritten(
     newer = b"<p>revision 2, written by its own render</p>"
 
     class CorrectedMidway(PageRenderer):
-        def article(self, bulletin: Bulletin) -> str:
+        def article(self, bulletin: Bulletin, documents: Sequence[Document] = ()) -> str:
             if bulletin.id == racing:
                 with session_scope(settings) as session:
                     session.execute(
@@ -175,7 +176,7 @@ def test_a_correction_committed_while_the_batch_renders_is_not_overwritten(
                         .values(revision=2, rendered_revision=2, title="Đã đính chính")
                     )
                 storage.put(file_for(page_of(racing)), newer)
-            return super().article(bulletin)
+            return super().article(bulletin, documents)
 
     report = rebuild_pages(settings, storage, CorrectedMidway(settings), [first, racing, last])
 

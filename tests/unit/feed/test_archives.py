@@ -13,7 +13,15 @@ from services.feed.feeds import FH_NS, History, build_archive
 from shared.listings import ArchiveMonth, Neighbours, month_fingerprints, parts_of
 from shared.refresh import ARCHIVE_REBUILD_INTERVAL, SITEMAP_REBUILD_INTERVAL, rebuild_interval
 from shared.settings import Settings
-from shared.site import ALL, ARCHIVE_CHECK, Listing, ListingKind, archive, archive_path
+from shared.site import (
+    ALL,
+    ARCHIVE_CHECK,
+    Listing,
+    ListingKind,
+    archive,
+    archive_path,
+)
+from shared.site import document as document_listing
 from tests.unit.feed.test_feeds import (
     AGENCY_LISTING,
     CATEGORY_LISTING,
@@ -28,7 +36,8 @@ from tests.unit.feed.test_feeds import (
 # The gateway's and nginx's match for archive URLs (long cache for past months): the
 # layout must stay exactly this.
 GATEWAY_ARCHIVE = re.compile(
-    r"^/feeds/(all|agency/[^/]+|category/[^/]+)/[0-9]{4}-[0-9]{2}(-[0-9]+)?\.(rss|atom)$"
+    r"^/feeds/(all|agency/[^/]+|category/[^/]+|document/[^/]+)/[0-9]{4}-[0-9]{2}(-[0-9]+)?"
+    r"\.(rss|atom)$"
 )
 AROUND = Neighbours(prev=("2011-01", 2), next="2011-04")
 
@@ -43,6 +52,12 @@ AROUND = Neighbours(prev=("2011-01", 2), next="2011-04")
         (ALL, 2, "rss", "/feeds/all/2011-02-2.rss"),
         (AGENCY_LISTING, 1, "rss", "/feeds/agency/ubnd-bac-kan/2011-02.rss"),
         (CATEGORY_LISTING, 12, "atom", "/feeds/category/giao-duc/2011-02-12.atom"),
+        (
+            document_listing("qd-ttg-628-2020"),
+            1,
+            "rss",
+            "/feeds/document/qd-ttg-628-2020/2011-02.rss",
+        ),
     ],
 )
 def test_archive_paths_follow_the_layout_the_gateway_caches(
