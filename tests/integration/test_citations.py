@@ -91,7 +91,10 @@ def index_counts(system: System) -> dict[str, int]:
     for item in lxml.html.fromstring(html).xpath('//ol[contains(@class, "documents")]/li'):
         (href,) = item.xpath(".//h3/a/@href")
         meta = item.xpath('string(.//p[@class="item__meta"])')
-        counts[page_path(href).strip("/").split("/")[-1]] = int(meta.split("·")[-1].split()[0])
+        # "1.234 bản tin": Vietnamese groups thousands with dots.
+        counts[page_path(href).strip("/").split("/")[-1]] = int(
+            meta.split("·")[-1].split()[0].replace(".", "")
+        )
     return counts
 
 
