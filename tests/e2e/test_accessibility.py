@@ -131,6 +131,12 @@ def pages(system: System) -> dict[str, tuple[str, int]]:
     feeds = system.gateway_url + "/feeds/"
     # The feed directory is rebuilt after the publishes: wait until it lists the category.
     eventually(lambda: "Giáo dục" in httpx.get(feeds).text, "the /feeds/ page")
+    # The seed cites five legal documents: their page and the index of them (rebuilt as
+    # seldom as a sitemap under load, at once here).
+    document = system.gateway_url + "/van-ban/qd-ttg-628-2020/"
+    documents = system.gateway_url + "/van-ban/"
+    eventually(lambda: httpx.get(document).status_code == 200, "the document page")
+    eventually(lambda: "qd-ttg-628-2020" in httpx.get(documents).text, "the /van-ban/ page")
     return {
         "article": (article, 200),
         "article-mixed-language": (mixed_url, 200),
@@ -138,6 +144,8 @@ def pages(system: System) -> dict[str, tuple[str, int]]:
         "agency": (agency, 200),
         "category": (category, 200),
         "feeds": (feeds, 200),
+        "document": (document, 200),
+        "documents": (documents, 200),
         "missing": (system.gateway_url + "/khong-co-trang-nay.html", 404),
         "withdrawn": (gone["url"], 410),
     }
@@ -327,7 +335,9 @@ def test_text_size_toolbar_by_keyboard(pages: dict[str, tuple[str, int]], browse
         context.close()
 
 
-@pytest.mark.parametrize("kind", ["article", "home", "agency", "feeds", "withdrawn", "missing"])
+@pytest.mark.parametrize(
+    "kind", ["article", "home", "agency", "feeds", "document", "documents", "withdrawn", "missing"]
+)
 def test_pages_reflow_at_320_css_px(
     pages: dict[str, tuple[str, int]], browser: Any, kind: str
 ) -> None:
