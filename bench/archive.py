@@ -12,7 +12,8 @@ Citations too, as the render step would have stored them (issue 12): a pool of D
 legal documents, each bulletin citing 0–3 of them (named in full in its opening, so a
 re-render extracts the same ones), and every POPULAR_EVERY-th bulletin also citing
 POPULAR_KEY (Quyết định số 628/QĐ-TTg), whose citers grow with the archive: 50,000 at 1M.
-Each citation row carries its bulletin's live revision and published_at.
+Each citation row carries its bulletin's live revision and published_at; a document gets
+its `documents` row when first cited, as in use.
 
 The benchmarks use it to stand up a large archive in seconds; it writes rows only, so pages
 and feeds of these bulletins exist only after a rebuild.
@@ -185,7 +186,9 @@ def _document_pool(rng: random.Random) -> list[PoolDocument]:
 
 
 def _ensure_documents(conn: Connection, documents: list[PoolDocument]) -> None:
-    """The pool's `documents` rows, inserted once (ON CONFLICT DO NOTHING, as the render does)."""
+    """`documents` rows for these documents (ON CONFLICT DO NOTHING, as the render does)."""
+    if not documents:
+        return
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     rows = [
         {"key": d.key, "doc_type": d.doc_type, "number": d.number, "year": d.year,
@@ -299,7 +302,9 @@ def populate(
     bodies = _body_pool(rng)
     documents = _document_pool(rng)
     with engine.begin() as conn:
-        _ensure_documents(conn, [POPULAR, *documents])
+        # Documents get their row when first cited, as the render step writes them (a
+        # document row is a listing: an uncited pool document must not add one).
+        written_keys = set(conn.scalars(select(LegalDocument.key)))
         agency_rows = _ensure_agencies(conn, agencies)
         category_rows = _ensure_categories(conn, categories)
         start = (conn.scalar(select(func.max(Bulletin.id))) or 0) + 1
@@ -321,6 +326,7 @@ def populate(
                     break
                 rows: Rows = []
                 citations: Rows = []
+                new: dict[str, PoolDocument] = {}
                 for number in range(start + written, start + written + count):
                     cited = _cited(rng, number, documents)
                     rows.append(_row(rng, number, guid_prefix, bodies, agency_rows,
@@ -328,6 +334,9 @@ def populate(
                     published = rows[-1][PUBLISHED_AT]
                     citations += [(number, 1, document.key, position, published)
                                   for position, document in enumerate(cited)]  # fmt: skip
+                    new.update((d.key, d) for d in cited if d.key not in written_keys)
+                _ensure_documents(conn, list(new.values()))
+                written_keys.update(new)
                 write(rows, citations)
                 written += count
             conn.commit()
