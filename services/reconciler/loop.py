@@ -290,6 +290,9 @@ class ArchiveScan:
     documents whose listings are verified next)."""
 
     start: int = 0
+    # The documents' archives take their own round: thousands of them must not stretch the
+    # round of the agencies' and categories' archives from one pass to hundreds.
+    document_start: int = 0
 
 
 def verify_listings(
@@ -324,7 +327,10 @@ def verify_listings(
     # whose file or build went missing). Both are cheap and single-flight.
     runtime.refresher.request_many(
         [(Job.PAGE, sitemap(SITEMAP_NEWS)), (Job.PAGE, sitemap(SITEMAP_INDEX))]
-        + [(Job.FEED, archive(listing, ARCHIVE_CHECK)) for listing in _slice(listings, archives)]
+        + [
+            (Job.FEED, archive(listing, ARCHIVE_CHECK))
+            for listing in _archive_checks(listings, archives)
+        ]
     )
     return stale
 
@@ -338,6 +344,19 @@ def _slice(
     start = scan.start % len(listings)
     chosen = (listings + listings)[start : start + size]
     scan.start = (start + size) % len(listings)
+    return chosen
+
+
+def _archive_checks(listings: list[Listing], scan: ArchiveScan | None) -> list[Listing]:
+    """The listings whose archives this pass checks: the next slice of the site's, agencies'
+    and categories' listings, and the next slice of the documents' (a round of their own)."""
+    if scan is None:
+        return listings
+    cited = [listing for listing in listings if listing.kind is ListingKind.DOCUMENT]
+    others = [listing for listing in listings if listing.kind is not ListingKind.DOCUMENT]
+    documents = ArchiveScan(scan.document_start)
+    chosen = _slice(others, scan) + _slice(cited, documents)
+    scan.document_start = documents.start
     return chosen
 
 
