@@ -43,7 +43,8 @@ SITE_URL, API_URL = f"http://{SITE}", f"http://{API}"
 SAMPLE = ROOT / "examples" / "000_4fbfac1c975a2018.txt"
 AGENCY_NAME, AGENCY = "UBND tỉnh Bắc Kạn", "bac-kan"
 LOAD_COUNT, LOAD_RATE = 300, 30.0
-SCALE_COUNT, SCALE_RATE = 60, 10.0
+# Long enough (60 s) to span both scalings: compose stops a worker gracefully (up to 10 s).
+SCALE_COUNT, SCALE_RATE = 240, 4.0
 FEED_ITEMS = 50  # Settings.feed_items: a feed holds the newest 50
 UP_TIMEOUT = 420.0  # first start: PostgreSQL's initdb, migrations, every healthcheck
 PUBLISH_TIMEOUT = 300.0  # a render lost with a killed worker is re-sent after 30 s
@@ -470,16 +471,19 @@ def scenario(timings: dict[str, float]) -> None:
     wait_healthy(UP_TIMEOUT)
     say(f"killed containers back: render {running('render')}, feed {running('feed')}")
 
-    # Step 5: render 4 -> 1 -> 3 while publishing.
-    def scale(n: int) -> Callable[[], None]:
-        def run() -> None:
+    # Step 5: render 4 -> 1 -> 3 while publishing, one scaling after the other.
+    seen_during: list[int] = []
+
+    def scale_down_and_up() -> None:
+        for n in (1, 3):
             compose("up", "-d", "--no-build", "--scale", f"render={n}", "--scale", "feed=2")
+            seen_during.append(len(running("render")))
             say(f"scaled render to {n}: {running('render')}")
 
-        return run
-
     more, refused_more = post_paced(key, SCALE_COUNT, SCALE_RATE, "co giãn",
-                                    {10: scale(1), 35: scale(3)})  # fmt: skip
+                                    {8: scale_down_and_up})  # fmt: skip
+    if seen_during != [1, 3]:
+        raise Failed(f"render containers after scaling to 1, then 3: {seen_during}")
     wait_all_published(key, more, PUBLISH_TIMEOUT)
     if len(running("render")) != 3:
         raise Failed(f"expected 3 render containers, found {running('render')}")

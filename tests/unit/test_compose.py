@@ -519,3 +519,48 @@ def test_the_s3_profile_runs_minio_and_the_apps_follow_the_storage_setting(
     # Compose itself accepts the profile with the bucket configured.
     result = _docker_compose("--profile", "s3", "config", "-q", password=None, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+OFFLINE_OVERRIDE = ROOT / "deploy" / "compose" / "offline.yml"
+
+
+def test_the_offline_override_changes_only_where_images_come_from(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """deploy/compose/offline.yml (the offline compose test, tests/compose/) must not fork the
+    production file: app services get only build args, Redis, PostgreSQL and nginx only a
+    local image, the command standing in for the official image's entrypoint and its script."""
+    override = yaml.load(OFFLINE_OVERRIDE.read_text(), Loader=_StrictLoader)["services"]
+    assert set(override) <= set(services)
+    for name in APPS:
+        assert set(override[name]) == {"build"}, name
+        assert set(override[name]["build"]["args"]) == {"BASE_IMAGE"}, name
+    for name in INFRA | {SECRETS}:
+        assert set(override[name]) <= {"image", "command", "volumes"}, name
+        assert "BANTIN_OFFLINE_DEBIAN_IMAGE" in override[name]["image"], name
+    for name in ("postgres", "web"):
+        (mount,) = override[name]["volumes"]
+        script = mount.split(":")[0]
+        assert (ROOT / script).is_file() and mount.endswith(":ro"), mount
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose binary not on PATH; Compose's own validation skipped")
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env |= {"BANTIN_OFFLINE_DEBIAN_IMAGE": "d:1", "BANTIN_OFFLINE_PYTHON_IMAGE": "p:1"}
+    env |= {"SITE_PORT": "127.0.0.1:18080", "API_PORT": "127.0.0.1:18081"}
+    result = subprocess.run(
+        [binary, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE),
+         "-f", str(OFFLINE_OVERRIDE), "config"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    merged = yaml.safe_load(result.stdout)["services"]
+    # Published on loopback only (what docker-compose 1.29 prints: "ip:port:target/proto").
+    ports = [str(port) for port in merged["web"]["ports"]]
+    assert ports == ["127.0.0.1:18080:80/tcp", "127.0.0.1:18081:8001/tcp"], ports
+    assert merged["render"]["build"]["args"] == {"BASE_IMAGE": "p:1"}
+    # Production healthchecks and dependencies are kept.
+    assert merged["postgres"]["healthcheck"]["test"] == services["postgres"]["healthcheck"]["test"]
+    assert merged["redis"]["image"] == "d:1"
