@@ -199,7 +199,12 @@ main() {
   build_python_image "$BANTIN_OFFLINE_PYTHON_IMAGE" "$BANTIN_OFFLINE_DEBIAN_IMAGE" \
     "$CACHE/wheelhouse-$lock_key"
   say "base images ready in $((SECONDS - started)) s"
-  "$PYTHON" tests/compose/scenario.py
+  local status=0
+  "$PYTHON" tests/compose/scenario.py || status=$?
+  # Our private engine only: drop the app images each rebuild left untagged (the base images
+  # and the current app image stay, as the cache of the next run).
+  [ -z "$STARTED_DOCKERD" ] || docker image prune -f >/dev/null || true
+  return "$status"
 }
 
 main "$@"
