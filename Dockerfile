@@ -4,9 +4,10 @@
 #   docker build -t bantin . && docker run --rm -p 8000:8000 -p 8001:8001 -v bantin:/data bantin
 #
 # BASE_IMAGE: any CPython 3.11 image with `python` and `pip` on PATH. The default is the public
-# image; the offline compose test (tests/compose/, `make compose-test`) passes one made from
-# Debian packages whose environment carries PIP_NO_INDEX=1 and PIP_FIND_LINKS=<wheelhouse>, so
-# every `pip` below installs the locked files, hash-checked, from that wheelhouse instead of PyPI.
+# image; the offline compose test (tests/compose/, `make compose-test`) passes one made without
+# a registry (Debian bookworm and a local CPython 3.11) whose environment carries PIP_NO_INDEX=1
+# and PIP_FIND_LINKS=<wheelhouse>, so every `pip` below installs the locked files, hash-checked,
+# from that wheelhouse instead of PyPI.
 ARG BASE_IMAGE=python:3.11-slim
 
 # --- build: turn the source tree into a wheel, so the runtime image holds no source checkout --

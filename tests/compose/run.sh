@@ -5,8 +5,8 @@
 #   1. a Docker engine: the one at DOCKER_HOST (or the default socket) if it answers, else a
 #      private dockerd started here (own socket, data root and exec root) and stopped at the end;
 #   2. base images without a registry: a Debian bookworm root filesystem (debootstrap, the
-#      mirror apt uses) imported as an image, plus a Python image on top holding a venv and a
-#      wheelhouse of requirements.lock, so the Dockerfile's own `pip install` runs offline;
+#      mirror apt uses) imported as an image, plus a Python image on top holding CPython 3.11
+#      and a wheelhouse of requirements.lock, so the Dockerfile's own `pip install` runs offline;
 #   3. tests/compose/scenario.py: up with --scale render=4 --scale feed=2 and
 #      deploy/compose/offline.yml, the checks, `down -v`.
 # Cached between runs (keyed by the package list, the lock's hash and this script's version):
