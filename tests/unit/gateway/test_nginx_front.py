@@ -542,9 +542,14 @@ def test_an_oversized_header_is_refused_before_ingest(
     assert_once(API, lines)
 
 
-def test_ingest_down_is_a_problem_503_and_the_site_stays_up(site: Path) -> None:
+def test_ingest_down_is_a_problem_503_and_the_site_stays_up(
+    site: Path, ports: tuple[int, int]
+) -> None:
     # Its own nginx, with nothing listening where ingest should be: nginx must still start
     # (ingest is resolved per request) and answer the API's clients in problem+json.
+    # `ports` writes the site's files (the home page, the feed): run alone, the test needs
+    # them too.
+    del ports
     work = site.parent / "ingest-down"
     nginx_port, front, dead = harness.free_port(), harness.free_port(), harness.free_port()
     conf = harness._production_conf(site, nginx_port, harness.free_port(), (front, dead))
