@@ -241,8 +241,8 @@ def _ensure_categories(conn: Connection, count: int) -> list[tuple[str, str]]:
 COLUMNS = (
     "id", "guid", "agency_id", "slug", "title", "summary", "body_format", "body_source",
     "body_html", "author", "category", "category_slug", "language", "published_at", "status",
-    "revision", "rendered_revision", "attempts", "last_error", "pending_since", "content_hash",
-    "idempotency_key", "request_hash", "created_at", "updated_at", "rendered_at",
+    "revision", "rendered_revision", "cited_revision", "attempts", "last_error", "pending_since",
+    "content_hash", "idempotency_key", "request_hash", "created_at", "updated_at", "rendered_at",
 )  # fmt: skip
 CITATION_COLUMNS = ("bulletin_id", "revision", "document_key", "position", "published_at")
 PUBLISHED_AT = COLUMNS.index("published_at")
@@ -404,6 +404,7 @@ def _row(
         BulletinStatus.PUBLISHED.value,
         1,  # revision
         1,  # rendered_revision
+        1,  # cited_revision: its citation rows are revision 1's
         1,  # attempts
         None,  # last_error
         None,  # pending_since

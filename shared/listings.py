@@ -43,9 +43,7 @@ def _published(listing: Listing, *columns: Any) -> Select[Any]:
 
 def _live_citation() -> Any:
     """A citation row of the revision whose page is live."""
-    return and_(
-        Bulletin.id == Citation.bulletin_id, Bulletin.rendered_revision == Citation.revision
-    )
+    return and_(Bulletin.id == Citation.bulletin_id, Bulletin.cited_revision == Citation.revision)
 
 
 def _time(listing: Listing) -> Any:

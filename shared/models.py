@@ -154,6 +154,11 @@ class Bulletin(Base):
     # revision that is current, and records it here when its output is live.
     revision: Mapped[int] = mapped_column(Integer, default=1)
     rendered_revision: Mapped[int] = mapped_column(Integer, default=0)
+    # The revision whose citation rows (the `citations` table) are live: set with
+    # rendered_revision when a render makes a revision live, and never lowered, unlike
+    # rendered_revision, which a repair lowers to owe a render again: a page being
+    # re-rendered stays on its documents' pages meanwhile. NULL: none rendered yet.
+    cited_revision: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # of the current revision
     last_error: Mapped[str | None] = mapped_column(Text)
     # Set while a render of the current revision is owed (the outbox): the reconciler
@@ -202,7 +207,7 @@ class LegalDocument(Base):
 
 class Citation(Base):
     """One revision of a bulletin cites one document. The rows of the revision whose page is
-    live (``bulletins.rendered_revision``) are what the document's listing shows, so a
+    live (``bulletins.cited_revision``) are what the document's listing shows, so a
     correction moves the bulletin between document pages exactly when its new page goes live.
 
     `published_at` is the bulletin's at that revision, copied so that a document's listing

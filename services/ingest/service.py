@@ -217,15 +217,15 @@ def owned_bulletin(
 
 def cited_documents(session: Session, bulletin: Bulletin) -> list[LegalDocument]:
     """The documents the bulletin's live page cites, in order of first mention: the citation
-    rows of its rendered revision (none before its first render, none once withdrawn)."""
-    if bulletin.rendered_revision == 0 or bulletin.status == BulletinStatus.WITHDRAWN:
+    rows of its live revision (none before its first render, none once withdrawn)."""
+    if bulletin.cited_revision is None or bulletin.status == BulletinStatus.WITHDRAWN:
         return []
     query = (
         select(LegalDocument)
         .join(Citation, Citation.document_key == LegalDocument.key)
         .where(
             Citation.bulletin_id == bulletin.id,
-            Citation.revision == bulletin.rendered_revision,
+            Citation.revision == bulletin.cited_revision,
         )
         .order_by(Citation.position)
     )

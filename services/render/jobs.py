@@ -100,6 +100,8 @@ _DONE = (
     .values(
         status=bindparam("b_status"),
         rendered_revision=_REVISION,
+        # Its citation rows (written in this transaction) become the live ones.
+        cited_revision=_REVISION,
         rendered_at=bindparam("b_now"),
         pending_since=None,
         last_error=None,
@@ -268,11 +270,12 @@ def _write_citations(
     cites and every one an earlier revision cited.
 
     The hot path costs one SELECT (the bulletin's earlier citations, an index range of the
-    primary key) and the inserts. A first revision that cites nothing costs nothing: it has
-    no earlier revision (a repair re-rendering it would find rows of the same text only)."""
+    primary key) and the inserts. A first render of a first revision that cites nothing
+    costs nothing: no revision of it has rows yet (a repair re-rendering it reads them: an
+    upgraded extraction may no longer find what an older one stored)."""
     keys = sorted({found.key for found in documents})
     earlier: set[str] = set()
-    if revision > 1 or documents:
+    if revision > 1 or documents or bulletin.cited_revision is not None:
         rows = session.execute(
             select(Citation.revision, Citation.document_key).where(
                 Citation.bulletin_id == bulletin.id

@@ -1,6 +1,7 @@
 """Legal-document citations: the documents bulletins cite, and which revision cites which.
 
-Two new tables, nothing else touched, so old processes keep serving meanwhile. Nothing is
+Two new tables and a nullable column on bulletins (which revision's citations are live), so
+old processes keep serving meanwhile. Nothing is
 backfilled here: the render step extracts citations (shared.citations) for every revision it
 renders, and `bantin rebuild` re-renders what is live, extracting the citations of bulletins
 published before this release and linking them in their pages.
@@ -23,6 +24,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Nullable: no table rewrite; NULL (no live citations) until a render or `bantin rebuild`.
+    with op.batch_alter_table("bulletins") as batch:
+        batch.add_column(sa.Column("cited_revision", sa.Integer(), nullable=True))
     op.create_table(
         "documents",
         sa.Column("key", sa.String(length=120), nullable=False),
@@ -55,3 +59,5 @@ def downgrade() -> None:
     op.drop_index("ix_citation_listing", table_name="citations")
     op.drop_table("citations")
     op.drop_table("documents")
+    with op.batch_alter_table("bulletins") as batch:
+        batch.drop_column("cited_revision")

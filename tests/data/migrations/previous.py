@@ -14,9 +14,10 @@ from sqlalchemy.pool import NullPool
 HERE = Path(__file__).resolve().parent
 TABLES = ("agencies", "api_keys", "categories", "bulletins")
 Rows = dict[str, list[dict[str, Any]]]
-# Columns later revisions added to the previous release's bulletins (0005_console): the
-# public withdrawal notice (NULL for old rows) and the folded title (filled in by 0005).
-NEW_BULLETIN_COLUMNS = ("withdrawal_notice", "title_folded")
+# Columns later revisions added to the previous release's bulletins: the public withdrawal
+# notice (NULL for old rows) and the folded title (filled in by 0005_console); the revision
+# whose citations are live (0006_citations; NULL until a render or `bantin rebuild`).
+NEW_BULLETIN_COLUMNS = ("withdrawal_notice", "title_folded", "cited_revision")
 
 
 def made(dialect: str) -> dict[str, Any]:

@@ -107,7 +107,12 @@ def _live(settings: Settings, bulletin_id: int, revision: int, status: BulletinS
         session.execute(
             update(Bulletin)
             .where(Bulletin.id == bulletin_id)
-            .values(revision=revision, rendered_revision=revision, status=status)
+            .values(
+                revision=revision,
+                rendered_revision=revision,
+                cited_revision=revision,
+                status=status,
+            )
         )
 
 

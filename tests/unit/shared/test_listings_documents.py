@@ -74,6 +74,7 @@ def _seed(settings: Settings) -> dict[str, int]:
                 agency_id=agency.id, slug=name, title=name, body_format="text",
                 body_source="b", body_html="<p>b</p>", published_at=moment, status=status,
                 revision=revision, rendered_revision=rendered,
+                cited_revision=rendered or None,
             )  # fmt: skip
             session.add(bulletin)
             session.flush()
@@ -162,13 +163,32 @@ def test_most_cited_counts_published_live_revisions(
 
 
 def test_a_rendered_correction_moves_the_bulletin(seeded: tuple[Settings, dict[str, int]]) -> None:
-    """b3's revision 2 goes live (its render sets rendered_revision): it leaves D1 for D2."""
+    """b3's revision 2 goes live (its render sets rendered_revision and cited_revision): it
+    leaves D1 for D2."""
     settings, ids = seeded
     with session_scope(settings) as session:
-        session.get_one(Bulletin, ids["b3"]).rendered_revision = 2
+        b3 = session.get_one(Bulletin, ids["b3"])
+        b3.rendered_revision = b3.cited_revision = 2
     with Session(engine_for(settings)) as session:
         assert _names(newest_bulletins(session, document(D1), 10)) == ["b7", "b6", "b1"]
         assert _names(newest_bulletins(session, document(D2), 10)) == ["b6", "b3", "b2"]
+
+
+def test_a_repair_owing_a_render_again_keeps_the_bulletin_where_its_page_is(
+    seeded: tuple[Settings, dict[str, int]],
+) -> None:
+    """The reconciler owes a missing page a render by lowering rendered_revision (b6: 1 -> 0,
+    b2: 2 -> 1); meanwhile the documents keep listing what the live revision cites."""
+    settings, ids = seeded
+    with Session(engine_for(settings)) as session:
+        before = {key: _names(newest_bulletins(session, document(key), 10)) for key in (D1, D2)}
+    with session_scope(settings) as session:
+        session.get_one(Bulletin, ids["b6"]).rendered_revision = 0
+        session.get_one(Bulletin, ids["b2"]).rendered_revision = 1
+    with Session(engine_for(settings)) as session:
+        after = {key: _names(newest_bulletins(session, document(key), 10)) for key in (D1, D2)}
+    assert after == before
+    assert "b6" in after[D1] and "b2" in after[D2] and "b2" not in after[D1]
 
 
 # -- plans: the listing index, stopped after N, never a sort of the document's citers ------
@@ -190,7 +210,7 @@ def _many(settings: Settings, citers: int) -> None:
             {"agency_id": agency.id, "slug": f"b{i}", "title": f"b{i}", "body_format": "text",
              "body_source": "b", "body_html": "b", "published_at": start + timedelta(hours=i),
              "status": BulletinStatus.PUBLISHED if i % 7 else BulletinStatus.WITHDRAWN,
-             "revision": 1, "rendered_revision": 1, "guid": f"urn:uuid:{i}",
+             "revision": 1, "rendered_revision": 1, "cited_revision": 1, "guid": f"urn:uuid:{i}",
              "content_hash": "h", "created_at": start, "updated_at": start}
             for i in range(citers)
         ]  # fmt: skip
@@ -267,5 +287,5 @@ def test_postgresql_walks_the_citation_index_without_sorting(tmp_path: Path) -> 
 def test_published_filters_status_for_documents_too() -> None:
     sql = str(_published(document(D1), Bulletin.id))
     assert "citations.document_key" in sql and "bulletins.status" in sql
-    assert "bulletins.rendered_revision = citations.revision" in sql
+    assert "bulletins.cited_revision = citations.revision" in sql
     assert Listing(ListingKind.DOCUMENT, D1) == document(D1)
