@@ -144,3 +144,32 @@ def test_a_first_revision_citing_nothing_costs_no_citation_query(runtime: Runtim
         event.remove(engine, "before_cursor_execute", capture)
     assert not [s for s in statements if "citations" in s or "documents" in s], statements
     assert not [m for m in requested(runtime) if m.startswith("page|document")]
+
+
+def test_a_repair_drops_first_revision_citations_its_text_no_longer_gives(
+    runtime: Runtime,
+) -> None:
+    """Rows an older extraction stored for a first revision (made here by hand) that the
+    current one does not find: a repair's re-render replaces them, and rebuilds the document
+    the bulletin leaves; meanwhile (render owed) the document still lists it, as its page."""
+    renderer = PageRenderer(runtime.settings)
+    bulletin_id = add(runtime, "<p>Không nhắc văn bản nào.</p>")
+    assert publish_bulletin(runtime, renderer, bulletin_id, 1)
+    with session_scope(runtime.settings) as session:
+        name = "Kết luận số 51-KL/TW"
+        session.add(LegalDocument(key=KL51, doc_type="Kết luận", number="51", year=None,
+                                  issuer="KL/TW", name=name, issued_on=None))  # fmt: skip
+        session.flush()
+        session.add(Citation(bulletin_id=bulletin_id, revision=1, document_key=KL51, position=0,
+                             published_at=datetime(2024, 5, 2, 8, tzinfo=UTC)))  # fmt: skip
+    assert listed(runtime, KL51) == [bulletin_id]
+    requested(runtime)
+
+    # The reconciler owes the page a render again (services/reconciler/loop.py _render_again).
+    with session_scope(runtime.settings) as session:
+        session.execute(update(Bulletin).values(rendered_revision=0))
+    assert listed(runtime, KL51) == [bulletin_id]  # still live: the page is what it was
+    assert publish_bulletin(runtime, renderer, bulletin_id, 1)
+    assert rows(runtime, bulletin_id) == []
+    assert listed(runtime, KL51) == []
+    assert {f"page|document:{KL51}", f"feed|document:{KL51}"} <= requested(runtime)
