@@ -11,7 +11,8 @@
 #      deploy/compose/offline.yml, the checks, `down -v`.
 # Cached between runs (keyed by the package list, the lock's hash and this script's version):
 # the root filesystem tarball and the wheelhouse under $BANTIN_COMPOSE_CACHE, the images in the
-# engine. Exit 0: passed; 1: failed; 0 with "SKIPPED" printed: no engine can start here.
+# engine. Exit 0: passed; 1: failed; 0 with "SKIPPED" printed: no engine can start here, except
+# with BANTIN_TEST_STRICT=1 (.ci/run), where a skip for missing infrastructure is a failure (1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,22 +31,57 @@ PRIVATE_SOCK=/run/bantin-compose-docker.sock
 PRIVATE_ROOT=/var/lib/bantin-compose-docker
 PRIVATE_EXEC=/run/bantin-compose-docker-exec
 PRIVATE_PID=/run/bantin-compose-docker.pid
-STARTED_DOCKERD=""
+ENGINE_WAIT=90      # seconds a starting dockerd gets to answer, all tries together
+ENGINE_STOP_WAIT=60 # seconds after TERM: dockerd stops its containers (10 s each) first
+STARTED_DOCKERD=""  # the private dockerd's pid, started or adopted here: stopped on exit
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-skip() { say "SKIPPED: $*"; exit 0; }
+skip() {
+  if [ "${BANTIN_TEST_STRICT:-}" = 1 ]; then
+    say "FAILED (BANTIN_TEST_STRICT=1: a skip for missing infrastructure is a failure): $*"
+    exit 1
+  fi
+  say "SKIPPED: $*"; exit 0
+}
+
+# The private engine's containerd and shims live under its exec root: after a KILL of dockerd
+# they would keep running (and keep its containers alive), so they go too, by that path only.
+kill_private_leftovers() {
+  local pids shim
+  pids=$(pgrep -f -- "containerd-shim.*$PRIVATE_EXEC/" || true)
+  for shim in $pids; do
+    pkill -KILL -P "$shim" 2>/dev/null || true  # the container's init: its namespace goes
+    kill -KILL "$shim" 2>/dev/null || true
+  done
+  pids=$(pgrep -f -- "containerd .*$PRIVATE_EXEC/containerd" || true)
+  for shim in $pids; do kill -KILL "$shim" 2>/dev/null || true; done
+}
 
 stop_dockerd() {
   [ -n "$STARTED_DOCKERD" ] || return 0
-  say "stopping the private dockerd (pid $STARTED_DOCKERD)"
-  kill "$STARTED_DOCKERD" 2>/dev/null || true
-  for _ in $(seq 30); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || return 0; sleep 1; done
-  kill -9 "$STARTED_DOCKERD" 2>/dev/null || true
+  local pid=$STARTED_DOCKERD
+  STARTED_DOCKERD=""
+  kill -0 "$pid" 2>/dev/null || return 0
+  say "stopping the private dockerd (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq "$ENGINE_STOP_WAIT"); do
+    kill -0 "$pid" 2>/dev/null || { say "dockerd stopped"; return 0; }
+    sleep 1
+  done
+  say "dockerd still running ${ENGINE_STOP_WAIT} s after TERM: KILL, and its containerd shims"
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 10); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  kill_private_leftovers
+  rm -f "$PRIVATE_PID" "$PRIVATE_SOCK"
 }
 trap stop_dockerd EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # --- 1. the engine ------------------------------------------------------------------------
-engine_answers() { timeout 20 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+engine_answers() {
+  timeout "${1:-20}" docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
 
 need_tools() {
   local missing=()
@@ -56,8 +92,9 @@ need_tools() {
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || skip "missing ${missing[*]} and not root to install them"
     say "installing ${missing[*]} (apt)"
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null \
-      || skip "apt could not install ${missing[*]}"
+    if ! { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+      skip "apt could not install ${missing[*]}"
+    fi
   fi
 }
 
@@ -70,20 +107,35 @@ start_engine() {
   fi
   [ "$(id -u)" = 0 ] || skip "no Docker engine answers and starting one needs root"
   export DOCKER_HOST="unix://$PRIVATE_SOCK"
-  if engine_answers; then say "using the private engine left at $DOCKER_HOST"; return; fi
+  local leftover
+  leftover=$(cat "$PRIVATE_PID" 2>/dev/null || true)
+  if [[ "$leftover" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$leftover/comm" 2>/dev/null)" = dockerd ]; then
+    # Left by an earlier run that was killed before its trap ran: adopt it, so this run
+    # stops it at the end (or stop it now if it no longer answers).
+    STARTED_DOCKERD=$leftover
+    if engine_answers; then
+      say "using the private engine left at $DOCKER_HOST (pid $leftover; stopped at the end)"
+      return
+    fi
+    say "the private dockerd left running (pid $leftover) does not answer: stopping it"
+    stop_dockerd
+  fi
   say "starting a private dockerd at $DOCKER_HOST (data root $PRIVATE_ROOT)"
   mkdir -p "$PRIVATE_ROOT" "$CACHE"
   dockerd --host "$DOCKER_HOST" --data-root "$PRIVATE_ROOT" --exec-root "$PRIVATE_EXEC" \
     --pidfile "$PRIVATE_PID" >"$CACHE/dockerd.log" 2>&1 &
   STARTED_DOCKERD=$!
-  for _ in $(seq 60); do
-    engine_answers && { say "dockerd is up"; return; }
+  # One bound for all the tries together: a dockerd that lives but never answers must not
+  # hold the run (each try is short, and the last one ends at the deadline).
+  local deadline=$((SECONDS + ENGINE_WAIT)) left
+  while left=$((deadline - SECONDS)) && [ "$left" -gt 0 ]; do
+    engine_answers "$((left < 5 ? left : 5))" && { say "dockerd is up"; return; }
     kill -0 "$STARTED_DOCKERD" 2>/dev/null || break
     sleep 1
   done
   tail -n 20 "$CACHE/dockerd.log" >&2 || true
-  STARTED_DOCKERD=""
-  skip "dockerd did not start (log above: $CACHE/dockerd.log)"
+  stop_dockerd  # TERM, wait, KILL: never leave it running
+  skip "dockerd did not answer within ${ENGINE_WAIT} s (log above: $CACHE/dockerd.log)"
 }
 
 # --- 2. the images ------------------------------------------------------------------------
@@ -169,28 +221,52 @@ build_wheelhouse() {
   local dir=$1
   [ -f "$dir/.complete" ] && { say "wheelhouse $dir: cached"; return; }
   say "downloading the wheelhouse into $dir"
-  rm -rf "$dir" && mkdir -p "$dir.part"
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps \
-    -r requirements.lock -d "$dir.part" 2>&1 \
-    | grep -v "^WARNING: Location" || true
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
-    "setuptools>=68" wheel -d "$dir.part" 2>&1 | grep -v "^WARNING: Location" || true
-  local wanted have
-  wanted=$(grep -cE '^[A-Za-z0-9_.-]+==' requirements.lock)
-  have=$(find "$dir.part" -maxdepth 1 -type f | wc -l)
-  if [ "$have" -lt "$wanted" ]; then
-    say "wheelhouse incomplete: $have files for $wanted locked packages"; return 1
+  rm -rf "$dir" "$dir.part" && mkdir -p "$dir.part"
+  local log=$CACHE/pip-download.log
+  # pip's own exit status decides (its output goes to the log, shown on a failure).
+  if ! "$PYTHON" -m pip download --disable-pip-version-check --require-hashes --no-deps \
+      -r requirements.lock -d "$dir.part" >"$log" 2>&1 \
+    || ! "$PYTHON" -m pip download --disable-pip-version-check --no-deps \
+      "setuptools>=68" wheel -d "$dir.part" >>"$log" 2>&1; then
+    tail -n 20 "$log" >&2; say "pip download failed (log: $log)"; return 1
+  fi
+  # Every locked name==version has its file (the extras above count for nothing here).
+  local missing
+  missing=$("$PYTHON" - "$dir.part" <<'EOF'
+import re, sys
+from pathlib import Path
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
+
+have = set()
+for f in Path(sys.argv[1]).iterdir():
+    if f.name.startswith("."):
+        continue
+    parse = parse_wheel_filename if f.name.endswith(".whl") else parse_sdist_filename
+    have.add((parse(f.name)[0], parse(f.name)[1]))
+locked = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", Path("requirements.lock").read_text(), re.M)
+print(" ".join(f"{n}=={v}" for n, v in locked if (canonicalize_name(n), Version(v)) not in have))
+EOF
+) || { say "could not check the wheelhouse"; return 1; }
+  if [ -n "$missing" ]; then
+    say "wheelhouse incomplete: no file for $missing"; return 1
   fi
   touch "$dir.part/.complete" && mv "$dir.part" "$dir"
 }
 
 main() {
+  mkdir -p "$CACHE"
+  # One run at a time: runs share the private engine (a later one adopts and stops it) and
+  # the compose project.
+  exec 9>"$CACHE/run.lock"
+  if ! flock -n 9; then
+    say "FAILED: another compose test is running (it holds $CACHE/run.lock)"; exit 1
+  fi
   need_tools
   start_engine
-  mkdir -p "$CACHE"
   local started=$SECONDS rootfs_key lock_key python_key
   rootfs_key=$(printf '%s %s %s' "$SUITE" "$PACKAGES" "$ROOTFS_RECIPE" | hash_of)
-  lock_key=$(cat requirements.lock | hash_of)
+  lock_key=$(hash_of <requirements.lock)
   python_key=$("$PYTHON" -c 'import sys; print(sys.base_prefix, sys.version)' | hash_of)
   export BANTIN_OFFLINE_DEBIAN_IMAGE="bantin-offline-debian:$rootfs_key"
   export BANTIN_OFFLINE_PYTHON_IMAGE="bantin-offline-python:$rootfs_key-$python_key-$lock_key-r$PYTHON_RECIPE"
