@@ -119,6 +119,10 @@ start_engine() {
     fi
     say "the private dockerd left running (pid $leftover) does not answer: stopping it"
     stop_dockerd
+  elif engine_answers; then
+    # Answering on our socket without our pidfile: not ours to stop.
+    say "using the engine found at $DOCKER_HOST (not started by this test: left running)"
+    return
   fi
   say "starting a private dockerd at $DOCKER_HOST (data root $PRIVATE_ROOT)"
   mkdir -p "$PRIVATE_ROOT" "$CACHE"
