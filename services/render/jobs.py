@@ -369,6 +369,10 @@ def render_listing(runtime: Runtime, renderer: PageRenderer, listing: Listing) -
         html = renderer.listing(listing, heading, bulletins)
     runtime.storage.put(file_for(listing.page_path), html.encode())
     worker_metrics.log_build(log, "index page built", listing, bulletins)
+    if listing.kind is ListingKind.DOCUMENT:
+        # A document's page changed (a publish, or a repair of a lost trigger): /van-ban/'s
+        # counts may have too. Coalesced, and built at most as often as a sitemap.
+        runtime.refresher.request(Job.PAGE, DOCUMENTS)
     if listing.kind is ListingKind.ALL:
         # Every publish, correction and withdrawal rebuilds the home page, and so does
         # `bantin rebuild` and a stale-listing repair: the sitemap index (with robots.txt and

@@ -13,16 +13,17 @@ from redis import Redis
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from services.render.jobs import publish_bulletin
+from services.reconciler.loop import verify_listings
+from services.render.jobs import build_documents_index, publish_bulletin, render_listing
 from services.render.pages import PageRenderer
 from shared.celery_app import create_celery_app
 from shared.db import create_schema, engine_for, session_scope
 from shared.listings import newest_bulletins
 from shared.models import Agency, Bulletin, BulletinStatus, Citation, LegalDocument
-from shared.refresh import TARGETS_KEY
+from shared.refresh import TARGETS_KEY, Job
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
-from shared.site import document
+from shared.site import DOCUMENTS, document
 
 Q628 = "qd-ttg-628-2020"
 KL51 = "kl-tw-51"  # no date, no year in its number: a key without a year
@@ -173,3 +174,23 @@ def test_a_repair_drops_first_revision_citations_its_text_no_longer_gives(
     assert rows(runtime, bulletin_id) == []
     assert listed(runtime, KL51) == []
     assert {f"page|document:{KL51}", f"feed|document:{KL51}"} <= requested(runtime)
+
+
+def test_van_ban_is_built_once_by_the_reconciler_then_with_each_document_page(
+    runtime: Runtime,
+) -> None:
+    """/van-ban/ aggregates every citation: the reconciler asks for it only while it was never
+    built (a new site, a Redis that lost its state); afterwards each document page's build
+    brings it along, the reconciler's own repairs of document pages included."""
+    renderer = PageRenderer(runtime.settings)
+    requested(runtime)
+    verify_listings(runtime)
+    assert "page|documents" in requested(runtime)
+    runtime.refresher.run(
+        Job.PAGE, DOCUMENTS, lambda: build_documents_index(runtime, renderer, DOCUMENTS)
+    )
+    requested(runtime)
+    verify_listings(runtime)
+    assert "page|documents" not in requested(runtime)
+    render_listing(runtime, renderer, document(Q628))
+    assert "page|documents" in requested(runtime)
