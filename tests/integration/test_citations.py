@@ -171,7 +171,9 @@ def test_the_sample_links_its_documents_and_each_lists_it_with_another_agencys(
     until_consistent(both_newest_first)
     # The second bulletin cites only the decision: no other document lists it.
     assert page_path(second["url"]) not in listed(system, KL51)
-    assert index_counts(system).get(Q628, 0) >= 2
+    # /van-ban/ aggregates every citation: under load it is rebuilt at most as often as a
+    # sitemap (shared.refresh), so it catches up a few seconds after the document's page.
+    until_consistent(lambda: [] if index_counts(system).get(Q628, 0) >= 2 else ["628 counted once"])
 
 
 def test_a_correction_and_a_withdrawal_move_the_bulletin_off_document_pages(
