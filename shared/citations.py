@@ -58,6 +58,9 @@ class Document:
     issuer: str  # "QĐ-TTg": the issuer code as official texts write it (NFC)
     name: str  # "Quyết định số 628/QĐ-TTg": the display name, without the date
     issued_on: date | None  # 2020-05-11 when the text states it
+    # "628/QĐ-TTg", "29-NQ/TW", "15/2020/NĐ-CP": the number as official texts write it (what
+    # JSON-LD's legislationIdentifier takes)
+    identifier: str
 
     @property
     def title(self) -> str:
@@ -296,7 +299,7 @@ def _document(m: re.Match[str], doc_type: str, title: str | None) -> Document:
     key = f"{_slug(issuer)}-{number}" + (f"-{year}" if year else "")
     title = " ".join(title.split()) if title else ""
     name = f"{doc_type} {title} số {written}" if title else f"{doc_type} số {written}"
-    return Document(key, doc_type, number, year, issuer, name, issued_on)
+    return Document(key, doc_type, number, year, issuer, name, issued_on, written)
 
 
 @lru_cache(maxsize=4096)

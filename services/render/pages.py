@@ -93,19 +93,6 @@ def _teaser(bulletin: Bulletin, limit: int) -> str:
     return excerpt(bulletin.body_html, limit)
 
 
-def _identifier(doc: citations.Document) -> str:
-    """The document's number as official texts write it, "628/QĐ-TTg", "29-NQ/TW",
-    "15/2020/NĐ-CP": its name without the type and "số", or else number and issuer."""
-    rest = doc.name
-    if rest.startswith(doc.doc_type):
-        rest = rest[len(doc.doc_type) :].strip()
-        if rest.startswith("số "):
-            rest = rest[3:].strip()
-        if rest and doc.number in rest and doc.issuer in rest:
-            return rest
-    return f"{doc.number}/{doc.issuer}"
-
-
 def _aware(moment: datetime) -> datetime:
     # Rows keep naive UTC in the database; a bulletin built by hand may carry the same.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -254,7 +241,7 @@ class PageRenderer:
         return _teaser(bulletin, DESCRIPTION_CHARS)
 
     @staticmethod
-    def _document_path(doc: citations.Document) -> str:
+    def _document_path(doc: citations.Document | LegalDocument) -> str:
         # Site-relative, like the page's other links (agency, category).
         return document(doc.key).page_path
 
@@ -263,7 +250,7 @@ class PageRenderer:
         data: dict[str, Any] = {
             "@type": "Legislation",
             "name": doc.title,
-            "legislationIdentifier": _identifier(doc),
+            "legislationIdentifier": doc.identifier,
             "legislationType": doc.doc_type,
         }
         if doc.issued_on is not None:
@@ -397,7 +384,7 @@ class PageRenderer:
                 {
                     "title": doc.title,
                     "type": doc.doc_type,
-                    "path": document(doc.key).page_path,
+                    "path": self._document_path(doc),
                     # Vietnamese groups thousands with dots: 1.234 bản tin.
                     "count": f"{count:,}".replace(",", "."),
                 }

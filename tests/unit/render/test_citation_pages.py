@@ -238,6 +238,7 @@ def test_a_document_name_cannot_inject(renderer: PageRenderer) -> None:
         issuer="QĐ-X",
         name=f"Quyết định số 1/QĐ-X {HOSTILE}",
         issued_on=None,
+        identifier="1/QĐ-X",
     )
     page = parse(renderer.article(make_bulletin(), [hostile]))
     item = page.xpath('//section[@class="cited"]//li/a')[0]

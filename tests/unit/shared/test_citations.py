@@ -467,3 +467,21 @@ def test_many_distinct_citations_finish() -> None:
     mentions = find_mentions(text, docs)
     assert sum(m.document is not None for m in mentions) == 4000
     assert citations.linkify_html(f"<p>{text}</p>", docs, href).count('class="citation"') == 4000
+
+
+@pytest.mark.parametrize(
+    ("text", "identifier"),
+    [
+        ("Quyết định số 628/QĐ-TTg ngày 11/5/2020", "628/QĐ-TTg"),
+        ("Nghị quyết số 29-NQ/TW", "29-NQ/TW"),
+        ("Nghị định số 15/2020/NĐ-CP", "15/2020/NĐ-CP"),
+        # A law's title sits between its type and number: not part of the identifier.
+        ("Luật Giáo dục số 43/2019/QH14", "43/2019/QH14"),
+        ("Quyết định số 628/QĐ - TTg", "628/QĐ-TTg"),  # loosely typed, written as it should be
+    ],
+)
+def test_each_document_carries_its_number_as_official_texts_write_it(
+    text: str, identifier: str
+) -> None:
+    (found,) = extract(text)
+    assert found.identifier == identifier
