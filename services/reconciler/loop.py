@@ -345,13 +345,22 @@ def _slice(
     return chosen
 
 
+def _documents_apart(listings: list[Listing]) -> tuple[list[Listing], list[Listing]]:
+    """(the site's, agencies' and categories' listings, the documents'): one per document
+    ever cited, so thousands on a big site, checked a slice at a time."""
+    others: list[Listing] = []
+    cited: list[Listing] = []
+    for listing in listings:
+        (cited if listing.kind is ListingKind.DOCUMENT else others).append(listing)
+    return others, cited
+
+
 def _archive_checks(listings: list[Listing], scan: ArchiveScan | None) -> list[Listing]:
     """The listings whose archives this pass checks: the next slice of the site's, agencies'
     and categories' listings, and the next slice of the documents' (a round of their own)."""
     if scan is None:
         return listings
-    cited = [listing for listing in listings if listing.kind is ListingKind.DOCUMENT]
-    others = [listing for listing in listings if listing.kind is not ListingKind.DOCUMENT]
+    others, cited = _documents_apart(listings)
     documents = ArchiveScan(scan.document_start)
     chosen = _slice(others, scan) + _slice(cited, documents)
     scan.document_start = documents.start
@@ -363,8 +372,7 @@ def _checked(listings: list[Listing], documents: ArchiveScan | None) -> list[Lis
     but the documents, and of those (one per document ever cited: thousands on a big site,
     a query each) the next DOCUMENT_CHECK_SLICE. Their publishes request them directly; this
     is for lost triggers, so a round of passes may take its time."""
-    cited = [listing for listing in listings if listing.kind is ListingKind.DOCUMENT]
-    others = [listing for listing in listings if listing.kind is not ListingKind.DOCUMENT]
+    others, cited = _documents_apart(listings)
     return others + _slice(cited, documents, DOCUMENT_CHECK_SLICE)
 
 
